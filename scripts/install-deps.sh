@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages dgs builds and tests with, when they are missing.
+# Needs root (or sudo) only if something has to be installed. The CUDA toolkit
+# itself (nvcc, NCCL, cuDNN) is expected in /usr/local/cuda or on PATH.
+set -euo pipefail
+
+packages=(cmake g++ make libgtest-dev libbenchmark-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "dgs: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "dgs: need root to install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
+  echo "dgs: no CUDA toolkit found (nvcc is neither on PATH nor in /usr/local/cuda/bin)." >&2
+  echo "dgs: install CUDA 12 or 13 and put its bin directory on PATH." >&2
+  exit 1
+fi
