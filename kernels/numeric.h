@@ -33,9 +33,13 @@ DGS_HD float bits_float(std::uint32_t u) {
 
 /// Selection key of a value: orders exactly like |x| for every non-NaN x,
 /// puts NaN above +inf, and makes -0 and +0 equal (a tie, broken by index).
-DGS_HD std::uint32_t magnitude_key(float x) { return float_bits(x) & 0x7fffffffu; }
+DGS_HD std::uint32_t magnitude_key(float x) {
+  return float_bits(x) & 0x7fffffffu;
+}
 
-DGS_HD bool is_finite(float x) { return (float_bits(x) & 0x7f800000u) != 0x7f800000u; }
+DGS_HD bool is_finite(float x) {
+  return (float_bits(x) & 0x7f800000u) != 0x7f800000u;
+}
 
 // ---------------------------------------------------------------------------
 // Counter-based random numbers (DESIGN.md section 9): every draw is a pure
@@ -89,20 +93,22 @@ DGS_HD std::uint16_t float_to_bf16(float x) {
   const std::uint32_t u = float_bits(x);
   const std::uint32_t sign = u & 0x80000000u;
   const std::uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return static_cast<std::uint16_t>((sign >> 16) | 0x7fc0u);  // NaN
+  if (a > 0x7f800000u) return static_cast<std::uint16_t>((sign >> 16) | 0x7fc0u);   // NaN
   if (a == 0x7f800000u) return static_cast<std::uint16_t>((sign >> 16) | 0x7f80u);  // inf
   if (a >= 0x7f7f8000u) return static_cast<std::uint16_t>((sign >> 16) | 0x7f7fu);  // saturate
   const std::uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
   return static_cast<std::uint16_t>(rounded >> 16);
 }
 
-DGS_HD float bf16_to_float(std::uint16_t h) { return bits_float(static_cast<std::uint32_t>(h) << 16); }
+DGS_HD float bf16_to_float(std::uint16_t h) {
+  return bits_float(static_cast<std::uint32_t>(h) << 16);
+}
 
 DGS_HD std::uint16_t float_to_f16(float x) {
   const std::uint32_t u = float_bits(x);
   const std::uint32_t sign = (u >> 16) & 0x8000u;
   const std::uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);  // NaN
+  if (a > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
   if (a == 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // inf
   if (a >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7bffu);  // >= 65520: saturate
   if (a >= 0x38800000u) {
@@ -144,9 +150,12 @@ DGS_HD float f16_to_float(std::uint16_t h) {
 /// x as the receiver will see it after a trip through the wire type.
 DGS_HD float round_to_wire(float x, WireValue type) {
   switch (type) {
-    case WireValue::bf16: return bf16_to_float(float_to_bf16(x));
-    case WireValue::f16: return f16_to_float(float_to_f16(x));
-    case WireValue::f32: break;
+    case WireValue::bf16:
+      return bf16_to_float(float_to_bf16(x));
+    case WireValue::f16:
+      return f16_to_float(float_to_f16(x));
+    case WireValue::f32:
+      break;
   }
   return x;
 }

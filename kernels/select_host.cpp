@@ -70,8 +70,8 @@ std::uint64_t select_topk_segment(const float* x, std::uint64_t n, std::uint64_t
 }
 
 std::uint32_t estimate_threshold_key(const float* x, std::uint64_t n, std::uint64_t k,
-                                     std::uint64_t seed, std::uint64_t step,
-                                     std::uint64_t segment, std::uint32_t sample) {
+                                     std::uint64_t seed, std::uint64_t step, std::uint64_t segment,
+                                     std::uint32_t sample) {
   std::vector<std::uint32_t> keys;
   if (n <= sample) {
     keys.resize(n);
@@ -80,7 +80,8 @@ std::uint32_t estimate_threshold_key(const float* x, std::uint64_t n, std::uint6
     const std::uint64_t stream =
         detail::stream_key(seed, step, segment, detail::RandomUse::threshold_sample);
     keys.resize(sample);
-    for (std::uint64_t j = 0; j < sample; ++j) keys[j] = magnitude_key(x[detail::draw(stream, j) % n]);
+    for (std::uint64_t j = 0; j < sample; ++j)
+      keys[j] = magnitude_key(x[detail::draw(stream, j) % n]);
   }
   const std::uint64_t s = keys.size();
   // The sample's share of the k largest: rank ceil(k * s / n), at least 1.
@@ -115,7 +116,9 @@ std::uint64_t select(const float* x, const Segments& segments, const SelectionPl
       taken = n;
     } else {
       switch (plan.compressor) {
-        case Compressor::topk: taken = select_topk_segment(xs, n, k, base, dst); break;
+        case Compressor::topk:
+          taken = select_topk_segment(xs, n, k, base, dst);
+          break;
         case Compressor::randk: {
           const std::uint64_t stream = detail::stream_key(seed, step, l, detail::RandomUse::randk);
           taken = emit_top([stream](std::uint64_t i) { return detail::randk_key(stream, i); }, n, k,

@@ -45,7 +45,7 @@ std::uint64_t select_topk_segment(const float* x, std::uint64_t n, std::uint64_t
 /// (magnitude_key scale); the segment sends every coordinate whose key is at
 /// least this. Exposed for tests.
 std::uint32_t estimate_threshold_key(const float* x, std::uint64_t n, std::uint64_t k,
-                                     std::uint64_t seed, std::uint64_t step,
-                                     std::uint64_t segment, std::uint32_t sample);
+                                     std::uint64_t seed, std::uint64_t step, std::uint64_t segment,
+                                     std::uint32_t sample);
 
 }  // namespace dgs::host

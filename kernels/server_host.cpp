@@ -53,7 +53,8 @@ Verdict validate_push(const void* message, std::size_t bytes, const PushRules& r
   if (h.model_size != layout.model_size) {
     return reject(RejectReason::model_size, h.model_size, layout.model_size);
   }
-  if (h.layout != layout.payload) return reject(RejectReason::layout, raw(h.layout), raw(layout.payload));
+  if (h.layout != layout.payload)
+    return reject(RejectReason::layout, raw(h.layout), raw(layout.payload));
   const bool dense = layout.payload == PayloadLayout::dense;
   if (!dense && h.compressor != rules.config.compressor) {
     return reject(RejectReason::compressor, raw(h.compressor), raw(rules.config.compressor));
@@ -73,7 +74,8 @@ Verdict validate_push(const void* message, std::size_t bytes, const PushRules& r
     return Verdict{};
   }
   if (dense) {
-    if (h.count != layout.model_size) return reject(RejectReason::count, h.count, layout.model_size);
+    if (h.count != layout.model_size)
+      return reject(RejectReason::count, h.count, layout.model_size);
   } else {
     if (h.ratio_code > rules.max_ratio_code) {
       return reject(RejectReason::ratio, h.ratio_code, rules.max_ratio_code);
@@ -142,12 +144,14 @@ void for_each_push_entry(const void* message, const PushRules& rules, Fn&& fn) {
 }  // namespace
 
 void apply_push(const void* message, const PushRules& rules, float* model) {
-  for_each_push_entry(message, rules, [model](std::uint64_t i, float s) { model[i] = model[i] - s; });
+  for_each_push_entry(message, rules,
+                      [model](std::uint64_t i, float s) { model[i] = model[i] - s; });
 }
 
 void accumulate_push(const void* message, const PushRules& rules, float* accumulator) {
-  for_each_push_entry(message, rules,
-                      [accumulator](std::uint64_t i, float s) { accumulator[i] = accumulator[i] + s; });
+  for_each_push_entry(message, rules, [accumulator](std::uint64_t i, float s) {
+    accumulator[i] = accumulator[i] + s;
+  });
 }
 
 void apply_average(const float* accumulator, std::uint32_t contributors, float* model,

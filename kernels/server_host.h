@@ -23,9 +23,9 @@ struct PushRules {
   PushRules(const Segments& model, const Config& config);
 
   Config config;
-  Segments segments;            ///< selection segments
-  MessageLayout layout;         ///< the push buffer every worker uses
-  std::uint32_t max_ratio_code; ///< encode_ratio(config.max_ratio())
+  Segments segments;             ///< selection segments
+  MessageLayout layout;          ///< the push buffer every worker uses
+  std::uint32_t max_ratio_code;  ///< encode_ratio(config.max_ratio())
 
   /// The plan a push at `ratio_code` was selected with.
   SelectionPlan plan_at(std::uint32_t ratio_code) const;

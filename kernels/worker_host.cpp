@@ -11,7 +11,9 @@
 namespace dgs::host {
 namespace {
 
-bool mask_bit(const std::uint32_t* mask, std::uint64_t i) { return (mask[i >> 5] >> (i & 31)) & 1u; }
+bool mask_bit(const std::uint32_t* mask, std::uint64_t i) {
+  return (mask[i >> 5] >> (i & 31)) & 1u;
+}
 
 void require(bool ok, const char* what) {
   if (!ok) throw Error(ErrorCode::invalid_argument, std::string("dgs::host::worker_step: ") + what);
@@ -19,16 +21,20 @@ void require(bool ok, const char* what) {
 
 void check_state(Method method, const WorkerState& s) {
   switch (method) {
-    case Method::dense: break;
+    case Method::dense:
+      break;
     case Method::gd:
     case Method::gmc:
-    case Method::gmc_plus: require(s.residual != nullptr, "the method needs state.residual"); break;
+    case Method::gmc_plus:
+      require(s.residual != nullptr, "the method needs state.residual");
+      break;
     case Method::dgc:
       require(s.momentum != nullptr && s.accumulator != nullptr,
               "dgc needs state.momentum and state.accumulator");
       break;
     case Method::samomentum:
-      require(s.momentum != nullptr && s.mask != nullptr, "samomentum needs state.momentum and state.mask");
+      require(s.momentum != nullptr && s.mask != nullptr,
+              "samomentum needs state.momentum and state.mask");
       break;
   }
 }
@@ -77,8 +83,8 @@ SelectionStats worker_step(const StepParams& params, const Segments& segments,
 
   require(segments.total() == p, "segments do not cover the model");
   require(plan.total_capacity() <= layout.capacity, "the plan does not fit the message capacity");
-  require(layout.payload == (plan.compressor == Compressor::rbgs ? PayloadLayout::blocks
-                                                                 : PayloadLayout::sparse),
+  require(layout.payload ==
+              (plan.compressor == Compressor::rbgs ? PayloadLayout::blocks : PayloadLayout::sparse),
           "the message layout does not match the compressor");
 
   // 1. The fused pass: fold g' into the state; the state is what is selected from.
@@ -112,7 +118,8 @@ SelectionStats worker_step(const StepParams& params, const Segments& segments,
       std::memset(state.mask, 0, mask_words(p) * sizeof(std::uint32_t));
       break;
     }
-    case Method::dense: break;
+    case Method::dense:
+      break;
   }
 
   // 2. Selection.
@@ -143,14 +150,15 @@ SelectionStats worker_step(const StepParams& params, const Segments& segments,
         write_value(message, layout, j, state.momentum[i]);
         state.mask[i >> 5] |= 1u << (i & 31);
         break;
-      case Method::dense: break;
+      case Method::dense:
+        break;
     }
   }
   if (blocks) {
     for (std::size_t l = 0; l < segments.count(); ++l) {
-      write_index(message, layout, l,
-                  detail::rbgs_block_start(params.seed, params.step, l, segments.size(l),
-                                           plan.target[l]));
+      write_index(
+          message, layout, l,
+          detail::rbgs_block_start(params.seed, params.step, l, segments.size(l), plan.target[l]));
     }
   }
 

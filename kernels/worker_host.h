@@ -37,7 +37,9 @@ struct WorkerState {
 };
 
 /// Number of 32-bit words of a samomentum mask for P coordinates.
-inline std::uint64_t mask_words(std::uint64_t p) { return (p + 31) / 32; }
+inline std::uint64_t mask_words(std::uint64_t p) {
+  return (p + 31) / 32;
+}
 
 struct StepParams {
   Method method = Method::samomentum;

@@ -23,7 +23,8 @@ std::string show(double value) {
 
 void check_ratio(const char* field, double value) {
   if (!(value > 0.0 && value <= 1.0)) {
-    reject(field, "= " + show(value) + " is outside (0, 1]: it is the kept fraction of each segment");
+    reject(field,
+           "= " + show(value) + " is outside (0, 1]: it is the kept fraction of each segment");
   }
 }
 
@@ -35,7 +36,8 @@ bool enum_below(Enum value, int limit) {
 }  // namespace
 
 void Config::validate() const {
-  if (!enum_below(method, 6)) reject("method", "= " + std::to_string(int(method)) + " is not a Method");
+  if (!enum_below(method, 6))
+    reject("method", "= " + std::to_string(int(method)) + " is not a Method");
   if (!enum_below(compressor, 4)) {
     reject("compressor", "= " + std::to_string(int(compressor)) + " is not a Compressor");
   }
@@ -69,10 +71,11 @@ void Config::validate() const {
   if (schedule == RatioSchedule::warmup) {
     if (warmup_ratios.empty()) reject("warmup_ratios", "is empty but schedule is warmup");
     for (double r : warmup_ratios) check_ratio("warmup_ratios", r);
-    if (warmup_steps == 0) reject("warmup_steps", "= 0 but schedule is warmup: give steps per stage");
+    if (warmup_steps == 0)
+      reject("warmup_steps", "= 0 but schedule is warmup: give steps per stage");
   } else if (!warmup_ratios.empty()) {
-    reject("warmup_ratios", std::string("is set but schedule is ") + to_string(schedule) +
-                                ", which ignores it");
+    reject("warmup_ratios",
+           std::string("is set but schedule is ") + to_string(schedule) + ", which ignores it");
   }
 }
 
@@ -84,11 +87,14 @@ double Config::max_ratio() const {
   return m;
 }
 
-double Config::reply_ratio() const { return server_ratio == 0.0 ? ratio : server_ratio; }
+double Config::reply_ratio() const {
+  return server_ratio == 0.0 ? ratio : server_ratio;
+}
 
 double Config::ratio_at(std::uint64_t step, float lr, float first_lr) const {
   switch (schedule) {
-    case RatioSchedule::constant: return ratio;
+    case RatioSchedule::constant:
+      return ratio;
     case RatioSchedule::lr_proportional: {
       if (!(first_lr > 0.0f) || !(lr >= 0.0f)) return ratio;
       const double r = ratio * static_cast<double>(lr) / static_cast<double>(first_lr);
@@ -105,48 +111,66 @@ double Config::ratio_at(std::uint64_t step, float lr, float first_lr) const {
 
 const char* to_string(Method method) noexcept {
   switch (method) {
-    case Method::dense: return "dense";
-    case Method::gd: return "gd";
-    case Method::dgc: return "dgc";
-    case Method::samomentum: return "samomentum";
-    case Method::gmc: return "gmc";
-    case Method::gmc_plus: return "gmc+";
+    case Method::dense:
+      return "dense";
+    case Method::gd:
+      return "gd";
+    case Method::dgc:
+      return "dgc";
+    case Method::samomentum:
+      return "samomentum";
+    case Method::gmc:
+      return "gmc";
+    case Method::gmc_plus:
+      return "gmc+";
   }
   return "?";
 }
 
 const char* to_string(Compressor compressor) noexcept {
   switch (compressor) {
-    case Compressor::topk: return "topk";
-    case Compressor::threshold: return "threshold";
-    case Compressor::randk: return "randk";
-    case Compressor::rbgs: return "rbgs";
+    case Compressor::topk:
+      return "topk";
+    case Compressor::threshold:
+      return "threshold";
+    case Compressor::randk:
+      return "randk";
+    case Compressor::rbgs:
+      return "rbgs";
   }
   return "?";
 }
 
 const char* to_string(Mode mode) noexcept {
   switch (mode) {
-    case Mode::async: return "async";
-    case Mode::sync: return "sync";
+    case Mode::async:
+      return "async";
+    case Mode::sync:
+      return "sync";
   }
   return "?";
 }
 
 const char* to_string(WireValue value) noexcept {
   switch (value) {
-    case WireValue::f32: return "f32";
-    case WireValue::bf16: return "bf16";
-    case WireValue::f16: return "f16";
+    case WireValue::f32:
+      return "f32";
+    case WireValue::bf16:
+      return "bf16";
+    case WireValue::f16:
+      return "f16";
   }
   return "?";
 }
 
 const char* to_string(RatioSchedule schedule) noexcept {
   switch (schedule) {
-    case RatioSchedule::constant: return "constant";
-    case RatioSchedule::lr_proportional: return "lr_proportional";
-    case RatioSchedule::warmup: return "warmup";
+    case RatioSchedule::constant:
+      return "constant";
+    case RatioSchedule::lr_proportional:
+      return "lr_proportional";
+    case RatioSchedule::warmup:
+      return "warmup";
   }
   return "?";
 }
@@ -161,15 +185,15 @@ Enum parse_enum(std::string_view name, const char* what, const Enum (&values)[N]
     accepted += accepted.empty() ? "" : ", ";
     accepted += to_string(v);
   }
-  throw Error(ErrorCode::invalid_argument,
-              std::string("unknown ") + what + " '" + std::string(name) + "'; expected one of: " +
-                  accepted);
+  throw Error(ErrorCode::invalid_argument, std::string("unknown ") + what + " '" +
+                                               std::string(name) +
+                                               "'; expected one of: " + accepted);
 }
 
 }  // namespace
 
 Method parse_method(std::string_view name) {
-  static constexpr Method all[] = {Method::dense, Method::gd,  Method::dgc,
+  static constexpr Method all[] = {Method::dense,      Method::gd,  Method::dgc,
                                    Method::samomentum, Method::gmc, Method::gmc_plus};
   return parse_enum(name, "method", all);
 }

@@ -44,18 +44,23 @@ void check_slot(const MessageLayout& layout, std::uint64_t slot, std::uint64_t s
 
 std::size_t index_bytes(IndexType type) noexcept {
   switch (type) {
-    case IndexType::u32: return 4;
-    case IndexType::u64: return 8;
-    case IndexType::none: break;
+    case IndexType::u32:
+      return 4;
+    case IndexType::u64:
+      return 8;
+    case IndexType::none:
+      break;
   }
   return 0;
 }
 
 std::size_t value_bytes(WireValue type) noexcept {
   switch (type) {
-    case WireValue::f32: return 4;
+    case WireValue::f32:
+      return 4;
     case WireValue::bf16:
-    case WireValue::f16: return 2;
+    case WireValue::f16:
+      return 2;
   }
   return 4;
 }
@@ -73,8 +78,8 @@ MessageLayout dense_layout(std::uint64_t model_size, WireValue values) {
   return make_layout(PayloadLayout::dense, IndexType::none, values, model_size, model_size, 0);
 }
 
-MessageLayout block_layout(std::uint64_t model_size, std::uint64_t segments,
-                           std::uint64_t capacity, WireValue values) {
+MessageLayout block_layout(std::uint64_t model_size, std::uint64_t segments, std::uint64_t capacity,
+                           WireValue values) {
   return make_layout(PayloadLayout::blocks, index_type_for(model_size), values, model_size,
                      capacity, segments);
 }
@@ -166,7 +171,9 @@ float write_value(void* message, const MessageLayout& layout, std::uint64_t slot
   check_slot(layout, slot, layout.capacity, "value");
   auto* at = static_cast<unsigned char*>(message) + layout.values_offset;
   switch (layout.value_type) {
-    case WireValue::f32: std::memcpy(at + slot * 4, &value, 4); return value;
+    case WireValue::f32:
+      std::memcpy(at + slot * 4, &value, 4);
+      return value;
     case WireValue::bf16: {
       const std::uint16_t half = detail::float_to_bf16(value);
       std::memcpy(at + slot * 2, &half, 2);
@@ -183,26 +190,44 @@ float write_value(void* message, const MessageLayout& layout, std::uint64_t slot
 
 const char* field_name(RejectReason reason) noexcept {
   switch (reason) {
-    case RejectReason::none: return "none";
-    case RejectReason::size: return "size";
-    case RejectReason::magic: return "magic";
-    case RejectReason::version: return "version";
-    case RejectReason::kind: return "kind";
-    case RejectReason::reserved: return "reserved";
-    case RejectReason::sender: return "sender";
-    case RejectReason::model_size: return "model_size";
-    case RejectReason::layout: return "layout";
-    case RejectReason::compressor: return "compressor";
-    case RejectReason::value_type: return "value_type";
-    case RejectReason::index_type: return "index_type";
-    case RejectReason::capacity: return "capacity";
-    case RejectReason::count: return "count";
-    case RejectReason::ratio: return "ratio_code";
+    case RejectReason::none:
+      return "none";
+    case RejectReason::size:
+      return "size";
+    case RejectReason::magic:
+      return "magic";
+    case RejectReason::version:
+      return "version";
+    case RejectReason::kind:
+      return "kind";
+    case RejectReason::reserved:
+      return "reserved";
+    case RejectReason::sender:
+      return "sender";
+    case RejectReason::model_size:
+      return "model_size";
+    case RejectReason::layout:
+      return "layout";
+    case RejectReason::compressor:
+      return "compressor";
+    case RejectReason::value_type:
+      return "value_type";
+    case RejectReason::index_type:
+      return "index_type";
+    case RejectReason::capacity:
+      return "capacity";
+    case RejectReason::count:
+      return "count";
+    case RejectReason::ratio:
+      return "ratio_code";
     case RejectReason::index_range:
     case RejectReason::index_order:
-    case RejectReason::index_segment: return "indices";
-    case RejectReason::block_start: return "block_starts";
-    case RejectReason::value: return "values";
+    case RejectReason::index_segment:
+      return "indices";
+    case RejectReason::block_start:
+      return "block_starts";
+    case RejectReason::value:
+      return "values";
   }
   return "?";
 }

@@ -25,7 +25,9 @@ Segments::Segments(std::vector<std::uint64_t> sizes) : sizes_(std::move(sizes)) 
   }
 }
 
-Segments Segments::single(std::uint64_t total) { return Segments({total}); }
+Segments Segments::single(std::uint64_t total) {
+  return Segments({total});
+}
 
 std::size_t Segments::segment_of(std::uint64_t index) const {
   if (index >= total()) {

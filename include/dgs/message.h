@@ -89,10 +89,10 @@ struct MessageLayout {
   IndexType index_type = IndexType::none;
   WireValue value_type = WireValue::f32;
   std::uint64_t model_size = 0;
-  std::uint64_t capacity = 0;        ///< value slots
-  std::uint64_t index_slots = 0;     ///< capacity (sparse), segments (blocks), 0 (dense)
-  std::uint64_t values_offset = 0;   ///< byte offset of the value region
-  std::uint64_t bytes = 0;           ///< whole buffer
+  std::uint64_t capacity = 0;       ///< value slots
+  std::uint64_t index_slots = 0;    ///< capacity (sparse), segments (blocks), 0 (dense)
+  std::uint64_t values_offset = 0;  ///< byte offset of the value region
+  std::uint64_t bytes = 0;          ///< whole buffer
 };
 
 std::size_t index_bytes(IndexType type) noexcept;
@@ -102,8 +102,8 @@ IndexType index_type_for(std::uint64_t model_size) noexcept;
 
 MessageLayout sparse_layout(std::uint64_t model_size, std::uint64_t capacity, WireValue values);
 MessageLayout dense_layout(std::uint64_t model_size, WireValue values);
-MessageLayout block_layout(std::uint64_t model_size, std::uint64_t segments,
-                           std::uint64_t capacity, WireValue values);
+MessageLayout block_layout(std::uint64_t model_size, std::uint64_t segments, std::uint64_t capacity,
+                           WireValue values);
 
 /// The push buffer of a worker: dense for Method::dense, blocks for rbgs,
 /// sparse otherwise, sized for Config::max_ratio().
@@ -164,8 +164,8 @@ struct Verdict {
   RejectReason reason = RejectReason::none;
   std::uint64_t position = 0;  ///< entry slot, for the per-entry reasons
   std::uint64_t value = 0;     ///< the offending value (field value, index, or value bits)
-  std::uint64_t expected = 0;  ///< what was expected: the field value, the bound, the previous index
-                               ///< (index_order) or the segment (index_segment)
+  std::uint64_t expected = 0;  ///< what was expected: the field value, the bound, the previous
+                               ///< index (index_order) or the segment (index_segment)
 
   bool ok() const noexcept { return reason == RejectReason::none; }
   /// "push from worker 3 rejected: indices[17] = 900 is not below model_size 800".

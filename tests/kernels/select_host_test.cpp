@@ -49,9 +49,8 @@ void expect_exact_topk(const std::vector<float>& x, const Segments& segments, do
   const std::vector<std::uint64_t> got = run_select(x, segments, plan);
   ASSERT_EQ(got.size(), plan.total_capacity());
   for (std::size_t l = 0; l < segments.count(); ++l) {
-    const std::vector<std::uint64_t> want =
-        brute_topk(x.data() + segments.offset(l), segments.size(l), plan.target[l],
-                   segments.offset(l));
+    const std::vector<std::uint64_t> want = brute_topk(
+        x.data() + segments.offset(l), segments.size(l), plan.target[l], segments.offset(l));
     const std::vector<std::uint64_t> slice(got.begin() + plan.first[l],
                                            got.begin() + plan.first[l + 1]);
     ASSERT_EQ(slice, want) << "segment " << l << " of size " << segments.size(l) << " at ratio "
@@ -155,8 +154,8 @@ TEST(SelectThreshold, NeverExceedsCapacityAndReportsItsCountError) {
       }
       ASSERT_LE(in_segment, plan.capacity[l]) << "segment " << l;
       if (plan.target[l] < segments.size(l)) {
-        error += in_segment > plan.target[l] ? in_segment - plan.target[l]
-                                             : plan.target[l] - in_segment;
+        error +=
+            in_segment > plan.target[l] ? in_segment - plan.target[l] : plan.target[l] - in_segment;
       }
     }
     EXPECT_EQ(j, got.size());
@@ -194,7 +193,8 @@ TEST(SelectThreshold, FallsBackToExactTopkWhenTheEstimateOverflows) {
   // All magnitudes equal: the estimate admits everything, capacity clamps.
   const Segments segments({4000});
   const std::vector<float> x(4000, 0.25f);
-  const SelectionPlan plan = make_plan(segments, Compressor::threshold, encode_ratio(0.01), 0, 1.25);
+  const SelectionPlan plan =
+      make_plan(segments, Compressor::threshold, encode_ratio(0.01), 0, 1.25);
   SelectionStats stats;
   const std::vector<std::uint64_t> got = run_select(x, segments, plan, 1, 1, &stats);
   EXPECT_EQ(stats.clamped_segments, 1u);

@@ -94,9 +94,13 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
   const std::vector<Spoiler> spoilers = {
       {"short buffer", RejectReason::size, [](Bytes& m, const MessageLayout&) { m.pop_back(); }},
       {"magic", RejectReason::magic,
-       [](Bytes& m, const MessageLayout&) { set_header(m, [](MessageHeader& h) { h.magic ^= 1; }); }},
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.magic ^= 1; });
+       }},
       {"version", RejectReason::version,
-       [](Bytes& m, const MessageLayout&) { set_header(m, [](MessageHeader& h) { h.version = 2; }); }},
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.version = 2; });
+       }},
       {"kind", RejectReason::kind,
        [](Bytes& m, const MessageLayout&) {
          set_header(m, [](MessageHeader& h) { h.kind = MessageKind::sparse_reply; });
@@ -106,9 +110,13 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
          set_header(m, [](MessageHeader& h) { h.kind = static_cast<MessageKind>(77); });
        }},
       {"reserved", RejectReason::reserved,
-       [](Bytes& m, const MessageLayout&) { set_header(m, [](MessageHeader& h) { h.reserved = 1; }); }},
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.reserved = 1; });
+       }},
       {"sender", RejectReason::sender,
-       [](Bytes& m, const MessageLayout&) { set_header(m, [](MessageHeader& h) { h.sender = 3; }); }},
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.sender = 3; });
+       }},
       {"model_size", RejectReason::model_size,
        [](Bytes& m, const MessageLayout&) {
          set_header(m, [](MessageHeader& h) { h.model_size = 2004; });
@@ -130,11 +138,17 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
          set_header(m, [](MessageHeader& h) { h.index_type = IndexType::u64; });
        }},
       {"capacity", RejectReason::capacity,
-       [](Bytes& m, const MessageLayout&) { set_header(m, [](MessageHeader& h) { h.capacity += 1; }); }},
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.capacity += 1; });
+       }},
       {"count above capacity", RejectReason::count,
-       [](Bytes& m, const MessageLayout&) { set_header(m, [](MessageHeader& h) { h.count += 1; }); }},
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.count += 1; });
+       }},
       {"count below the ratio's", RejectReason::count,
-       [](Bytes& m, const MessageLayout&) { set_header(m, [](MessageHeader& h) { h.count -= 1; }); }},
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.count -= 1; });
+       }},
       {"ratio", RejectReason::ratio,
        [](Bytes& m, const MessageLayout&) {
          set_header(m, [](MessageHeader& h) { h.ratio_code = encode_ratio(0.5); });
@@ -158,7 +172,8 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
          const std::uint64_t offset[] = {0, 1000, 1200, 1203};
          std::uint64_t slot = 0;
          for (int seg = 0; seg < 4; ++seg) {
-           for (std::uint64_t t = 0; t < k[seg]; ++t) write_index(m.data(), l, slot++, offset[seg] + t);
+           for (std::uint64_t t = 0; t < k[seg]; ++t)
+             write_index(m.data(), l, slot++, offset[seg] + t);
          }
          // Slot 20 is segment 1's first; put segment 0's last coordinate there,
          // still between its neighbours 19 and 1001.
@@ -188,11 +203,10 @@ TEST_F(Validation, DensePushesMustCarryTheWholeModel) {
                      set_header(m, [](MessageHeader& h) { h.count -= 1; });
                    }},
                   cfg);
-  expect_rejected({"dense nan", RejectReason::value,
-                   [](Bytes& m, const MessageLayout& l) {
-                     write_value(m.data(), l, 2002, std::nanf(""));
-                   }},
-                  cfg);
+  expect_rejected(
+      {"dense nan", RejectReason::value,
+       [](Bytes& m, const MessageLayout& l) { write_value(m.data(), l, 2002, std::nanf("")); }},
+      cfg);
 }
 
 TEST_F(Validation, ReportsTheLowestFailingEntry) {
@@ -253,9 +267,8 @@ void expect_replica_invariant(Config config, std::uint64_t seed) {
     const Verdict v = server.handle(w.push(g, 0.01f), reply);
     ASSERT_TRUE(v.ok()) << v.describe(k);
     w.apply(reply);
-    ASSERT_EQ(std::memcmp(w.weights.data(), server.replicas[k].data(),
-                          model.total() * sizeof(float)),
-              0)
+    ASSERT_EQ(
+        std::memcmp(w.weights.data(), server.replicas[k].data(), model.total() * sizeof(float)), 0)
         << to_string(config.method) << ": worker " << k << " left its replica at push " << t;
     ASSERT_EQ(w.model_version, server.version);
   }

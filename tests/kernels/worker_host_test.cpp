@@ -24,7 +24,9 @@ constexpr float kLr = 0.05f;
 constexpr float kMomentum = 0.9f;
 constexpr float kWeightDecay = 1e-3f;
 
-Segments small_model() { return Segments({300, 17, 1, 64, 500}); }
+Segments small_model() {
+  return Segments({300, 17, 1, 64, 500});
+}
 
 Config full_density(Method method) {
   Config config;
@@ -51,7 +53,8 @@ std::vector<std::vector<float>> run_one_worker(const Config& config, const Quadr
   EXPECT_EQ(worker.weights, w0);
   std::vector<std::vector<float>> trajectory;
   for (int t = 0; t < kSteps; ++t) {
-    const Verdict v = server.handle(worker.push(problem.gradient(worker.weights, t, 0), kLr), reply);
+    const Verdict v =
+        server.handle(worker.push(problem.gradient(worker.weights, t, 0), kLr), reply);
     EXPECT_TRUE(v.ok()) << v.describe(0);
     EXPECT_EQ(read_header(reply.data()).kind, MessageKind::dense_reply);
     worker.apply(reply);
@@ -62,8 +65,8 @@ std::vector<std::vector<float>> run_one_worker(const Config& config, const Quadr
 }
 
 template <typename Update>
-std::vector<std::vector<float>> run_dense_reference(const Quadratic& problem,
-                                                    std::vector<float> w, Update update) {
+std::vector<std::vector<float>> run_dense_reference(const Quadratic& problem, std::vector<float> w,
+                                                    Update update) {
   std::vector<std::vector<float>> trajectory;
   for (int t = 0; t < kSteps; ++t) {
     const std::vector<float> g = problem.gradient(w, t, 0);
@@ -114,20 +117,20 @@ TEST_F(FullDensity, DgcWithoutFactorMaskingIsMomentumSgd) {
 }
 
 TEST_F(FullDensity, DgcWithFactorMaskingIsPlainSgd) {
-  const auto want = run_dense_reference(problem, w0,
-                                        [](std::size_t, float w, float g) { return w - kLr * g; });
+  const auto want =
+      run_dense_reference(problem, w0, [](std::size_t, float w, float g) { return w - kLr * g; });
   expect_same_trajectory(run_one_worker(full_density(Method::dgc), problem, w0), want);
 }
 
 TEST_F(FullDensity, GradientDroppingIsSgd) {
-  const auto want = run_dense_reference(problem, w0,
-                                        [](std::size_t, float w, float g) { return w - kLr * g; });
+  const auto want =
+      run_dense_reference(problem, w0, [](std::size_t, float w, float g) { return w - kLr * g; });
   expect_same_trajectory(run_one_worker(full_density(Method::gd), problem, w0), want);
 }
 
 TEST_F(FullDensity, DenseIsSgd) {
-  const auto want = run_dense_reference(problem, w0,
-                                        [](std::size_t, float w, float g) { return w - kLr * g; });
+  const auto want =
+      run_dense_reference(problem, w0, [](std::size_t, float w, float g) { return w - kLr * g; });
   expect_same_trajectory(run_one_worker(full_density(Method::dense), problem, w0), want);
 }
 
@@ -288,7 +291,8 @@ void expect_conservation(Method method, Compressor compressor, WireValue wire) {
 }
 
 TEST(Conservation, GradientDroppingSentPlusResidualIsTheInput) {
-  for (Compressor c : {Compressor::topk, Compressor::threshold, Compressor::randk, Compressor::rbgs}) {
+  for (Compressor c :
+       {Compressor::topk, Compressor::threshold, Compressor::randk, Compressor::rbgs}) {
     for (WireValue wire : {WireValue::f32, WireValue::bf16, WireValue::f16}) {
       expect_conservation(Method::gd, c, wire);
     }

@@ -45,7 +45,11 @@ TEST(Config, EachOutOfRangeFieldIsRejectedByName) {
       {"threshold_capacity", [](Config& c) { c.threshold_capacity = 0.9; }},
       {"threshold_sample", [](Config& c) { c.threshold_sample = 8; }},
       {"threshold_sample", [](Config& c) { c.threshold_sample = 100000; }},
-      {"warmup_ratios", [](Config& c) { c.schedule = RatioSchedule::warmup; c.warmup_steps = 10; }},
+      {"warmup_ratios",
+       [](Config& c) {
+         c.schedule = RatioSchedule::warmup;
+         c.warmup_steps = 10;
+       }},
       {"warmup_ratios",
        [](Config& c) {
          c.schedule = RatioSchedule::warmup;
@@ -53,7 +57,11 @@ TEST(Config, EachOutOfRangeFieldIsRejectedByName) {
          c.warmup_steps = 10;
        }},
       {"warmup_ratios", [](Config& c) { c.warmup_ratios = {0.25}; }},
-      {"warmup_steps", [](Config& c) { c.schedule = RatioSchedule::warmup; c.warmup_ratios = {0.25}; }},
+      {"warmup_steps",
+       [](Config& c) {
+         c.schedule = RatioSchedule::warmup;
+         c.warmup_ratios = {0.25};
+       }},
   };
   for (const BadField& bad : cases) {
     Config config;

@@ -40,15 +40,15 @@ TEST(WireFormat, HeaderFieldsSitAtTheirDocumentedOffsets) {
 // A sparse float32 push of 3 entries into a model of 10, byte for byte.
 TEST(WireFormat, SparsePushMatchesTheGoldenBuffer) {
   const Bytes golden = {
-      0x44, 0x47, 0x53, 0x4D,  // magic "DGSM"
-      0x01, 0x00,              // version 1
-      0x01,                    // kind push
-      0x00,                    // layout sparse
-      0x00,                    // compressor topk
-      0x00,                    // value_type f32
-      0x01,                    // index_type u32
-      0x00,                    // reserved
-      0x02, 0x00, 0x00, 0x00,  // sender 2
+      0x44, 0x47, 0x53, 0x4D,                          // magic "DGSM"
+      0x01, 0x00,                                      // version 1
+      0x01,                                            // kind push
+      0x00,                                            // layout sparse
+      0x00,                                            // compressor topk
+      0x00,                                            // value_type f32
+      0x01,                                            // index_type u32
+      0x00,                                            // reserved
+      0x02, 0x00, 0x00, 0x00,                          // sender 2
       0x0A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // model_size 10
       0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // count 3
       0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // capacity 3
@@ -57,11 +57,11 @@ TEST(WireFormat, SparsePushMatchesTheGoldenBuffer) {
       0xCD, 0xCC, 0xCC, 0x3D,                          // lr 0.1f
       0xCC, 0xCC, 0xCC, 0x4C,                          // ratio_code 0x4CCCCCCC
       0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00,  // indices 1 4 7
-      0x00, 0x00, 0x00, 0x00,                          // padding to 16
-      0x00, 0x00, 0x00, 0x3F,                          // 0.5f
-      0x00, 0x00, 0x00, 0xC0,                          // -2.0f
-      0x6F, 0x12, 0x83, 0x3A,                          // 0.001f
-      0x00, 0x00, 0x00, 0x00,                          // padding to 16
+      0x00, 0x00, 0x00, 0x00,                                                  // padding to 16
+      0x00, 0x00, 0x00, 0x3F,                                                  // 0.5f
+      0x00, 0x00, 0x00, 0xC0,                                                  // -2.0f
+      0x6F, 0x12, 0x83, 0x3A,                                                  // 0.001f
+      0x00, 0x00, 0x00, 0x00,                                                  // padding to 16
   };
   const MessageLayout layout = sparse_layout(10, 3, WireValue::f32);
   ASSERT_EQ(layout.bytes, golden.size());
@@ -104,13 +104,12 @@ TEST(WireFormat, SparsePushMatchesTheGoldenBuffer) {
 TEST(WireFormat, BlockPushWithBf16ValuesMatchesTheGoldenBuffer) {
   const Bytes golden = {
       0x44, 0x47, 0x53, 0x4D, 0x01, 0x00,
-      0x01,  // push
-      0x02,  // layout blocks
-      0x03,  // compressor rbgs
-      0x01,  // value_type bf16
-      0x01,  // index_type u32
-      0x00,
-      0x00, 0x00, 0x00, 0x00,                          // sender 0
+      0x01,                                            // push
+      0x02,                                            // layout blocks
+      0x03,                                            // compressor rbgs
+      0x01,                                            // value_type bf16
+      0x01,                                            // index_type u32
+      0x00, 0x00, 0x00, 0x00, 0x00,                    // sender 0
       0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // model_size 20
       0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // count 4
       0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // capacity 4
@@ -219,12 +218,12 @@ TEST(WireValues, HalfPrecisionRoundsToNearestEvenAndSaturates) {
   EXPECT_EQ(float_to_f16(std::nanf("")) & 0x7C00, 0x7C00);
   EXPECT_NE(float_to_f16(std::nanf("")) & 0x03FF, 0);
   EXPECT_EQ(float_to_f16(0x1p-24f), 0x0001);
-  EXPECT_EQ(float_to_f16(0x1p-25f), 0x0000);      // tie between 0 and 2^-24: even
-  EXPECT_EQ(float_to_f16(0x1.8p-25f), 0x0001);    // above the tie
-  EXPECT_EQ(float_to_f16(0x1.8p-24f), 0x0002);    // 1.5 units: tie to even 2
+  EXPECT_EQ(float_to_f16(0x1p-25f), 0x0000);    // tie between 0 and 2^-24: even
+  EXPECT_EQ(float_to_f16(0x1.8p-25f), 0x0001);  // above the tie
+  EXPECT_EQ(float_to_f16(0x1.8p-24f), 0x0002);  // 1.5 units: tie to even 2
   EXPECT_EQ(float_to_f16(-0.0f), 0x8000);
-  EXPECT_EQ(float_to_f16(0x1p-14f), 0x0400);      // smallest normal
-  EXPECT_EQ(float_to_f16(1.0f + 0x1p-11f), 0x3C00);  // tie, even
+  EXPECT_EQ(float_to_f16(0x1p-14f), 0x0400);           // smallest normal
+  EXPECT_EQ(float_to_f16(1.0f + 0x1p-11f), 0x3C00);    // tie, even
   EXPECT_EQ(float_to_f16(1.0f + 0x1.8p-10f), 0x3C02);  // tie, even
 }
 

@@ -66,8 +66,7 @@ TEST(Plan, SegmentsBelowTheDenseThresholdAreSentWhole) {
 
 TEST(Plan, ThresholdCapacityIsScaledAndCappedAtTheSegmentSize) {
   const Segments segments({1000, 11, 10, 64});
-  const SelectionPlan plan =
-      make_plan(segments, Compressor::threshold, encode_ratio(0.5), 11, 1.5);
+  const SelectionPlan plan = make_plan(segments, Compressor::threshold, encode_ratio(0.5), 11, 1.5);
   EXPECT_EQ(plan.target, (std::vector<std::uint64_t>{500, 5, 10, 32}));
   EXPECT_EQ(plan.capacity, (std::vector<std::uint64_t>{750, 8, 10, 48}));
   EXPECT_FALSE(plan.fixed_count());

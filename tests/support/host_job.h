@@ -46,7 +46,9 @@ class RefWorker {
     switch (config.method) {
       case Method::gd:
       case Method::gmc:
-      case Method::gmc_plus: residual.assign(p, 0.0f); break;
+      case Method::gmc_plus:
+        residual.assign(p, 0.0f);
+        break;
       case Method::dgc:
         momentum.assign(p, 0.0f);
         accumulator.assign(p, 0.0f);
@@ -55,7 +57,8 @@ class RefWorker {
         momentum.assign(p, 0.0f);
         mask.assign(host::mask_words(p), 0u);
         break;
-      case Method::dense: break;
+      case Method::dense:
+        break;
     }
     // Async gmc: each worker adds beta/K of every global change it sees.
     beta_ = config.mode == Mode::sync ? config.momentum
@@ -208,9 +211,9 @@ class RefServer {
       host::write_dense_reply(weights.data(), replica.data(), info, reply.data(), dense_layout_);
     } else {
       reply.assign(sparse_layout_.bytes, 0);
-      last_stats = host::write_sparse_reply(weights.data(), replica.data(), rules.segments,
-                                            reply_plan_, info, reply.data(), sparse_layout_,
-                                            scratch_);
+      last_stats =
+          host::write_sparse_reply(weights.data(), replica.data(), rules.segments, reply_plan_,
+                                   info, reply.data(), sparse_layout_, scratch_);
     }
   }
 
