@@ -188,6 +188,23 @@ float write_value(void* message, const MessageLayout& layout, std::uint64_t slot
   return value;
 }
 
+void write_reject_verdict(void* message, const Verdict& verdict) noexcept {
+  const std::uint64_t words[4] = {static_cast<std::uint64_t>(verdict.reason), verdict.position,
+                                  verdict.value, verdict.expected};
+  std::memcpy(static_cast<unsigned char*>(message) + kHeaderBytes, words, sizeof words);
+}
+
+Verdict read_reject_verdict(const void* message) noexcept {
+  std::uint64_t words[4];
+  std::memcpy(words, static_cast<const unsigned char*>(message) + kHeaderBytes, sizeof words);
+  Verdict verdict;
+  verdict.reason = static_cast<RejectReason>(words[0]);
+  verdict.position = words[1];
+  verdict.value = words[2];
+  verdict.expected = words[3];
+  return verdict;
+}
+
 const char* field_name(RejectReason reason) noexcept {
   switch (reason) {
     case RejectReason::none:

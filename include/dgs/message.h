@@ -52,6 +52,9 @@ enum class MessageKind : std::uint8_t {
   dense_reply = 3,   ///< server -> worker: the whole model W (w = W)
   hello = 4,         ///< worker -> server: join (or rejoin); answered densely
   bye = 5,           ///< worker -> server: leave; not answered
+  reject = 6,        ///< server -> worker: the push was rejected; no entries, the
+                     ///< verdict follows the header as four uint64 (reason, position,
+                     ///< value, expected)
 };
 
 enum class PayloadLayout : std::uint8_t {
@@ -171,5 +174,11 @@ struct Verdict {
   /// "push from worker 3 rejected: indices[17] = 900 is not below model_size 800".
   std::string describe(std::uint32_t sender) const;
 };
+
+/// The verdict a reject message carries right after its header, as four
+/// little-endian uint64 (reason, position, value, expected): 32 bytes, for
+/// which every reply buffer has room.
+void write_reject_verdict(void* message, const Verdict& verdict) noexcept;
+Verdict read_reject_verdict(const void* message) noexcept;
 
 }  // namespace dgs

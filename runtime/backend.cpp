@@ -1,0 +1,33 @@
+#include <cuda_runtime_api.h>
+
+#include "dgs/error.h"
+#include "runtime/backend.h"
+
+namespace dgs {
+
+const char* to_string(BackendKind kind) noexcept {
+  return kind == BackendKind::cuda ? "cuda" : "host";
+}
+
+std::shared_ptr<Backend> make_backend(BackendKind kind, int device) {
+  if (kind == BackendKind::host) return detail::make_host_backend();
+  return detail::make_cuda_backend(device);
+}
+
+BackendKind kind_of(const Backend& backend) noexcept {
+  return backend.kind();
+}
+MemoryKind memory_of(const Backend& backend) noexcept {
+  return backend.memory();
+}
+
+bool cuda_available() noexcept {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return false;
+  }
+  return count > 0;
+}
+
+}  // namespace dgs

@@ -1,0 +1,174 @@
+#include "runtime/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "dgs/error.h"
+
+namespace dgs::detail {
+namespace {
+
+constexpr char kMagic[8] = {'D', 'G', 'S', 'C', 'K', 'P', 'T', '1'};
+constexpr std::uint32_t kFormatVersion = 1;
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw Error(ErrorCode::io, "dgs checkpoint " + path + ": " + what);
+}
+
+std::string system_error() {
+  return std::strerror(errno);
+}
+
+void append(std::vector<unsigned char>& out, const void* data, std::size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  out.insert(out.end(), p, p + bytes);
+}
+
+std::string directory_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) {
+    hash ^= p[i];
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
+void CheckpointWriter::add(const std::string& name, const void* data, std::size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  sections_.emplace_back(name, std::vector<unsigned char>(p, p + bytes));
+}
+
+void CheckpointWriter::write(const std::string& path) const {
+  std::vector<unsigned char> head;
+  append(head, kMagic, sizeof kMagic);
+  append(head, &kFormatVersion, sizeof kFormatVersion);
+  const auto kind_length = static_cast<std::uint32_t>(kind_.size());
+  append(head, &kind_length, sizeof kind_length);
+  append(head, kind_.data(), kind_.size());
+
+  const std::string temp = path + ".tmp." + std::to_string(::getpid());
+  std::FILE* file = std::fopen(temp.c_str(), "wb");
+  if (file == nullptr) fail(path, "cannot create " + temp + ": " + system_error());
+  std::uint64_t hash = fnv1a64(head.data(), head.size());
+  bool ok = std::fwrite(head.data(), 1, head.size(), file) == head.size();
+  for (const auto& [name, data] : sections_) {
+    std::vector<unsigned char> entry;
+    const auto name_length = static_cast<std::uint32_t>(name.size());
+    const std::uint64_t size = data.size();
+    append(entry, &name_length, sizeof name_length);
+    append(entry, name.data(), name.size());
+    append(entry, &size, sizeof size);
+    hash = fnv1a64(entry.data(), entry.size(), hash);
+    hash = fnv1a64(data.data(), data.size(), hash);
+    ok = ok && std::fwrite(entry.data(), 1, entry.size(), file) == entry.size();
+    ok = ok && std::fwrite(data.data(), 1, data.size(), file) == data.size();
+  }
+  ok = ok && std::fwrite(&hash, 1, sizeof hash, file) == sizeof hash;
+  ok = ok && std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0;
+  const std::string error = ok ? "" : system_error();
+  std::fclose(file);
+  if (!ok) {
+    std::remove(temp.c_str());
+    fail(path, "cannot write " + temp + ": " + error);
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    const std::string rename_error = system_error();
+    std::remove(temp.c_str());
+    fail(path, "cannot rename " + temp + " over it: " + rename_error);
+  }
+  // Make the rename itself durable.
+  const int dir = ::open(directory_of(path).c_str(), O_RDONLY);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+CheckpointReader::CheckpointReader(const std::string& path, const std::string& kind) : path_(path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) fail(path, "cannot open: " + system_error());
+  std::vector<unsigned char> bytes;
+  unsigned char chunk[1 << 16];
+  std::size_t n;
+  while ((n = std::fread(chunk, 1, sizeof chunk, file)) > 0)
+    bytes.insert(bytes.end(), chunk, chunk + n);
+  const bool read_error = std::ferror(file) != 0;
+  std::fclose(file);
+  if (read_error) fail(path, "read error");
+
+  if (bytes.size() < sizeof kMagic || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
+    fail(path, "not a dgs checkpoint (bad magic)");
+  }
+  if (bytes.size() < sizeof kMagic + 8 + 8)
+    fail(path, "truncated (" + std::to_string(bytes.size()) + " bytes)");
+  std::uint32_t version;
+  std::memcpy(&version, bytes.data() + 8, 4);
+  if (version != kFormatVersion) {
+    fail(path, "format version " + std::to_string(version) + ", this build reads version " +
+                   std::to_string(kFormatVersion));
+  }
+  const std::size_t body = bytes.size() - 8;
+  std::uint64_t stored;
+  std::memcpy(&stored, bytes.data() + body, 8);
+  if (fnv1a64(bytes.data(), body) != stored) {
+    fail(path, "checksum mismatch: the file is truncated or corrupt");
+  }
+  std::size_t at = 12;
+  auto take = [&](void* dst, std::size_t count) {
+    if (at + count > body) fail(path, "truncated section table");
+    std::memcpy(dst, bytes.data() + at, count);
+    at += count;
+  };
+  std::uint32_t kind_length;
+  take(&kind_length, 4);
+  std::string found(kind_length, '\0');
+  take(found.data(), kind_length);
+  if (found != kind) fail(path, "written by a " + found + ", not a " + kind);
+  while (at < body) {
+    std::uint32_t name_length;
+    take(&name_length, 4);
+    std::string name(name_length, '\0');
+    take(name.data(), name_length);
+    std::uint64_t size;
+    take(&size, 8);
+    if (size > body - at) fail(path, "section " + name + " runs past the end");
+    sections_[name] =
+        std::vector<unsigned char>(bytes.begin() + static_cast<std::ptrdiff_t>(at),
+                                   bytes.begin() + static_cast<std::ptrdiff_t>(at + size));
+    at += size;
+  }
+}
+
+const std::vector<unsigned char>& CheckpointReader::section(const std::string& name) const {
+  const auto it = sections_.find(name);
+  if (it == sections_.end()) fail(path_, "has no section '" + name + "'");
+  return it->second;
+}
+
+void CheckpointReader::read(const std::string& name, void* data, std::size_t bytes) const {
+  const auto& s = section(name);
+  if (s.size() != bytes) {
+    fail(path_, "section '" + name + "' holds " + std::to_string(s.size()) + " bytes, expected " +
+                    std::to_string(bytes) + " (a checkpoint of another model or config?)");
+  }
+  if (bytes) std::memcpy(data, s.data(), bytes);
+}
+
+std::uint64_t CheckpointReader::u64(const std::string& name) const {
+  std::uint64_t value;
+  read(name, &value, sizeof value);
+  return value;
+}
+
+}  // namespace dgs::detail

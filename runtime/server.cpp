@@ -1,0 +1,600 @@
+#include "dgs/server.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "dgs/error.h"
+#include "runtime/backend.h"
+#include "runtime/channel.h"
+#include "runtime/checkpoint.h"
+#include "runtime/log.h"
+
+namespace dgs {
+
+std::uint64_t ServerStats::rejected_total() const noexcept {
+  std::uint64_t total = 0;
+  for (std::uint64_t r : rejected) total += r;
+  return total;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::chrono::milliseconds kPoll{200};
+
+std::size_t staleness_bucket(std::uint64_t s) {
+  std::size_t b = 0;
+  while (s != 0) {
+    ++b;
+    s >>= 1;
+  }
+  return b;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  struct Slot {
+    int rank = -1;
+    bool live = false;
+    Clock::time_point last_heard{};
+    std::uint64_t last_dense_version = 0;
+    bool pushed = false;     // sync: its push for the current round is held
+    std::uint64_t step = 0;  // sync: step of the held push
+  };
+
+  Impl(const Config& cfg, const Segments& m, std::shared_ptr<Backend> b,
+       std::shared_ptr<Transport> t, const float* initial, ServerOptions o)
+      : config(cfg),
+        model(m),
+        backend(std::move(b)),
+        transport(std::move(t)),
+        options(std::move(o)),
+        push_layout(dgs::push_layout(m, cfg)),
+        reply_layout(sparse_reply_layout(m, cfg)),
+        dense_layout(dense_reply_layout(m)),
+        dense_replies(replies_are_dense(m, cfg)),
+        channel(*backend, *transport, options.stream) {
+    config.validate();
+    if (initial == nullptr) {
+      throw Error(ErrorCode::invalid_argument, "dgs::Server: the initial model is null");
+    }
+    if (options.worker_ranks.empty()) {
+      for (std::uint32_t k = 0; k < config.workers; ++k) {
+        options.worker_ranks.push_back(static_cast<int>(k) + 1);
+      }
+    }
+    if (options.worker_ranks.size() != config.workers) {
+      throw Error(ErrorCode::invalid_argument,
+                  "dgs::Server: worker_ranks lists " + std::to_string(options.worker_ranks.size()) +
+                      " ranks for Config::workers = " + std::to_string(config.workers));
+    }
+    slots.resize(config.workers);
+    for (std::uint32_t k = 0; k < config.workers; ++k) {
+      const int rank = options.worker_ranks[k];
+      if (rank < 0 || rank >= transport->size() || rank == transport->rank()) {
+        throw Error(ErrorCode::invalid_argument,
+                    "dgs::Server: worker " + std::to_string(k) + " has rank " +
+                        std::to_string(rank) + ", which is not a peer of server rank " +
+                        std::to_string(transport->rank()) + " in a world of " +
+                        std::to_string(transport->size()));
+      }
+      slots[k].rank = rank;
+    }
+    const std::size_t floats = model.total() * sizeof(float);
+    Backend& be = *backend;
+    weights = detail::Buffer(be, floats);
+    be.upload(weights.data(), initial, floats, options.stream);
+    const std::size_t copies = sync() ? 1 : config.workers;
+    replicas = detail::Buffer(be, floats * copies);
+    for (std::size_t k = 0; k < copies; ++k) {
+      be.copy(replica(static_cast<std::uint32_t>(k)), weights.data(), floats, options.stream);
+    }
+    receive_buffer = detail::Buffer(be, push_layout.bytes);
+    if (sync()) {
+      accumulator = detail::Buffer(be, floats);
+      round_buffers = detail::Buffer(be, push_layout.bytes * config.workers);
+    }
+    reply_buffer = detail::Buffer(be, reply_layout.bytes);
+    dense_buffer = detail::Buffer(be, dense_layout.bytes);
+    kernels = be.server_kernels(model, config);
+    for (const Slot& s : slots) peers.push_back(s.rank);
+  }
+
+  bool sync() const { return config.mode == Mode::sync; }
+
+  float* replica(std::uint32_t k) const {
+    return replicas.as<float>() + (sync() ? 0 : std::size_t{k} * model.total());
+  }
+
+  void* round_slot(std::uint32_t k) const {
+    return round_buffers.as<unsigned char>() + std::size_t{k} * push_layout.bytes;
+  }
+
+  std::string who(std::uint32_t k) const {
+    return "worker " + std::to_string(k) + " (rank " + std::to_string(slots[k].rank) + ")";
+  }
+
+  std::size_t live_count() const {
+    return static_cast<std::size_t>(
+        std::count_if(slots.begin(), slots.end(), [](const Slot& s) { return s.live; }));
+  }
+
+  int worker_of(int rank) const {
+    for (std::size_t k = 0; k < slots.size(); ++k) {
+      if (slots[k].rank == rank) return static_cast<int>(k);
+    }
+    return -1;
+  }
+
+  void drop(std::uint32_t k, const std::string& why) {
+    Slot& s = slots[k];
+    if (!s.live) return;
+    s.live = false;
+    s.pushed = false;
+    ++stats.dropped;
+    detail::log(LogLevel::warning, "dgs::Server: dropping " + who(k) + ": " + why);
+  }
+
+  // Sends to a worker; a worker that cannot be reached is dropped.
+  bool send(std::uint32_t k, const void* buffer, std::size_t bytes) {
+    try {
+      channel.send(slots[k].rank, buffer, bytes);
+      stats.bytes_sent += bytes;
+      return true;
+    } catch (const Error& e) {
+      drop(k, e.what());
+      return false;
+    }
+  }
+
+  // A reply head carrying only a header (and, for a rejection, the verdict).
+  void send_head(std::uint32_t k, MessageKind kind, std::uint64_t step, const Verdict* verdict) {
+    std::vector<unsigned char> head(reply_layout.bytes, 0);
+    MessageHeader h = blank_header();
+    h.kind = kind;
+    h.layout = reply_layout.payload;
+    h.value_type = reply_layout.value_type;
+    h.index_type = reply_layout.index_type;
+    h.sender = host::kServerSender;
+    h.model_size = model.total();
+    h.capacity = reply_layout.capacity;
+    h.step = step;
+    h.model_version = version;
+    write_header(head.data(), h);
+    if (verdict != nullptr) write_reject_verdict(head.data(), *verdict);
+    backend->upload(reply_buffer.data(), head.data(), head.size(), options.stream);
+    send(k, reply_buffer.data(), reply_layout.bytes);
+  }
+
+  void reject(std::uint32_t k, const Verdict& verdict, std::uint64_t step) {
+    ++stats.rejected[static_cast<std::size_t>(verdict.reason)];
+    detail::log(LogLevel::warning, "dgs::Server: " + verdict.describe(k));
+    send_head(k, MessageKind::reject, step, &verdict);
+  }
+
+  // Writes the dense model (W, or the shared replica for a sync joiner) into
+  // the dense buffer; `replica_to_set`, when given, becomes a copy of it.
+  void write_dense(std::uint32_t k, const float* source, float* replica_to_set,
+                   std::uint64_t step) {
+    host::ReplyInfo info;
+    info.step = step;
+    info.model_version = version;
+    kernels->dense_reply(source, replica_to_set, info, dense_buffer.data(), options.stream);
+    slots[k].last_dense_version = version;
+  }
+
+  // Sends the dense buffer, announced by a head of the sparse reply's size.
+  void send_dense(std::uint32_t k, std::uint64_t step) {
+    ++stats.dense_replies;
+    send_head(k, MessageKind::dense_reply, step, nullptr);
+    if (slots[k].live) send(k, dense_buffer.data(), dense_layout.bytes);
+  }
+
+  void notify(std::uint32_t k) {
+    if (options.on_reply) {
+      backend->synchronize(options.stream);
+      options.on_reply(k, version, replica(k));
+    }
+  }
+
+  // Checks the header fields the kernels cannot know: that the sender is the
+  // transport peer, and that only joined workers push.
+  Verdict check_sender(std::uint32_t k, const MessageHeader& h) const {
+    Verdict v;
+    if (h.sender != k) {
+      v.reason = RejectReason::sender;
+      v.value = h.sender;
+      v.expected = k;
+    } else if (h.kind == MessageKind::push && !slots[k].live) {
+      v.reason = RejectReason::kind;
+      v.value = static_cast<std::uint64_t>(MessageKind::push);
+      v.expected = static_cast<std::uint64_t>(MessageKind::hello);
+    }
+    return v;
+  }
+
+  // Receives one message; returns the worker it came from, or -1.
+  int receive(std::chrono::milliseconds timeout, MessageHeader& header, Verdict& verdict) {
+    const Receipt r = channel.recv_any(peers, receive_buffer.data(), push_layout.bytes, timeout);
+    if (r.status == Receipt::Status::timeout) return -1;
+    const int k = worker_of(r.peer);
+    if (r.status == Receipt::Status::peer_failed) {
+      if (k >= 0) drop(static_cast<std::uint32_t>(k), r.error);
+      return -1;
+    }
+    stats.bytes_received += r.bytes;
+    slots[k].last_heard = Clock::now();
+    verdict = kernels->validate(receive_buffer.data(), r.bytes, options.stream);
+    if (r.bytes >= kHeaderBytes) {
+      unsigned char bytes[kHeaderBytes];
+      backend->download(bytes, receive_buffer.data(), kHeaderBytes, options.stream);
+      header = read_header(bytes);
+    } else {
+      header = blank_header();
+    }
+    if (verdict.ok()) verdict = check_sender(static_cast<std::uint32_t>(k), header);
+    return k;
+  }
+
+  void check_timeouts() {
+    if (options.worker_timeout.count() == 0) return;
+    const auto now = Clock::now();
+    for (std::uint32_t k = 0; k < slots.size(); ++k) {
+      if (!slots[k].live || now - slots[k].last_heard <= options.worker_timeout) continue;
+      if (sync() && slots[k].pushed) continue;  // waiting for the others, not for it
+      drop(k, "not heard from for " + std::to_string(options.worker_timeout.count()) + " ms");
+    }
+  }
+
+  void join(std::uint32_t k, std::uint64_t step) {
+    Slot& s = slots[k];
+    const bool rejoin = s.live;
+    s.live = true;
+    s.pushed = false;
+    ++stats.joins;
+    detail::log(LogLevel::info, "dgs::Server: " + who(k) + (rejoin ? " rejoined" : " joined") +
+                                    " at version " + std::to_string(version));
+    // A sync joiner gets the shared replica (what every worker holds), so the
+    // round's common reply keeps it equal to the others.
+    if (sync()) {
+      write_dense(k, replica(k), nullptr, step);
+    } else {
+      write_dense(k, weights.as<float>(), replica(k), step);
+    }
+    notify(k);
+    send_dense(k, step);
+  }
+
+  void leave(std::uint32_t k) {
+    if (!slots[k].live) return;
+    slots[k].live = false;
+    slots[k].pushed = false;
+    ++stats.leaves;
+    detail::log(LogLevel::info, "dgs::Server: " + who(k) + " left");
+  }
+
+  bool serve_async(std::chrono::milliseconds timeout) {
+    MessageHeader h = blank_header();
+    Verdict verdict;
+    const int w = receive(timeout, h, verdict);
+    check_timeouts();
+    if (w < 0) return false;
+    const auto k = static_cast<std::uint32_t>(w);
+    if (!verdict.ok()) {
+      reject(k, verdict, h.step);
+      return true;
+    }
+    switch (h.kind) {
+      case MessageKind::hello:
+        join(k, h.step);
+        break;
+      case MessageKind::bye:
+        leave(k);
+        break;
+      case MessageKind::push: {
+        const std::uint64_t staleness = h.model_version <= version ? version - h.model_version : 0;
+        ++stats.staleness[staleness_bucket(staleness)];
+        kernels->apply(receive_buffer.data(), weights.as<float>(), options.stream);
+        ++version;
+        ++stats.pushes;
+        const bool stale = options.staleness_bound > 0 && staleness > options.staleness_bound;
+        const bool periodic =
+            options.sync_period > 0 && version - slots[k].last_dense_version >= options.sync_period;
+        if (dense_replies || stale || periodic) {
+          if (stale) ++stats.stale_refreshes;
+          write_dense(k, weights.as<float>(), replica(k), h.step);
+          notify(k);
+          send_dense(k, h.step);
+        } else {
+          host::ReplyInfo info;
+          info.step = h.step;
+          info.model_version = version;
+          kernels->sparse_reply(weights.as<float>(), replica(k), info, reply_buffer.data(),
+                                options.stream);
+          notify(k);
+          ++stats.sparse_replies;
+          send(k, reply_buffer.data(), reply_layout.bytes);
+        }
+        break;
+      }
+      default:
+        break;  // validation admits only push, hello and bye
+    }
+    return true;
+  }
+
+  bool round_complete() const {
+    bool any = false;
+    for (const Slot& s : slots) {
+      if (s.live && !s.pushed) return false;
+      any = any || s.pushed;
+    }
+    return any;
+  }
+
+  bool round_started() const {
+    return std::any_of(slots.begin(), slots.end(), [](const Slot& s) { return s.pushed; });
+  }
+
+  void complete_round() {
+    const std::size_t floats = model.total() * sizeof(float);
+    backend->zero(accumulator.data(), floats, options.stream);
+    std::uint32_t contributors = 0;
+    for (std::uint32_t k = 0; k < slots.size(); ++k) {  // worker-id order
+      if (!slots[k].pushed) continue;
+      kernels->accumulate(round_slot(k), accumulator.as<float>(), options.stream);
+      ++contributors;
+    }
+    kernels->average(accumulator.as<float>(), contributors, weights.as<float>(), options.stream);
+    ++version;
+    ++stats.rounds;
+    stats.pushes += contributors;
+    stats.staleness[0] += contributors;
+    const bool periodic = options.sync_period > 0 && stats.rounds % options.sync_period == 0;
+    const bool dense = dense_replies || periodic;
+    host::ReplyInfo info;
+    info.model_version = version;
+    if (dense) {
+      kernels->dense_reply(weights.as<float>(), replica(0), info, dense_buffer.data(),
+                           options.stream);
+    } else {
+      kernels->sparse_reply(weights.as<float>(), replica(0), info, reply_buffer.data(),
+                            options.stream);
+    }
+    for (std::uint32_t k = 0; k < slots.size(); ++k) {
+      Slot& s = slots[k];
+      if (!s.pushed) continue;
+      s.pushed = false;
+      // The same reply goes to everyone; only the echoed step differs.
+      unsigned char bytes[kHeaderBytes];
+      void* reply = dense ? dense_buffer.data() : reply_buffer.data();
+      backend->download(bytes, reply, kHeaderBytes, options.stream);
+      MessageHeader h = read_header(bytes);
+      h.step = s.step;
+      write_header(bytes, h);
+      backend->upload(reply, bytes, kHeaderBytes, options.stream);
+      notify(k);
+      if (dense) {
+        s.last_dense_version = version;
+        send_dense(k, s.step);
+      } else {
+        ++stats.sparse_replies;
+        send(k, reply_buffer.data(), reply_layout.bytes);
+      }
+    }
+  }
+
+  bool serve_sync(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      if (round_complete()) {
+        complete_round();
+        return true;
+      }
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return false;
+      MessageHeader h = blank_header();
+      Verdict verdict;
+      const int w = receive(std::min(left, kPoll), h, verdict);
+      check_timeouts();
+      if (w < 0) continue;
+      const auto k = static_cast<std::uint32_t>(w);
+      Slot& s = slots[k];
+      if (verdict.ok() && h.kind == MessageKind::push && s.pushed) {
+        verdict.reason = RejectReason::kind;  // a second push in one round
+        verdict.value = static_cast<std::uint64_t>(MessageKind::push);
+        verdict.expected = static_cast<std::uint64_t>(MessageKind::hello);
+      }
+      if (!verdict.ok()) {
+        // Its model no longer matches the shared replica: it must rejoin.
+        reject(k, verdict, h.step);
+        if (s.live) drop(k, "its push was rejected; it must join again");
+        continue;
+      }
+      switch (h.kind) {
+        case MessageKind::hello:
+          join(k, h.step);
+          if (!round_started()) return true;
+          break;
+        case MessageKind::bye:
+          leave(k);
+          if (!round_started()) return true;
+          break;
+        case MessageKind::push:
+          backend->copy(round_slot(k), receive_buffer.data(), push_layout.bytes, options.stream);
+          s.pushed = true;
+          s.step = h.step;
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  Config config;
+  Segments model;
+  std::shared_ptr<Backend> backend;
+  std::shared_ptr<Transport> transport;
+  ServerOptions options;
+  MessageLayout push_layout, reply_layout, dense_layout;
+  bool dense_replies;
+  detail::Channel channel;
+  std::unique_ptr<detail::ServerKernels> kernels;
+  detail::Buffer weights, replicas, accumulator, receive_buffer, round_buffers, reply_buffer,
+      dense_buffer;
+  std::vector<Slot> slots;
+  std::vector<int> peers;
+  std::uint64_t version = 0;
+  bool ever_joined = false;
+  ServerStats stats;
+};
+
+Server::Server(const Config& config, const Segments& model, std::shared_ptr<Backend> backend,
+               std::shared_ptr<Transport> transport, const float* initial_model,
+               ServerOptions options) {
+  if (!backend || !transport) {
+    throw Error(ErrorCode::invalid_argument, "dgs::Server: backend and transport are required");
+  }
+  impl_ = std::make_unique<Impl>(config, model, std::move(backend), std::move(transport),
+                                 initial_model, std::move(options));
+}
+
+Server::~Server() = default;
+
+bool Server::serve_one(std::chrono::milliseconds timeout) {
+  Impl& s = *impl_;
+  const bool served = s.sync() ? s.serve_sync(timeout) : s.serve_async(timeout);
+  if (s.stats.joins > 0) s.ever_joined = true;
+  return served;
+}
+
+void Server::run() {
+  Impl& s = *impl_;
+  const auto start = Clock::now();
+  for (;;) {
+    serve_one(kPoll);
+    if (s.ever_joined && s.live_count() == 0) return;
+    if (!s.ever_joined && Clock::now() - start > s.options.join_timeout) {
+      throw Error(ErrorCode::timeout, "dgs::Server: no worker joined within " +
+                                          std::to_string(s.options.join_timeout.count()) + " ms");
+    }
+  }
+}
+
+std::size_t Server::live_workers() const noexcept {
+  return impl_->live_count();
+}
+bool Server::is_live(std::uint32_t worker) const noexcept {
+  return worker < impl_->slots.size() && impl_->slots[worker].live;
+}
+std::uint64_t Server::version() const noexcept {
+  return impl_->version;
+}
+const ServerStats& Server::stats() const noexcept {
+  return impl_->stats;
+}
+
+void Server::copy_model(float* out) const {
+  const Impl& s = *impl_;
+  s.backend->download(out, s.weights.data(), s.model.total() * sizeof(float), s.options.stream);
+}
+
+namespace {
+
+std::vector<std::uint64_t> server_fingerprint(const Config& c, const Segments& model) {
+  return {model.total(),
+          model.count(),
+          static_cast<std::uint64_t>(c.method),
+          static_cast<std::uint64_t>(c.compressor),
+          static_cast<std::uint64_t>(c.mode),
+          c.workers,
+          encode_ratio(c.max_ratio()),
+          encode_ratio(c.reply_ratio()),
+          static_cast<std::uint64_t>(c.wire_values),
+          detail::fnv1a64(model.sizes().data(), model.sizes().size() * 8)};
+}
+
+}  // namespace
+
+void Server::save(const std::string& path) const {
+  const Impl& s = *impl_;
+  if (s.sync() && s.round_started()) {
+    throw Error(ErrorCode::invalid_argument,
+                "dgs::Server::save: a round is in progress; save between rounds");
+  }
+  detail::CheckpointWriter out("server");
+  const auto f = server_fingerprint(s.config, s.model);
+  out.add("fingerprint", f.data(), f.size() * 8);
+  out.add_u64("version", s.version);
+  out.add_u64("ever_joined", s.ever_joined);
+  std::vector<unsigned char> host(s.weights.bytes());
+  s.backend->download(host.data(), s.weights.data(), host.size(), s.options.stream);
+  out.add("weights", host.data(), host.size());
+  host.resize(s.replicas.bytes());
+  s.backend->download(host.data(), s.replicas.data(), host.size(), s.options.stream);
+  out.add("replicas", host.data(), host.size());
+  std::vector<std::uint64_t> live, dense_at;
+  for (const auto& slot : s.slots) {
+    live.push_back(slot.live);
+    dense_at.push_back(slot.last_dense_version);
+  }
+  out.add("live", live.data(), live.size() * 8);
+  out.add("last_dense_version", dense_at.data(), dense_at.size() * 8);
+  std::vector<std::uint64_t> counters = {s.stats.pushes,         s.stats.rounds,
+                                         s.stats.joins,          s.stats.leaves,
+                                         s.stats.dropped,        s.stats.sparse_replies,
+                                         s.stats.dense_replies,  s.stats.stale_refreshes,
+                                         s.stats.bytes_received, s.stats.bytes_sent};
+  counters.insert(counters.end(), s.stats.rejected.begin(), s.stats.rejected.end());
+  counters.insert(counters.end(), s.stats.staleness.begin(), s.stats.staleness.end());
+  out.add("stats", counters.data(), counters.size() * 8);
+  out.write(path);
+}
+
+void Server::restore(const std::string& path) {
+  Impl& s = *impl_;
+  if (s.sync() && s.round_started()) {
+    throw Error(ErrorCode::invalid_argument, "dgs::Server::restore: a round is in progress");
+  }
+  const detail::CheckpointReader in(path, "server");
+  const auto f = server_fingerprint(s.config, s.model);
+  const auto& got = in.section("fingerprint");
+  if (got.size() != f.size() * 8 || std::memcmp(got.data(), f.data(), got.size()) != 0) {
+    throw Error(ErrorCode::io,
+                "dgs checkpoint " + path + ": written for another model or configuration");
+  }
+  std::vector<unsigned char> weights(s.weights.bytes()), replicas(s.replicas.bytes());
+  in.read("weights", weights.data(), weights.size());
+  in.read("replicas", replicas.data(), replicas.size());
+  std::vector<std::uint64_t> live(s.slots.size()), dense_at(s.slots.size());
+  in.read("live", live.data(), live.size() * 8);
+  in.read("last_dense_version", dense_at.data(), dense_at.size() * 8);
+  ServerStats stats;
+  std::vector<std::uint64_t> counters(10 + stats.rejected.size() + stats.staleness.size());
+  in.read("stats", counters.data(), counters.size() * 8);
+  s.backend->upload(s.weights.data(), weights.data(), weights.size(), s.options.stream);
+  s.backend->upload(s.replicas.data(), replicas.data(), replicas.size(), s.options.stream);
+  for (std::size_t k = 0; k < s.slots.size(); ++k) {
+    s.slots[k].live = live[k] != 0;
+    s.slots[k].pushed = false;
+    s.slots[k].last_dense_version = dense_at[k];
+    s.slots[k].last_heard = Clock::now();
+  }
+  s.version = in.u64("version");
+  s.ever_joined = in.u64("ever_joined") != 0;
+  std::uint64_t* fields[] = {&stats.pushes,        &stats.rounds,          &stats.joins,
+                             &stats.leaves,        &stats.dropped,         &stats.sparse_replies,
+                             &stats.dense_replies, &stats.stale_refreshes, &stats.bytes_received,
+                             &stats.bytes_sent};
+  for (std::size_t i = 0; i < 10; ++i) *fields[i] = counters[i];
+  std::copy(counters.begin() + 10, counters.begin() + 10 + stats.rejected.size(),
+            stats.rejected.begin());
+  std::copy(counters.begin() + 10 + stats.rejected.size(), counters.end(), stats.staleness.begin());
+  s.stats = stats;
+}
+
+}  // namespace dgs

@@ -1,0 +1,457 @@
+#include "dgs/worker.h"
+
+#include <cstring>
+#include <string>
+
+#include "dgs/error.h"
+#include "runtime/backend.h"
+#include "runtime/channel.h"
+#include "runtime/checkpoint.h"
+#include "runtime/log.h"
+
+namespace dgs {
+
+double WorkerStats::effective_density() const noexcept {
+  return steps == 0 || model_size == 0
+             ? 0.0
+             : static_cast<double>(entries_pushed) / (static_cast<double>(steps) * model_size);
+}
+
+std::uint64_t WorkerStats::dense_bytes() const noexcept {
+  return steps * model_size * 4;
+}
+
+struct Worker::Impl {
+  Impl(const Config& cfg, const Segments& m, std::shared_ptr<Backend> b,
+       std::shared_ptr<Transport> t, float* w, WorkerOptions o)
+      : config(cfg),
+        model(m),
+        segments(selection_segments(m, cfg)),
+        backend(std::move(b)),
+        transport(std::move(t)),
+        weights(w),
+        options(o),
+        push_layout(dgs::push_layout(m, cfg)),
+        reply_layout(sparse_reply_layout(m, cfg)),
+        dense_layout(dense_reply_layout(m)),
+        channel(*backend, *transport, o.stream) {
+    config.validate();
+    if (weights == nullptr)
+      throw Error(ErrorCode::invalid_argument, "dgs::Worker: weights is null");
+    if (options.id >= config.workers) {
+      throw Error(ErrorCode::invalid_argument,
+                  "dgs::Worker: id " + std::to_string(options.id) +
+                      " is not below Config::workers = " + std::to_string(config.workers));
+    }
+    const std::uint64_t p = model.total();
+    const std::size_t floats = p * sizeof(float);
+    Backend& be = *backend;
+    switch (config.method) {
+      case Method::gd:
+      case Method::gmc:
+      case Method::gmc_plus:
+        residual = detail::Buffer(be, floats);
+        break;
+      case Method::dgc:
+        momentum = detail::Buffer(be, floats);
+        accumulator = detail::Buffer(be, floats);
+        break;
+      case Method::samomentum:
+        momentum = detail::Buffer(be, floats);
+        mask = detail::Buffer(be, host::mask_words(p) * sizeof(std::uint32_t));
+        break;
+      case Method::dense:
+        break;
+    }
+    for (detail::Buffer* state_buffer : {&residual, &momentum, &accumulator, &mask}) {
+      if (*state_buffer) be.zero(state_buffer->data(), state_buffer->bytes(), options.stream);
+    }
+    if (config.method == Method::gmc_plus) evaluation = detail::Buffer(be, floats);
+    push_buffer = detail::Buffer(be, push_layout.bytes);
+    reply_buffer = detail::Buffer(be, reply_layout.bytes);
+    dense_buffer = detail::Buffer(be, dense_layout.bytes);
+    be.zero(push_buffer.data(), push_buffer.bytes(), options.stream);
+    kernels = be.worker_kernels(segments, push_layout, config);
+    beta = config.mode == Mode::sync ? config.momentum
+                                     : config.momentum / static_cast<float>(config.workers);
+    stats.model_size = p;
+  }
+
+  bool global_momentum() const {
+    return config.method == Method::gmc || config.method == Method::gmc_plus;
+  }
+
+  std::string who() const {
+    return "dgs::Worker " + std::to_string(options.id) + " (rank " +
+           std::to_string(transport->rank()) + ")";
+  }
+
+  host::WorkerState state() const {
+    host::WorkerState s;
+    s.residual = residual.as<float>();
+    s.momentum = momentum.as<float>();
+    s.accumulator = accumulator.as<float>();
+    s.mask = mask.as<std::uint32_t>();
+    return s;
+  }
+
+  MessageHeader header_of(const detail::Buffer& buffer) const {
+    unsigned char bytes[kHeaderBytes];
+    backend->download(bytes, buffer.data(), kHeaderBytes, options.stream);
+    return read_header(bytes);
+  }
+
+  void send_control(MessageKind kind) {
+    MessageHeader h = blank_header();
+    h.kind = kind;
+    h.layout = push_layout.payload;
+    h.compressor = config.compressor;
+    h.value_type = push_layout.value_type;
+    h.index_type = push_layout.index_type;
+    h.sender = options.id;
+    h.model_size = push_layout.model_size;
+    h.capacity = push_layout.capacity;
+    h.step = step;
+    h.model_version = model_version;
+    unsigned char bytes[kHeaderBytes];
+    write_header(bytes, h);
+    backend->upload(push_buffer.data(), bytes, kHeaderBytes, options.stream);
+    channel.send(options.server_rank, push_buffer.data(), push_layout.bytes);
+    stats.bytes_pushed += push_layout.bytes;
+  }
+
+  void receive(detail::Buffer& buffer, std::size_t bytes, const char* what) {
+    const Receipt r = channel.recv(options.server_rank, buffer.data(), bytes, options.timeout);
+    switch (r.status) {
+      case Receipt::Status::timeout:
+        throw Error(ErrorCode::timeout, who() + ": no " + what + " from the server (rank " +
+                                            std::to_string(options.server_rank) + ") within " +
+                                            std::to_string(options.timeout.count()) + " ms");
+      case Receipt::Status::peer_failed:
+        throw Error(ErrorCode::transport, who() + ": the server (rank " +
+                                              std::to_string(options.server_rank) +
+                                              ") is gone: " + r.error);
+      case Receipt::Status::message:
+        break;
+    }
+    if (r.bytes != bytes) {
+      throw Error(ErrorCode::invalid_message, who() + ": a " + what + " of " +
+                                                  std::to_string(r.bytes) + " bytes, expected " +
+                                                  std::to_string(bytes));
+    }
+    stats.bytes_pulled += bytes;
+  }
+
+  // Receives the reply (head, and the dense model when announced) and applies it.
+  void receive_reply(bool answers_hello) {
+    receive(reply_buffer, reply_layout.bytes, "reply");
+    const MessageHeader h = header_of(reply_buffer);
+    if (h.magic != kMessageMagic || h.version != kWireVersion || h.model_size != model.total()) {
+      throw Error(ErrorCode::invalid_message,
+                  who() + ": the reply is not a dgs message for this model (magic " +
+                      std::to_string(h.magic) + ", model_size " + std::to_string(h.model_size) +
+                      ")");
+    }
+    switch (h.kind) {
+      case MessageKind::sparse_reply:
+        kernels->apply_reply(reply_buffer.data(), reply_layout, weights, false, options.stream);
+        last_reply_dense = false;
+        ++stats.sparse_replies;
+        break;
+      case MessageKind::dense_reply:
+        receive(dense_buffer, dense_layout.bytes, "dense model");
+        kernels->apply_reply(dense_buffer.data(), dense_layout, weights,
+                             global_momentum() && !answers_hello, options.stream);
+        last_reply_dense = true;
+        ++stats.dense_replies;
+        break;
+      case MessageKind::reject: {
+        unsigned char bytes[kHeaderBytes + 32];
+        backend->download(bytes, reply_buffer.data(), sizeof bytes, options.stream);
+        throw Error(ErrorCode::invalid_message,
+                    who() + ": the server rejected step " + std::to_string(h.step) + ": " +
+                        read_reject_verdict(bytes).describe(options.id) +
+                        (answers_hello ? "" : " (a worker the server dropped must join() again)"));
+      }
+      default:
+        throw Error(ErrorCode::invalid_message, who() + ": unexpected message kind " +
+                                                    std::to_string(int(h.kind)) +
+                                                    " from the server");
+    }
+    // The answer to a hello is the starting model, not a step: no momentum.
+    fold_pending = global_momentum() && !answers_hello;
+    model_version = h.model_version;
+  }
+
+  void require(bool ok, const std::string& what) const {
+    if (!ok) throw Error(ErrorCode::invalid_argument, who() + ": " + what);
+  }
+
+  Config config;
+  Segments model;
+  Segments segments;
+  std::shared_ptr<Backend> backend;
+  std::shared_ptr<Transport> transport;
+  float* weights;
+  WorkerOptions options;
+  MessageLayout push_layout, reply_layout, dense_layout;
+  detail::Channel channel;
+  std::unique_ptr<detail::WorkerKernels> kernels;
+  detail::Buffer residual, momentum, accumulator, mask, evaluation;
+  detail::Buffer push_buffer, reply_buffer, dense_buffer;
+  SelectionPlan plan;
+  bool plan_set = false;
+  float beta = 0.0f;
+
+  std::uint64_t step = 0;
+  float first_lr = 0.0f;
+  std::uint64_t model_version = 0;
+  std::uint64_t pushed_version = 0;
+  bool joined = false;
+  bool awaiting_reply = false;
+  bool fold_pending = false;
+  bool last_reply_dense = false;
+  WorkerStats stats;
+};
+
+Worker::Worker(const Config& config, const Segments& model, std::shared_ptr<Backend> backend,
+               std::shared_ptr<Transport> transport, float* weights, WorkerOptions options) {
+  if (!backend || !transport) {
+    throw Error(ErrorCode::invalid_argument, "dgs::Worker: backend and transport are required");
+  }
+  impl_ = std::make_unique<Impl>(config, model, std::move(backend), std::move(transport), weights,
+                                 options);
+}
+
+Worker::~Worker() = default;
+
+void Worker::join() {
+  Impl& w = *impl_;
+  w.require(!w.awaiting_reply, "join() while a step is waiting for its reply");
+  w.send_control(MessageKind::hello);
+  w.receive_reply(true);
+  w.joined = true;
+  detail::log(LogLevel::info,
+              w.who() + " joined at model version " + std::to_string(w.model_version));
+}
+
+void Worker::push(const float* grad, float lr) {
+  Impl& w = *impl_;
+  w.require(w.joined, "push() before join()");
+  w.require(!w.awaiting_reply, "push() twice without finish()");
+  w.require(grad != nullptr, "the gradient is null");
+  if (w.fold_pending) {
+    const MessageLayout& layout = w.last_reply_dense ? w.dense_layout : w.reply_layout;
+    const detail::Buffer& reply = w.last_reply_dense ? w.dense_buffer : w.reply_buffer;
+    w.kernels->fold(reply.data(), layout, w.beta, w.residual.as<float>(), w.options.stream);
+    w.fold_pending = false;
+  }
+  if (w.step == 0) w.first_lr = lr;
+  if (w.config.method != Method::dense) {
+    const std::uint32_t code = encode_ratio(w.config.ratio_at(w.step, lr, w.first_lr));
+    if (!w.plan_set || code != w.plan.ratio_code) {
+      w.plan = push_plan(w.segments, w.config, code);
+      w.kernels->set_plan(w.plan);
+      w.plan_set = true;
+    }
+  }
+  host::StepParams params;
+  params.method = w.config.method;
+  params.lr = lr;
+  params.momentum = w.config.momentum;
+  params.weight_decay = w.config.weight_decay;
+  params.factor_masking = w.config.factor_masking;
+  params.seed = w.config.seed;
+  params.step = w.step;
+  params.model_version = w.model_version;
+  params.sender = w.options.id;
+  params.threshold_sample = w.config.threshold_sample;
+  w.kernels->step(params, grad, w.weights, w.state(), w.push_buffer.data(), w.options.stream);
+  const host::SelectionStats s = w.kernels->last_stats(w.options.stream);
+  w.stats.entries_pushed += s.selected;
+  w.stats.threshold_count_error += s.count_error;
+  w.stats.threshold_clamped += s.clamped_segments;
+  w.channel.send(w.options.server_rank, w.push_buffer.data(), w.push_layout.bytes);
+  w.stats.bytes_pushed += w.push_layout.bytes;
+  w.pushed_version = w.model_version;
+  w.awaiting_reply = true;
+  ++w.step;
+}
+
+void Worker::finish() {
+  Impl& w = *impl_;
+  w.require(w.awaiting_reply, "finish() without push()");
+  w.awaiting_reply = false;
+  w.receive_reply(false);
+  const std::uint64_t staleness =
+      w.model_version > w.pushed_version ? w.model_version - w.pushed_version - 1 : 0;
+  w.stats.staleness_total += staleness;
+  w.stats.staleness_max = std::max(w.stats.staleness_max, staleness);
+  ++w.stats.steps;
+}
+
+void Worker::step(const float* grad, float lr) {
+  push(grad, lr);
+  finish();
+}
+
+const float* Worker::evaluation_point() {
+  Impl& w = *impl_;
+  if (w.config.method != Method::gmc_plus) return w.weights;
+  w.kernels->evaluation_point(w.weights, w.residual.as<float>(), w.config.gmc_lambda,
+                              w.evaluation.as<float>(), w.options.stream);
+  return w.evaluation.as<float>();
+}
+
+void Worker::leave() {
+  Impl& w = *impl_;
+  w.require(!w.awaiting_reply, "leave() while a step is waiting for its reply");
+  if (!w.joined) return;
+  w.send_control(MessageKind::bye);
+  w.joined = false;
+}
+
+const WorkerStats& Worker::stats() const noexcept {
+  return impl_->stats;
+}
+std::uint64_t Worker::steps() const noexcept {
+  return impl_->step;
+}
+std::uint64_t Worker::model_version() const noexcept {
+  return impl_->model_version;
+}
+const MessageLayout& Worker::push_layout() const noexcept {
+  return impl_->push_layout;
+}
+
+namespace {
+
+std::vector<unsigned char> download_all(Backend& backend, const detail::Buffer& buffer,
+                                        Stream stream) {
+  std::vector<unsigned char> host(buffer.bytes());
+  backend.download(host.data(), buffer.data(), buffer.bytes(), stream);
+  return host;
+}
+
+// What a checkpoint must agree on to be restored into this object.
+std::vector<std::uint64_t> fingerprint(const Config& c, const Segments& model) {
+  std::vector<std::uint64_t> f = {model.total(),
+                                  model.count(),
+                                  static_cast<std::uint64_t>(c.method),
+                                  static_cast<std::uint64_t>(c.compressor),
+                                  static_cast<std::uint64_t>(c.mode),
+                                  c.workers,
+                                  encode_ratio(c.max_ratio()),
+                                  encode_ratio(c.reply_ratio()),
+                                  static_cast<std::uint64_t>(c.wire_values)};
+  f.push_back(detail::fnv1a64(model.sizes().data(), model.sizes().size() * 8));
+  return f;
+}
+
+void check_fingerprint(const detail::CheckpointReader& reader, const Config& c,
+                       const Segments& model, const std::string& path) {
+  const std::vector<std::uint64_t> want = fingerprint(c, model);
+  const auto& got = reader.section("fingerprint");
+  if (got.size() != want.size() * 8 || std::memcmp(got.data(), want.data(), got.size()) != 0) {
+    throw Error(ErrorCode::io, "dgs checkpoint " + path +
+                                   ": written for another model or configuration (model size, "
+                                   "segments, method, compressor, mode, workers or ratios differ)");
+  }
+}
+
+}  // namespace
+
+void Worker::save(const std::string& path) const {
+  const Impl& w = *impl_;
+  w.require(!w.awaiting_reply, "save() while a step is waiting for its reply");
+  Backend& be = *w.backend;
+  const Stream s = w.options.stream;
+  detail::CheckpointWriter out("worker");
+  const std::vector<std::uint64_t> f = fingerprint(w.config, w.model);
+  out.add("fingerprint", f.data(), f.size() * 8);
+  out.add_u64("id", w.options.id);
+  out.add_u64("step", w.step);
+  out.add("first_lr", &w.first_lr, sizeof w.first_lr);
+  out.add_u64("model_version", w.model_version);
+  out.add_u64("joined", w.joined);
+  out.add_u64("fold_pending", w.fold_pending);
+  out.add_u64("last_reply_dense", w.last_reply_dense);
+  std::vector<float> weights(w.model.total());
+  be.download(weights.data(), w.weights, weights.size() * sizeof(float), s);
+  out.add("weights", weights.data(), weights.size() * sizeof(float));
+  const std::pair<const char*, const detail::Buffer*> states[] = {{"residual", &w.residual},
+                                                                  {"momentum", &w.momentum},
+                                                                  {"accumulator", &w.accumulator},
+                                                                  {"mask", &w.mask}};
+  for (const auto& [name, buffer] : states) {
+    if (*buffer) {
+      const auto host = download_all(be, *buffer, s);
+      out.add(name, host.data(), host.size());
+    }
+  }
+  if (w.fold_pending) {
+    const auto reply = download_all(be, w.last_reply_dense ? w.dense_buffer : w.reply_buffer, s);
+    out.add("last_reply", reply.data(), reply.size());
+  }
+  const char* stats_name = "stats";
+  out.add(stats_name, &w.stats, sizeof w.stats);
+  out.write(path);
+}
+
+void Worker::restore(const std::string& path) {
+  Impl& w = *impl_;
+  w.require(!w.awaiting_reply, "restore() while a step is waiting for its reply");
+  const detail::CheckpointReader in(path, "worker");
+  check_fingerprint(in, w.config, w.model, path);
+  if (in.u64("id") != w.options.id) {
+    throw Error(ErrorCode::io, "dgs checkpoint " + path + ": written by worker " +
+                                   std::to_string(in.u64("id")) + ", not worker " +
+                                   std::to_string(w.options.id));
+  }
+  Backend& be = *w.backend;
+  const Stream s = w.options.stream;
+  std::vector<float> weights(w.model.total());
+  in.read("weights", weights.data(), weights.size() * sizeof(float));
+  const std::pair<const char*, detail::Buffer*> states[] = {{"residual", &w.residual},
+                                                            {"momentum", &w.momentum},
+                                                            {"accumulator", &w.accumulator},
+                                                            {"mask", &w.mask}};
+  std::vector<std::vector<unsigned char>> loaded;
+  for (const auto& [name, buffer] : states) {
+    if (*buffer) {
+      loaded.emplace_back(buffer->bytes());
+      in.read(name, loaded.back().data(), buffer->bytes());
+    }
+  }
+  const bool fold_pending = in.u64("fold_pending") != 0;
+  const bool last_reply_dense = in.u64("last_reply_dense") != 0;
+  std::vector<unsigned char> reply;
+  if (fold_pending) {
+    reply.resize((last_reply_dense ? w.dense_buffer : w.reply_buffer).bytes());
+    in.read("last_reply", reply.data(), reply.size());
+  }
+  WorkerStats stats;
+  in.read("stats", &stats, sizeof stats);
+  float first_lr;
+  in.read("first_lr", &first_lr, sizeof first_lr);
+  // Everything was read and checked: now change the state.
+  be.upload(w.weights, weights.data(), weights.size() * sizeof(float), s);
+  std::size_t next = 0;
+  for (const auto& [name, buffer] : states) {
+    if (*buffer) be.upload(buffer->data(), loaded[next++].data(), buffer->bytes(), s);
+  }
+  if (fold_pending) {
+    be.upload((last_reply_dense ? w.dense_buffer : w.reply_buffer).data(), reply.data(),
+              reply.size(), s);
+  }
+  w.step = in.u64("step");
+  w.first_lr = first_lr;
+  w.model_version = in.u64("model_version");
+  w.joined = in.u64("joined") != 0;
+  w.fold_pending = fold_pending;
+  w.last_reply_dense = last_reply_dense;
+  w.plan_set = false;
+  w.stats = stats;
+}
+
+}  // namespace dgs

@@ -1,0 +1,637 @@
+// The Worker and Server runtime on the host backend and the in-process
+// transport: protocol, exactness, checkpoints, bad input and faults.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dgs/error.h"
+#include "dgs/log.h"
+#include "dgs/server.h"
+#include "dgs/transport.h"
+#include "dgs/worker.h"
+#include "support/host_job.h"
+#include "support/random.h"
+#include "support/server_thread.h"
+
+namespace dgs {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Quadratic;
+using test::ServerThread;
+
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "dgs_" + name + "_" + std::to_string(::getpid());
+}
+
+// A job on the in-process transport: one server (rank 0) and N workers.
+struct Job {
+  Job(const Config& c, const Segments& m, std::vector<float> w0, ServerOptions options = {})
+      : config(c),
+        model(m),
+        hub(static_cast<int>(c.workers) + 1, MemoryKind::host),
+        backend(make_backend(BackendKind::host)),
+        initial(std::move(w0)),
+        server(std::make_unique<Server>(c, m, backend, hub.endpoint(0), initial.data(),
+                                        std::move(options))) {
+    for (std::uint32_t k = 0; k < c.workers; ++k) add_worker(k);
+  }
+
+  Worker& add_worker(std::uint32_t k) {
+    if (weights.size() <= k) {
+      weights.resize(k + 1);
+      workers.resize(k + 1);
+    }
+    weights[k].assign(model.total(), 0.0f);
+    WorkerOptions o;
+    o.id = k;
+    o.timeout = 20s;
+    workers[k] = std::make_unique<Worker>(
+        config, model, backend, hub.endpoint(static_cast<int>(k) + 1), weights[k].data(), o);
+    return *workers[k];
+  }
+
+  std::vector<float> server_model() const {
+    std::vector<float> w(model.total());
+    server->copy_model(w.data());
+    return w;
+  }
+
+  Config config;
+  Segments model;
+  LocalHub hub;
+  std::shared_ptr<Backend> backend;
+  std::vector<float> initial;
+  std::unique_ptr<Server> server;
+  std::vector<std::vector<float>> weights;
+  std::vector<std::unique_ptr<Worker>> workers;
+};
+
+std::vector<float> random_model(std::uint64_t p, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  return test::random_normal(rng, p);
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// ---------------------------------------------------------------------------
+
+TEST(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
+  constexpr std::uint32_t kWorkers = 3;
+  constexpr float kLr = 0.05f, kBeta = 0.9f, kDecay = 1e-3f;
+  const Segments model({300, 17, 1, 64});
+  Config config;
+  config.method = Method::gmc;
+  config.mode = Mode::sync;
+  config.workers = kWorkers;
+  config.ratio = 1.0;
+  config.momentum = kBeta;
+  config.weight_decay = kDecay;
+  const std::vector<float> w0 = random_model(model.total(), 1);
+  const Quadratic problem(model.total(), 2);
+  Job job(config, model, w0);
+  ServerThread serving(*job.server);
+  for (auto& w : job.workers) w->join();
+
+  // Heavy ball on the averaged gradient, in the system's order of operations:
+  // w' = w - (1/K) sum_k (beta * (w_prev - w) + lr * g_k).
+  const float inverse = 1.0f / kWorkers;
+  std::vector<float> w = w0, change;
+  for (int t = 0; t < 40; ++t) {
+    std::vector<float> sum(w.size(), 0.0f);
+    for (std::uint32_t k = 0; k < kWorkers; ++k) {
+      const std::vector<float> g = problem.gradient(w, t, k);
+      for (std::size_t i = 0; i < w.size(); ++i) {
+        const float momentum = change.empty() ? 0.0f : std::fmaf(-kBeta, change[i], 0.0f);
+        sum[i] = sum[i] + (momentum + kLr * std::fmaf(kDecay, w[i], g[i]));
+      }
+    }
+    std::vector<float> next(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) next[i] = w[i] - sum[i] * inverse;
+    change.assign(w.size(), 0.0f);
+    for (std::size_t i = 0; i < w.size(); ++i) change[i] = next[i] - w[i];
+    w = next;
+
+    std::vector<std::vector<float>> grads;
+    for (std::uint32_t k = 0; k < kWorkers; ++k) {
+      grads.push_back(problem.gradient(job.weights[k], t, k));
+      job.workers[k]->push(grads.back().data(), kLr);
+    }
+    for (auto& worker : job.workers) worker->finish();
+    for (std::uint32_t k = 0; k < kWorkers; ++k) {
+      ASSERT_TRUE(same_bits(job.weights[k], w)) << "worker " << k << " at step " << t;
+    }
+  }
+  for (auto& worker : job.workers) worker->leave();
+  serving.stop();
+  EXPECT_TRUE(same_bits(job.server_model(), w));
+  EXPECT_EQ(job.server->stats().rounds, 40u);
+  EXPECT_EQ(job.server->stats().dense_replies, (40u + 1u) * kWorkers);  // rho = 1: all dense
+}
+
+// Runs `steps` steps of every worker, in a fixed order.
+void run_steps(Job& job, const Quadratic& problem, int first, int steps, float lr) {
+  const bool sync = job.config.mode == Mode::sync;
+  for (int t = first; t < first + steps; ++t) {
+    std::vector<std::vector<float>> grads(job.workers.size());
+    for (std::size_t k = 0; k < job.workers.size(); ++k) {
+      grads[k] = problem.gradient(job.weights[k], t, static_cast<std::uint32_t>(k));
+      if (sync) {
+        job.workers[k]->push(grads[k].data(), lr);
+      } else {
+        job.workers[k]->step(grads[k].data(), lr);
+      }
+    }
+    if (sync) {
+      for (auto& w : job.workers) w->finish();
+    }
+  }
+}
+
+void expect_restore_continues_bitwise(Config config) {
+  const Segments model({500, 40, 1, 260});
+  config.workers = 3;
+  const std::vector<float> w0 = random_model(model.total(), 3);
+  const Quadratic problem(model.total(), 4);
+  constexpr float kLr = 0.02f;
+
+  // Uninterrupted: 30 steps.
+  Job straight(config, model, w0);
+  {
+    ServerThread serving(*straight.server);
+    for (auto& w : straight.workers) w->join();
+    run_steps(straight, problem, 0, 30, kLr);
+  }
+
+  // Interrupted after 12 steps: save everything, rebuild from scratch, restore.
+  const std::string dir = temp_path(std::string("ckpt_") + to_string(config.method));
+  {
+    Job first(config, model, w0);
+    ServerThread serving(*first.server);
+    for (auto& w : first.workers) w->join();
+    run_steps(first, problem, 0, 12, kLr);
+    serving.stop();
+    first.server->save(dir + "_server");
+    for (std::size_t k = 0; k < first.workers.size(); ++k) {
+      first.workers[k]->save(dir + "_worker" + std::to_string(k));
+    }
+  }
+  Job second(config, model, std::vector<float>(model.total(), 7.0f));
+  second.server->restore(dir + "_server");
+  for (std::size_t k = 0; k < second.workers.size(); ++k) {
+    second.workers[k]->restore(dir + "_worker" + std::to_string(k));
+  }
+  {
+    ServerThread serving(*second.server);
+    run_steps(second, problem, 12, 18, kLr);
+  }
+  SCOPED_TRACE(std::string(to_string(config.method)) + " " + to_string(config.mode));
+  EXPECT_TRUE(same_bits(second.server_model(), straight.server_model()));
+  EXPECT_EQ(second.server->version(), straight.server->version());
+  for (std::size_t k = 0; k < second.workers.size(); ++k) {
+    EXPECT_TRUE(same_bits(second.weights[k], straight.weights[k])) << "worker " << k;
+    EXPECT_EQ(second.workers[k]->steps(), 30u);
+  }
+  std::remove((dir + "_server").c_str());
+  for (int k = 0; k < 3; ++k) std::remove((dir + "_worker" + std::to_string(k)).c_str());
+}
+
+TEST(Checkpoint, SyncRunRestoredFromACheckpointContinuesBitwise) {
+  for (Method m : {Method::gmc, Method::samomentum}) {
+    Config config;
+    config.method = m;
+    config.mode = Mode::sync;
+    config.ratio = 0.1;
+    expect_restore_continues_bitwise(config);
+  }
+}
+
+TEST(Checkpoint, AsyncRunWithAFixedArrivalOrderContinuesBitwise) {
+  for (Method m : {Method::samomentum, Method::gmc_plus, Method::dgc, Method::gd}) {
+    Config config;
+    config.method = m;
+    config.ratio = 0.05;
+    config.server_ratio = 0.2;
+    expect_restore_continues_bitwise(config);
+  }
+}
+
+TEST(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
+  const Segments model({100, 20});
+  Config config;
+  config.workers = 1;
+  const std::vector<float> w0 = random_model(model.total(), 5);
+  Job job(config, model, w0);
+  const std::string good = temp_path("good");
+  job.server->save(good);
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+
+  auto write = [](const std::string& path, const std::string& content) {
+    std::ofstream(path, std::ios::binary) << content;
+  };
+  auto expect_refused = [&](const std::string& path, const std::string& reason, auto&& restore) {
+    try {
+      restore(path);
+      ADD_FAILURE() << "accepted " << path;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::io);
+      EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+    }
+  };
+  auto restore_server = [&](const std::string& p) { job.server->restore(p); };
+  const std::string truncated = temp_path("truncated");
+  write(truncated, bytes.substr(0, bytes.size() / 2));
+  expect_refused(truncated, "truncated or corrupt", restore_server);
+  const std::string flipped = temp_path("flipped");
+  std::string corrupt = bytes;
+  corrupt[corrupt.size() / 2] ^= 0x40;
+  write(flipped, corrupt);
+  expect_refused(flipped, "truncated or corrupt", restore_server);
+  const std::string foreign = temp_path("foreign");
+  write(foreign, "#!/bin/sh\necho this is not a checkpoint\n");
+  expect_refused(foreign, "not a dgs checkpoint", restore_server);
+  expect_refused(temp_path("missing"), "cannot open", restore_server);
+
+  // A worker's checkpoint is not a server's, and another model is refused.
+  const std::string worker_file = temp_path("worker");
+  job.workers[0]->save(worker_file);
+  expect_refused(worker_file, "written by a worker, not a server", restore_server);
+  Job other(config, Segments({100, 21}), random_model(121, 6));
+  expect_refused(good, "another model or configuration",
+                 [&](const std::string& p) { other.server->restore(p); });
+  EXPECT_TRUE(same_bits(job.server_model(), w0)) << "a refused restore changed the model";
+  for (const auto& p : {good, truncated, flipped, foreign, worker_file}) std::remove(p.c_str());
+}
+
+// ---------------------------------------------------------------------------
+// Bad input while training goes on.
+
+struct Spoil {
+  RejectReason reason;
+  void (*apply)(test::Bytes&, const MessageLayout&);
+};
+
+void set(test::Bytes& m, void (*edit)(MessageHeader&)) {
+  MessageHeader h = read_header(m.data());
+  edit(h);
+  write_header(m.data(), h);
+}
+
+TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
+  const Segments model({400, 30, 1, 200});
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.05;
+  config.workers = 4;  // workers 0-2 train; rank 4 (worker 3) is the attacker
+  const std::vector<float> w0 = random_model(model.total(), 8);
+  const Quadratic problem(model.total(), 9);
+  LocalHub hub(5, MemoryKind::host);
+  auto backend = make_backend(BackendKind::host);
+  set_log_level(LogLevel::off);
+  Server server(config, model, backend, hub.endpoint(0), w0.data());
+  std::thread serving([&] { server.run(); });
+
+  std::vector<std::thread> trainers;
+  std::vector<double> start_loss(3), end_loss(3);
+  for (std::uint32_t k = 0; k < 3; ++k) {
+    trainers.emplace_back([&, k] {
+      std::vector<float> w(model.total());
+      WorkerOptions o;
+      o.id = k;
+      Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
+      worker.join();
+      start_loss[k] = problem.loss(w);
+      for (int t = 0; t < 150; ++t) worker.step(problem.gradient(w, t, k).data(), 0.01f);
+      end_loss[k] = problem.loss(w);
+      worker.leave();
+    });
+  }
+
+  const std::vector<Spoil> spoils = {
+      {RejectReason::magic,
+       [](test::Bytes& m, const MessageLayout&) { set(m, [](MessageHeader& h) { h.magic = 0; }); }},
+      {RejectReason::version,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.version = 9; });
+       }},
+      {RejectReason::kind,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.kind = MessageKind::dense_reply; });
+       }},
+      {RejectReason::reserved,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.reserved = 3; });
+       }},
+      {RejectReason::sender,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.sender = 1; });
+       }},
+      {RejectReason::model_size,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.model_size = 1; });
+       }},
+      {RejectReason::layout,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.layout = PayloadLayout::dense; });
+       }},
+      {RejectReason::compressor,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.compressor = Compressor::threshold; });
+       }},
+      {RejectReason::value_type,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.value_type = WireValue::bf16; });
+       }},
+      {RejectReason::index_type,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.index_type = IndexType::none; });
+       }},
+      {RejectReason::capacity,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.capacity = 1u << 30; });
+       }},
+      {RejectReason::count,
+       [](test::Bytes& m, const MessageLayout&) { set(m, [](MessageHeader& h) { h.count = 3; }); }},
+      {RejectReason::ratio,
+       [](test::Bytes& m, const MessageLayout&) {
+         set(m, [](MessageHeader& h) { h.ratio_code = 0xFFFFFFFFu; });
+       }},
+      {RejectReason::index_range,
+       [](test::Bytes& m, const MessageLayout& l) {
+         write_index(m.data(), l, l.capacity - 1, 1u << 31);
+       }},
+      {RejectReason::index_order,
+       [](test::Bytes& m, const MessageLayout& l) {
+         write_index(m.data(), l, 1, read_index(m.data(), l, 0));
+       }},
+      {RejectReason::index_segment,
+       [](test::Bytes& m, const MessageLayout& l) {
+         // Segment 0 has 20 slots; move its last entry to the start of segment 1's range.
+         write_index(m.data(), l, 19, 400);
+         write_index(m.data(), l, 20, 401);
+       }},
+      {RejectReason::value,
+       [](test::Bytes& m, const MessageLayout& l) { write_value(m.data(), l, 4, NAN); }},
+  };
+  // The attacker speaks the wire protocol directly on worker 3's rank.
+  std::shared_ptr<Transport> attacker = hub.endpoint(4);
+  test::RefWorker forger(model, config, 3, w0);
+  const MessageLayout reply_layout = sparse_reply_layout(model, config);
+  test::Bytes reply(reply_layout.bytes);
+  std::mt19937_64 rng(10);
+  for (const Spoil& s : spoils) {
+    test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.01f);
+    s.apply(push, forger.layout());
+    attacker->send(0, push.data(), push.size());
+    const Receipt r = attacker->recv(0, reply.data(), reply.size(), 20s);
+    ASSERT_EQ(r.status, Receipt::Status::message);
+    ASSERT_EQ(read_header(reply.data()).kind, MessageKind::reject);
+    EXPECT_EQ(read_reject_verdict(reply.data()).reason, s.reason)
+        << read_reject_verdict(reply.data()).describe(3);
+  }
+  // A buffer of the wrong size, and a well-formed push from a worker that never joined.
+  test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.01f);
+  attacker->send(0, push.data(), push.size() - 16);
+  attacker->recv(0, reply.data(), reply.size(), 20s);
+  EXPECT_EQ(read_reject_verdict(reply.data()).reason, RejectReason::size);
+  push = forger.push(test::random_normal(rng, model.total()), 0.01f);
+  attacker->send(0, push.data(), push.size());
+  attacker->recv(0, reply.data(), reply.size(), 20s);
+  EXPECT_EQ(read_reject_verdict(reply.data()).reason, RejectReason::kind);
+
+  for (auto& t : trainers) t.join();
+  serving.join();
+  set_log_level(LogLevel::warning);
+  const ServerStats& stats = server.stats();
+  EXPECT_EQ(stats.rejected_total(), spoils.size() + 2);
+  for (const Spoil& s : spoils) {
+    EXPECT_GE(stats.rejected[static_cast<std::size_t>(s.reason)], 1u) << field_name(s.reason);
+  }
+  EXPECT_EQ(stats.pushes, 3u * 150u);
+  for (int k = 0; k < 3; ++k) EXPECT_LT(end_loss[k], 0.5 * start_loss[k]) << "worker " << k;
+}
+
+TEST(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
+  const Segments model({100, 10});
+  Config config;
+  config.workers = 1;
+  Job job(config, model, random_model(model.total(), 11));
+  ServerThread serving(*job.server);
+  set_log_level(LogLevel::off);
+  Config wrong = config;
+  wrong.compressor = Compressor::randk;
+  std::vector<float> w(model.total());
+  WorkerOptions o;
+  o.timeout = 20s;
+  Worker stranger(wrong, model, job.backend, job.hub.endpoint(1), w.data(), o);
+  try {
+    stranger.join();
+    ADD_FAILURE() << "a mismatched worker joined";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_message);
+    EXPECT_NE(std::string(e.what()).find("compressor"), std::string::npos) << e.what();
+  }
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::compressor)], 1u);
+}
+
+// ---------------------------------------------------------------------------
+// Faults.
+
+TEST(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
+  const Segments model({600, 50});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.1;
+  config.workers = 3;
+  const Quadratic problem(model.total(), 12);
+  const std::vector<float> w0 = random_model(model.total(), 13);
+  LocalHub hub(4, MemoryKind::host);
+  auto backend = make_backend(BackendKind::host);
+  set_log_level(LogLevel::off);
+  Server server(config, model, backend, hub.endpoint(0), w0.data());
+  std::thread serving([&] { server.run(); });
+
+  auto train = [&](std::uint32_t k, int steps, std::vector<float>& w) {
+    WorkerOptions o;
+    o.id = k;
+    o.timeout = 20s;
+    Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
+    worker.join();
+    for (int t = 0; t < steps; ++t) worker.step(problem.gradient(w, t, k).data(), 0.05f);
+    worker.leave();
+  };
+  std::vector<std::vector<float>> w(3, std::vector<float>(model.total()));
+  std::thread a([&] { train(0, 400, w[0]); });
+  std::thread b([&] { train(1, 400, w[1]); });
+  // Worker 2 dies after 30 steps, without saying bye.
+  {
+    WorkerOptions o;
+    o.id = 2;
+    std::vector<float> doomed(model.total());
+    Worker worker(config, model, backend, hub.endpoint(3), doomed.data(), o);
+    worker.join();
+    for (int t = 0; t < 30; ++t) worker.step(problem.gradient(doomed, t, 2).data(), 0.05f);
+    hub.close(3);
+    EXPECT_THROW(worker.step(problem.gradient(doomed, 30, 2).data(), 0.05f), Error);
+  }
+  while (server.is_live(2)) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(server.stats().dropped, 1u);
+  // A new worker takes its place and trains.
+  std::vector<float> fresh(model.total());
+  double loss_at_join = 0.0;
+  {
+    WorkerOptions o;
+    o.id = 2;
+    o.timeout = 20s;
+    Worker worker(config, model, backend, hub.endpoint(3), fresh.data(), o);
+    worker.join();
+    loss_at_join = problem.loss(fresh);
+    for (int t = 0; t < 200; ++t) worker.step(problem.gradient(fresh, t, 2).data(), 0.05f);
+    worker.leave();
+  }
+  a.join();
+  b.join();
+  serving.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_LT(problem.loss(fresh), loss_at_join);
+  std::vector<float> final_model(model.total());
+  server.copy_model(final_model.data());
+  EXPECT_LT(problem.loss(final_model), 0.2 * problem.loss(w0));
+  EXPECT_EQ(server.stats().joins, 4u);
+  EXPECT_EQ(server.live_workers(), 0u);
+}
+
+TEST(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
+  const Segments model({64});
+  Config config;
+  config.workers = 2;
+  ServerOptions options;
+  options.worker_timeout = 150ms;
+  Job job(config, model, random_model(64, 14), options);
+  set_log_level(LogLevel::off);
+  ServerThread serving(*job.server);
+  job.workers[0]->join();
+  job.workers[1]->join();
+  const std::vector<float> g = random_model(64, 15);
+  const auto until = std::chrono::steady_clock::now() + 600ms;
+  while (std::chrono::steady_clock::now() < until) {  // worker 0 keeps pushing, 1 is silent
+    job.workers[0]->step(g.data(), 1e-3f);
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(job.server->is_live(0));
+  EXPECT_FALSE(job.server->is_live(1));
+  EXPECT_EQ(job.server->stats().dropped, 1u);
+  set_log_level(LogLevel::warning);
+}
+
+TEST(Runtime, AStalePushIsAnsweredWithADenseRefresh) {
+  const Segments model({500});
+  Config config;
+  config.ratio = 0.01;
+  config.workers = 2;
+  ServerOptions options;
+  options.staleness_bound = 5;
+  Job job(config, model, random_model(500, 16), options);
+  ServerThread serving(*job.server);
+  for (auto& w : job.workers) w->join();
+  const std::vector<float> g = random_model(500, 17);
+  for (int t = 0; t < 8; ++t) job.workers[0]->step(g.data(), 0.01f);  // worker 1 falls 8 behind
+  job.workers[1]->step(g.data(), 0.01f);
+  serving.stop();
+  EXPECT_EQ(job.server->stats().stale_refreshes, 1u);
+  EXPECT_EQ(job.workers[1]->stats().dense_replies, 2u);  // the join and the refresh
+  EXPECT_TRUE(same_bits(job.weights[1], job.server_model()));
+  EXPECT_EQ(job.workers[0]->stats().staleness_max, 0u);
+  EXPECT_EQ(job.workers[1]->stats().staleness_max, 8u);
+}
+
+TEST(Runtime, TheSyncPeriodRefreshesReplicasDensely) {
+  const Segments model({300, 20});
+  Config config;
+  config.ratio = 0.02;
+  config.workers = 1;
+  ServerOptions options;
+  options.sync_period = 4;
+  Job job(config, model, random_model(320, 18), options);
+  ServerThread serving(*job.server);
+  job.workers[0]->join();
+  const Quadratic problem(320, 19);
+  for (int t = 0; t < 12; ++t) {
+    job.workers[0]->step(problem.gradient(job.weights[0], t, 0).data(), 0.01f);
+  }
+  serving.stop();
+  EXPECT_EQ(job.workers[0]->stats().dense_replies, 1u + 3u);  // join, versions 4, 8, 12
+  EXPECT_EQ(job.workers[0]->stats().sparse_replies, 9u);
+  EXPECT_TRUE(same_bits(job.weights[0], job.server_model()));
+}
+
+TEST(Runtime, TheWorkerRefusesCallsOutOfOrder) {
+  const Segments model({32});
+  Config config;
+  Job job(config, model, random_model(32, 20));
+  Worker& w = *job.workers[0];
+  const std::vector<float> g(32, 1.0f);
+  EXPECT_THROW(w.push(g.data(), 0.1f), Error);  // before join
+  EXPECT_THROW(w.finish(), Error);
+  ServerThread serving(*job.server);
+  w.join();
+  w.push(g.data(), 0.1f);
+  EXPECT_THROW(w.push(g.data(), 0.1f), Error);
+  EXPECT_THROW(w.save(temp_path("midstep")), Error);
+  w.finish();
+  WorkerOptions bad;
+  bad.id = 1;
+  std::vector<float> other(32);
+  EXPECT_THROW(Worker(config, model, job.backend, job.hub.endpoint(1), other.data(), bad), Error);
+}
+
+TEST(Runtime, StatisticsCountBytesDensityAndReplies) {
+  const Segments model({1000, 10});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.01;
+  config.workers = 1;
+  Job job(config, model, random_model(1010, 21));
+  ServerThread serving(*job.server);
+  Worker& w = *job.workers[0];
+  w.join();
+  const Quadratic problem(1010, 22);
+  for (int t = 0; t < 5; ++t) w.step(problem.gradient(job.weights[0], t, 0).data(), 0.01f);
+  w.leave();
+  while (job.server->live_workers() > 0) std::this_thread::sleep_for(1ms);  // bye has no reply
+  serving.stop();
+  const WorkerStats& s = w.stats();
+  EXPECT_EQ(s.steps, 5u);
+  EXPECT_EQ(s.entries_pushed, 5u * 11u);
+  EXPECT_DOUBLE_EQ(s.effective_density(), 11.0 / 1010.0);
+  EXPECT_EQ(s.bytes_pushed, 7u * w.push_layout().bytes);  // hello, 5 pushes, bye
+  const std::uint64_t sparse = sparse_reply_layout(model, config).bytes;
+  const std::uint64_t dense = dense_reply_layout(model).bytes;
+  EXPECT_EQ(s.bytes_pulled, 6u * sparse + dense);  // every reply has a head; the join's is dense
+  EXPECT_EQ(s.dense_bytes(), 5u * 1010u * 4u);
+  const ServerStats& ss = job.server->stats();
+  EXPECT_EQ(ss.pushes, 5u);
+  EXPECT_EQ(ss.joins, 1u);
+  EXPECT_EQ(ss.leaves, 1u);
+  EXPECT_EQ(ss.sparse_replies, 5u);
+  EXPECT_EQ(ss.dense_replies, 1u);
+  EXPECT_EQ(ss.bytes_received, s.bytes_pushed);
+  EXPECT_EQ(ss.bytes_sent, s.bytes_pulled);
+  EXPECT_EQ(ss.staleness[0], 5u);
+}
+
+}  // namespace
+}  // namespace dgs
