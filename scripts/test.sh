@@ -13,6 +13,6 @@ scripts/install-deps.sh
 build_dir=${BUILD_DIR:-build}
 jobs=$(nproc)
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DDGS_BUILD_TESTS=ON
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DDGS_BUILD_TESTS=ON -DDGS_WITH_MPI=ON
 cmake --build "$build_dir" -j"$jobs"
 ctest --test-dir "$build_dir" --output-on-failure -j"$jobs" --timeout 900

@@ -1,0 +1,62 @@
+// Start-up of a multi-process job: which rank am I, how many are we, and a
+// way for rank 0 to hand every rank a few bytes (the NCCL unique ids).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace dgs {
+
+/// Where this process's rank and the world size came from.
+struct LaunchInfo {
+  int rank = -1;
+  int size = -1;
+  /// The variables they were read from: "DGS_RANK/DGS_WORLD_SIZE",
+  /// "OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE" (mpirun),
+  /// "PMI_RANK/PMI_SIZE", "SLURM_PROCID/SLURM_NTASKS" (srun) or "RANK/WORLD_SIZE".
+  std::string source;
+};
+
+/// Reads the rank and world size from the launcher's environment, in the
+/// order listed above. Throws dgs::Error (invalid_argument) naming the
+/// variables it looked for when none are set, or when they are inconsistent.
+LaunchInfo detect_launch();
+
+/// True when the process was started by mpirun or srun under an MPI launcher.
+bool launched_by_mpi() noexcept;
+
+class Bootstrap {
+ public:
+  virtual ~Bootstrap() = default;
+  virtual int rank() const noexcept = 0;
+  virtual int size() const noexcept = 0;
+  virtual const char* name() const noexcept = 0;
+  /// Rank 0's `bytes` bytes at `data` are copied to `data` on every rank.
+  /// Collective: every rank calls it with the same size, in the same order.
+  virtual void broadcast(void* data, std::size_t bytes) = 0;
+};
+
+/// Rendezvous through a file on a file system every rank sees. `path` must be
+/// unique to the job (put the job id in it); rank 0 removes its files once
+/// every rank has read them.
+std::unique_ptr<Bootstrap> make_file_bootstrap(int rank, int size, const std::string& path,
+                                               std::chrono::milliseconds timeout);
+
+/// Rendezvous over TCP: rank 0 listens on `port` (all interfaces) and the
+/// others connect to `host`:`port`. Used only at start-up.
+std::unique_ptr<Bootstrap> make_tcp_bootstrap(int rank, int size, const std::string& host, int port,
+                                              std::chrono::milliseconds timeout);
+
+/// Through MPI_COMM_WORLD (MPI must be initialised). Throws when dgs was built
+/// without MPI.
+std::unique_ptr<Bootstrap> make_mpi_bootstrap();
+
+/// Picks one: MPI when launched by mpirun/srun and dgs was built with MPI;
+/// otherwise the environment: rank and size from detect_launch() and
+/// DGS_RENDEZVOUS = "file:/shared/path/job-42" or "tcp:host:port".
+std::unique_ptr<Bootstrap> make_bootstrap(
+    std::chrono::milliseconds timeout = std::chrono::minutes(5));
+
+}  // namespace dgs

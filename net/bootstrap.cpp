@@ -1,0 +1,382 @@
+// Start-up rendezvous without MPI: the launcher's environment for rank and
+// size, and a shared file or a TCP connection to rank 0 for the bytes rank 0
+// hands out.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dgs/bootstrap.h"
+#include "dgs/error.h"
+
+namespace dgs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : nullptr;
+}
+
+int parse_int(const char* name, const char* text) {
+  char* end = nullptr;
+  const long v = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || v < 0 || v > 1 << 24) {
+    throw Error(ErrorCode::invalid_argument,
+                std::string("dgs bootstrap: ") + name + "='" + text + "' is not a rank or size");
+  }
+  return static_cast<int>(v);
+}
+
+[[noreturn]] void timed_out(const std::string& what, std::chrono::milliseconds timeout) {
+  throw Error(ErrorCode::timeout,
+              "dgs bootstrap: " + what + " within " + std::to_string(timeout.count()) + " ms");
+}
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+// ---------------------------------------------------------------------------
+
+class FileBootstrap final : public Bootstrap {
+ public:
+  FileBootstrap(int rank, int size, std::string path, std::chrono::milliseconds timeout)
+      : rank_(rank), size_(size), path_(std::move(path)), timeout_(timeout) {}
+
+  int rank() const noexcept override { return rank_; }
+  int size() const noexcept override { return size_; }
+  const char* name() const noexcept override { return "file"; }
+
+  void broadcast(void* data, std::size_t bytes) override {
+    const std::string file = path_ + "." + std::to_string(sequence_++);
+    if (rank_ == 0) {
+      publish(file, data, bytes);
+      // Wait until every rank has read it, then clean up.
+      for (int r = 1; r < size_; ++r)
+        wait_for(file + ".ack" + std::to_string(r),
+                 "rank " + std::to_string(r) + " to read " + file);
+      for (int r = 1; r < size_; ++r) std::remove((file + ".ack" + std::to_string(r)).c_str());
+      std::remove(file.c_str());
+    } else {
+      wait_for(file, "rank 0 to write " + file);
+      std::ifstream in(file, std::ios::binary);
+      std::vector<char> content((std::istreambuf_iterator<char>(in)),
+                                std::istreambuf_iterator<char>());
+      std::uint64_t size = 0;
+      if (content.size() < 8) fail(file, "is truncated");
+      std::memcpy(&size, content.data(), 8);
+      if (size != bytes || content.size() != 8 + bytes) {
+        fail(file, "holds " + std::to_string(size) + " bytes, expected " + std::to_string(bytes));
+      }
+      std::memcpy(data, content.data() + 8, bytes);
+      std::ofstream(file + ".ack" + std::to_string(rank_)) << rank_ << "\n";
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& file, const std::string& what) const {
+    throw Error(ErrorCode::io, "dgs file bootstrap: " + file + " " + what);
+  }
+
+  void publish(const std::string& file, const void* data, std::size_t bytes) const {
+    const std::string temp = file + ".tmp";
+    {
+      std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+      const std::uint64_t size = bytes;
+      out.write(reinterpret_cast<const char*>(&size), 8);
+      out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+      if (!out) fail(temp, "cannot be written: " + errno_text());
+    }
+    if (std::rename(temp.c_str(), file.c_str()) != 0)
+      fail(file, "cannot be created: " + errno_text());
+  }
+
+  void wait_for(const std::string& file, const std::string& what) const {
+    const auto deadline = Clock::now() + timeout_;
+    while (::access(file.c_str(), F_OK) != 0) {
+      if (Clock::now() > deadline) timed_out("no sign of " + what, timeout_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  int rank_, size_;
+  std::string path_;
+  std::chrono::milliseconds timeout_;
+  int sequence_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+
+class Socket {
+ public:
+  explicit Socket(int fd = -1) : fd_(fd) {}
+  ~Socket() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Socket(Socket&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Socket& operator=(Socket&& o) noexcept {
+    std::swap(fd_, o.fd_);
+    return *this;
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+bool wait_fd(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
+
+void write_all(int fd, const void* data, std::size_t bytes, Clock::time_point deadline) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  while (bytes > 0) {
+    if (!wait_fd(fd, POLLOUT, deadline))
+      throw Error(ErrorCode::timeout, "dgs tcp bootstrap: send timed out");
+    const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      throw Error(ErrorCode::transport, "dgs tcp bootstrap: send failed: " + errno_text());
+    p += n;
+    bytes -= static_cast<std::size_t>(n);
+  }
+}
+
+void read_all(int fd, void* data, std::size_t bytes, Clock::time_point deadline) {
+  auto* p = static_cast<unsigned char*>(data);
+  while (bytes > 0) {
+    if (!wait_fd(fd, POLLIN, deadline))
+      throw Error(ErrorCode::timeout, "dgs tcp bootstrap: receive timed out");
+    const ssize_t n = ::recv(fd, p, bytes, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      throw Error(ErrorCode::transport,
+                  std::string("dgs tcp bootstrap: connection ") +
+                      (n == 0 ? "closed by the peer" : "failed: " + errno_text()));
+    }
+    p += n;
+    bytes -= static_cast<std::size_t>(n);
+  }
+}
+
+constexpr std::uint32_t kHello = 0x44475342;  // "BSGD"
+
+class TcpBootstrap final : public Bootstrap {
+ public:
+  TcpBootstrap(int rank, int size, const std::string& host, int port,
+               std::chrono::milliseconds timeout)
+      : rank_(rank), size_(size), timeout_(timeout) {
+    const auto deadline = Clock::now() + timeout;
+    const std::string where = host + ":" + std::to_string(port);
+    if (rank == 0) {
+      Socket listener(::socket(AF_INET6, SOCK_STREAM, 0));
+      bool v6 = listener.fd() >= 0;
+      if (!v6) listener = Socket(::socket(AF_INET, SOCK_STREAM, 0));
+      if (listener.fd() < 0) fail("socket", where);
+      const int one = 1, zero = 0;
+      ::setsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      int bound;
+      if (v6) {
+        ::setsockopt(listener.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        sockaddr_in6 a{};
+        a.sin6_family = AF_INET6;
+        a.sin6_addr = in6addr_any;
+        a.sin6_port = htons(static_cast<std::uint16_t>(port));
+        bound = ::bind(listener.fd(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+      } else {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_ANY);
+        a.sin_port = htons(static_cast<std::uint16_t>(port));
+        bound = ::bind(listener.fd(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+      }
+      if (bound != 0) fail("bind", where);
+      if (::listen(listener.fd(), size) != 0) fail("listen", where);
+      peers_.resize(static_cast<std::size_t>(size));
+      for (int accepted = 1; accepted < size; ++accepted) {
+        if (!wait_fd(listener.fd(), POLLIN, deadline)) {
+          timed_out("only " + std::to_string(accepted - 1) + " of " + std::to_string(size - 1) +
+                        " ranks connected to " + where,
+                    timeout);
+        }
+        Socket s(::accept(listener.fd(), nullptr, nullptr));
+        if (s.fd() < 0) fail("accept", where);
+        std::uint32_t hello[2];
+        read_all(s.fd(), hello, sizeof hello, deadline);
+        const auto r = static_cast<int>(hello[1]);
+        if (hello[0] != kHello || r <= 0 || r >= size || peers_[r].fd() >= 0) {
+          throw Error(ErrorCode::transport, "dgs tcp bootstrap: a stranger or a duplicate rank " +
+                                                std::to_string(r) + " connected to " + where);
+        }
+        peers_[r] = std::move(s);
+      }
+    } else {
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      for (;;) {
+        addrinfo* found = nullptr;
+        if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) == 0) {
+          for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+            Socket s(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
+            if (s.fd() >= 0 && ::connect(s.fd(), a->ai_addr, a->ai_addrlen) == 0) {
+              server_ = std::move(s);
+              break;
+            }
+          }
+          ::freeaddrinfo(found);
+        }
+        if (server_.fd() >= 0) break;
+        if (Clock::now() > deadline) timed_out("could not connect to rank 0 at " + where, timeout);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      const std::uint32_t hello[2] = {kHello, static_cast<std::uint32_t>(rank)};
+      write_all(server_.fd(), hello, sizeof hello, deadline);
+    }
+  }
+
+  int rank() const noexcept override { return rank_; }
+  int size() const noexcept override { return size_; }
+  const char* name() const noexcept override { return "tcp"; }
+
+  void broadcast(void* data, std::size_t bytes) override {
+    const auto deadline = Clock::now() + timeout_;
+    const std::uint64_t size = bytes;
+    if (rank_ == 0) {
+      for (int r = 1; r < size_; ++r) {
+        write_all(peers_[r].fd(), &size, 8, deadline);
+        write_all(peers_[r].fd(), data, bytes, deadline);
+      }
+    } else {
+      std::uint64_t got = 0;
+      read_all(server_.fd(), &got, 8, deadline);
+      if (got != bytes) {
+        throw Error(ErrorCode::transport, "dgs tcp bootstrap: rank 0 sent " + std::to_string(got) +
+                                              " bytes, rank " + std::to_string(rank_) +
+                                              " expected " + std::to_string(bytes));
+      }
+      read_all(server_.fd(), data, bytes, deadline);
+    }
+  }
+
+ private:
+  [[noreturn]] static void fail(const char* call, const std::string& where) {
+    throw Error(ErrorCode::transport, std::string("dgs tcp bootstrap: ") + call + " on " + where +
+                                          " failed: " + errno_text());
+  }
+
+  int rank_, size_;
+  std::chrono::milliseconds timeout_;
+  std::vector<Socket> peers_;
+  Socket server_;
+};
+
+}  // namespace
+
+LaunchInfo detect_launch() {
+  static const char* const kPairs[][2] = {{"DGS_RANK", "DGS_WORLD_SIZE"},
+                                          {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                                          {"PMI_RANK", "PMI_SIZE"},
+                                          {"SLURM_PROCID", "SLURM_NTASKS"},
+                                          {"RANK", "WORLD_SIZE"}};
+  for (const auto& pair : kPairs) {
+    const char* rank = env(pair[0]);
+    const char* size = env(pair[1]);
+    if (rank == nullptr || size == nullptr) continue;
+    LaunchInfo info;
+    info.rank = parse_int(pair[0], rank);
+    info.size = parse_int(pair[1], size);
+    info.source = std::string(pair[0]) + "/" + pair[1];
+    if (info.size < 1 || info.rank >= info.size) {
+      throw Error(ErrorCode::invalid_argument, "dgs bootstrap: " + info.source + " = " +
+                                                   std::string(rank) + "/" + size +
+                                                   " is not a rank inside the world");
+    }
+    return info;
+  }
+  throw Error(ErrorCode::invalid_argument,
+              "dgs bootstrap: no rank and world size in the environment; set DGS_RANK and "
+              "DGS_WORLD_SIZE (or launch with mpirun, srun or torchrun)");
+}
+
+bool launched_by_mpi() noexcept {
+  return env("OMPI_COMM_WORLD_SIZE") != nullptr || env("PMI_SIZE") != nullptr ||
+         env("PMIX_RANK") != nullptr || env("MPI_LOCALNRANKS") != nullptr;
+}
+
+std::unique_ptr<Bootstrap> make_file_bootstrap(int rank, int size, const std::string& path,
+                                               std::chrono::milliseconds timeout) {
+  return std::make_unique<FileBootstrap>(rank, size, path, timeout);
+}
+
+std::unique_ptr<Bootstrap> make_tcp_bootstrap(int rank, int size, const std::string& host, int port,
+                                              std::chrono::milliseconds timeout) {
+  if (port <= 0 || port > 65535) {
+    throw Error(ErrorCode::invalid_argument,
+                "dgs tcp bootstrap: port " + std::to_string(port) + " is not a TCP port");
+  }
+  return std::make_unique<TcpBootstrap>(rank, size, host, port, timeout);
+}
+
+#if !defined(DGS_HAVE_MPI)
+std::unique_ptr<Bootstrap> make_mpi_bootstrap() {
+  throw Error(ErrorCode::invalid_argument,
+              "dgs: built without MPI (configure with -DDGS_WITH_MPI=ON for the MPI bootstrap)");
+}
+#endif
+
+std::unique_ptr<Bootstrap> make_bootstrap(std::chrono::milliseconds timeout) {
+#if defined(DGS_HAVE_MPI)
+  if (launched_by_mpi()) return make_mpi_bootstrap();
+#endif
+  const LaunchInfo info = detect_launch();
+  const char* rendezvous = env("DGS_RENDEZVOUS");
+  if (rendezvous == nullptr) {
+    throw Error(ErrorCode::invalid_argument,
+                "dgs bootstrap: rank " + std::to_string(info.rank) + " of " +
+                    std::to_string(info.size) + " (from " + info.source +
+                    ") needs DGS_RENDEZVOUS=file:/shared/path or tcp:host:port");
+  }
+  const std::string r = rendezvous;
+  if (r.rfind("file:", 0) == 0)
+    return make_file_bootstrap(info.rank, info.size, r.substr(5), timeout);
+  if (r.rfind("tcp:", 0) == 0) {
+    const std::string address = r.substr(4);
+    const auto colon = address.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  "dgs bootstrap: DGS_RENDEZVOUS='" + r + "' needs tcp:host:port");
+    }
+    return make_tcp_bootstrap(info.rank, info.size, address.substr(0, colon),
+                              parse_int("DGS_RENDEZVOUS port", address.substr(colon + 1).c_str()),
+                              timeout);
+  }
+  throw Error(ErrorCode::invalid_argument, "dgs bootstrap: DGS_RENDEZVOUS='" + r +
+                                               "' is neither file:<path> nor tcp:<host>:<port>");
+}
+
+}  // namespace dgs
