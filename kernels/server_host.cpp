@@ -37,10 +37,10 @@ SelectionPlan PushRules::plan_at(std::uint32_t ratio_code) const {
   return push_plan(segments, config, ratio_code);
 }
 
-Verdict validate_push(const void* message, std::size_t bytes, const PushRules& rules) {
+Verdict validate_push_header(const MessageHeader& h, std::size_t bytes, const PushRules& rules,
+                             SelectionPlan* plan) {
   const MessageLayout& layout = rules.layout;
   if (bytes != layout.bytes) return reject(RejectReason::size, bytes, layout.bytes);
-  const MessageHeader h = read_header(message);
   if (h.magic != kMessageMagic) return reject(RejectReason::magic, h.magic, kMessageMagic);
   if (h.version != kWireVersion) return reject(RejectReason::version, h.version, kWireVersion);
   if (h.kind != MessageKind::push && h.kind != MessageKind::hello && h.kind != MessageKind::bye) {
@@ -53,8 +53,9 @@ Verdict validate_push(const void* message, std::size_t bytes, const PushRules& r
   if (h.model_size != layout.model_size) {
     return reject(RejectReason::model_size, h.model_size, layout.model_size);
   }
-  if (h.layout != layout.payload)
+  if (h.layout != layout.payload) {
     return reject(RejectReason::layout, raw(h.layout), raw(layout.payload));
+  }
   const bool dense = layout.payload == PayloadLayout::dense;
   if (!dense && h.compressor != rules.config.compressor) {
     return reject(RejectReason::compressor, raw(h.compressor), raw(rules.config.compressor));
@@ -76,20 +77,28 @@ Verdict validate_push(const void* message, std::size_t bytes, const PushRules& r
   if (dense) {
     if (h.count != layout.model_size)
       return reject(RejectReason::count, h.count, layout.model_size);
-  } else {
-    if (h.ratio_code > rules.max_ratio_code) {
-      return reject(RejectReason::ratio, h.ratio_code, rules.max_ratio_code);
-    }
+    return Verdict{};
   }
+  if (h.ratio_code > rules.max_ratio_code) {
+    return reject(RejectReason::ratio, h.ratio_code, rules.max_ratio_code);
+  }
+  SelectionPlan at = rules.plan_at(h.ratio_code);
+  if (at.fixed_count() && h.count != at.total_capacity()) {
+    return reject(RejectReason::count, h.count, at.total_capacity());
+  }
+  if (plan != nullptr) *plan = std::move(at);
+  return Verdict{};
+}
+
+Verdict validate_push(const void* message, std::size_t bytes, const PushRules& rules) {
+  const MessageLayout& layout = rules.layout;
+  MessageHeader h = blank_header();
+  if (bytes >= kHeaderBytes) h = read_header(message);
+  SelectionPlan plan;
+  const Verdict header = validate_push_header(h, bytes, rules, &plan);
+  if (!header.ok() || h.kind != MessageKind::push) return header;
 
   // The index region.
-  SelectionPlan plan;
-  if (!dense) {
-    plan = rules.plan_at(h.ratio_code);
-    if (plan.fixed_count() && h.count != plan.total_capacity()) {
-      return reject(RejectReason::count, h.count, plan.total_capacity());
-    }
-  }
   const Segments& segments = rules.segments;
   if (layout.payload == PayloadLayout::blocks) {
     for (std::size_t l = 0; l < segments.count(); ++l) {
@@ -163,9 +172,8 @@ void apply_average(const float* accumulator, std::uint32_t contributors, float* 
   for (std::uint64_t i = 0; i < p; ++i) model[i] = model[i] - accumulator[i] * inverse;
 }
 
-namespace {
-
-MessageHeader reply_header(MessageKind kind, const MessageLayout& layout, const ReplyInfo& info) {
+MessageHeader make_reply_header(MessageKind kind, const MessageLayout& layout,
+                                const ReplyInfo& info) {
   MessageHeader h = blank_header();
   h.kind = kind;
   h.layout = layout.payload;
@@ -179,8 +187,6 @@ MessageHeader reply_header(MessageKind kind, const MessageLayout& layout, const 
   h.model_version = info.model_version;
   return h;
 }
-
-}  // namespace
 
 SelectionStats write_sparse_reply(const float* model, float* replica, const Segments& segments,
                                   const SelectionPlan& plan, const ReplyInfo& info, void* reply,
@@ -203,7 +209,7 @@ SelectionStats write_sparse_reply(const float* model, float* replica, const Segm
     write_index(reply, layout, j, i);
     replica[i] = replica[i] + write_value(reply, layout, j, difference[i]);
   }
-  MessageHeader h = reply_header(MessageKind::sparse_reply, layout, info);
+  MessageHeader h = make_reply_header(MessageKind::sparse_reply, layout, info);
   h.count = count;
   h.ratio_code = plan.ratio_code;
   write_header(reply, h);
@@ -219,7 +225,7 @@ void write_dense_reply(const float* model, float* replica, const ReplyInfo& info
   const std::uint64_t p = layout.model_size;
   std::memcpy(static_cast<unsigned char*>(reply) + layout.values_offset, model, p * sizeof(float));
   if (replica != nullptr && replica != model) std::memcpy(replica, model, p * sizeof(float));
-  MessageHeader h = reply_header(MessageKind::dense_reply, layout, info);
+  MessageHeader h = make_reply_header(MessageKind::dense_reply, layout, info);
   h.count = p;
   h.ratio_code = 0xFFFFFFFFu;
   write_header(reply, h);

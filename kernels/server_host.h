@@ -37,6 +37,11 @@ struct PushRules {
 /// non-finite slot). Reads only; never throws for a bad message.
 Verdict validate_push(const void* message, std::size_t bytes, const PushRules& rules);
 
+/// The header half of validate_push. For an accepted push with indices or
+/// blocks, `plan` receives the plan at the message's ratio (for the entries).
+Verdict validate_push_header(const MessageHeader& header, std::size_t bytes, const PushRules& rules,
+                             SelectionPlan* plan);
+
 /// W -= s for an accepted push. Each coordinate appears once in a message, so
 /// the order of the entries does not matter.
 void apply_push(const void* message, const PushRules& rules, float* model);
@@ -53,6 +58,10 @@ struct ReplyInfo {
   std::uint64_t step = 0;           ///< echoed from the push being answered
   std::uint64_t model_version = 0;  ///< the server's version after the push
 };
+
+/// The header of a reply (count and ratio_code left for the caller).
+MessageHeader make_reply_header(MessageKind kind, const MessageLayout& layout,
+                                const ReplyInfo& info);
 
 /// The sparse reply: D = W - R, d = topk(D) at the reply plan, R += d (with d
 /// as it goes on the wire), d written to `reply` (sparse layout). Returns the

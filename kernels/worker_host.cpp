@@ -41,6 +41,21 @@ void check_state(Method method, const WorkerState& s) {
 
 }  // namespace
 
+MessageHeader make_push_header(const StepParams& params, const MessageLayout& layout) {
+  MessageHeader header = blank_header();
+  header.kind = MessageKind::push;
+  header.layout = layout.payload;
+  header.value_type = layout.value_type;
+  header.index_type = layout.index_type;
+  header.sender = params.sender;
+  header.model_size = layout.model_size;
+  header.capacity = layout.capacity;
+  header.step = params.step;
+  header.model_version = params.model_version;
+  header.lr = params.lr;
+  return header;
+}
+
 SelectionStats worker_step(const StepParams& params, const Segments& segments,
                            const SelectionPlan& plan, const float* grad, const float* weights,
                            const WorkerState& state, void* message, const MessageLayout& layout,
@@ -53,17 +68,7 @@ SelectionStats worker_step(const StepParams& params, const Segments& segments,
   require(wd == 0.0f || weights != nullptr, "weight decay needs the weights");
   check_state(method, state);
 
-  MessageHeader header = blank_header();
-  header.kind = MessageKind::push;
-  header.layout = layout.payload;
-  header.value_type = layout.value_type;
-  header.index_type = layout.index_type;
-  header.sender = params.sender;
-  header.model_size = p;
-  header.capacity = layout.capacity;
-  header.step = params.step;
-  header.model_version = params.model_version;
-  header.lr = lr;
+  MessageHeader header = make_push_header(params, layout);
 
   auto gradient = [&](std::uint64_t i) {
     return wd != 0.0f ? std::fmaf(wd, weights[i], grad[i]) : grad[i];

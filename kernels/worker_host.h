@@ -60,6 +60,9 @@ struct Scratch {
   std::vector<float> values;
 };
 
+/// The header of a push (compressor, count and ratio_code left for the caller).
+MessageHeader make_push_header(const StepParams& params, const MessageLayout& layout);
+
 /// One worker step: fold the gradient into the method state, select, and
 /// write the push into `message` (a buffer of layout.bytes with `layout`;
 /// dense layout for Method::dense). `segments` are the selection segments and

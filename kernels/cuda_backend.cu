@@ -1,0 +1,395 @@
+// The cuda backend: the runtime's kernel interface over the CUDA kernels.
+// Everything is asynchronous on the caller's stream except what must return a
+// host value (validation, threshold statistics, downloads).
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "dgs/error.h"
+#include "kernels/cuda_check.h"
+#include "kernels/kernels.cuh"
+#include "kernels/select.cuh"
+#include "runtime/backend.h"
+
+namespace dgs::detail {
+namespace {
+
+using cuda::EmitArgs;
+using cuda::KeySource;
+using cuda::SegmentInfo;
+using cuda::UpdateArgs;
+
+const float* selected_from(Method method, const host::WorkerState& s) {
+  switch (method) {
+    case Method::gd:
+    case Method::gmc:
+    case Method::gmc_plus:
+      return s.residual;
+    case Method::dgc:
+      return s.accumulator;
+    case Method::samomentum:
+      return s.momentum;
+    case Method::dense:
+      break;
+  }
+  return nullptr;
+}
+
+class CudaWorkerKernels final : public WorkerKernels {
+ public:
+  CudaWorkerKernels(const Segments& segments, const MessageLayout& layout, const Config& config)
+      : segments_(segments), layout_(layout), config_(config) {
+    if (config.method != Method::dense) {
+      selector_ = std::make_unique<cuda::Selector>(segments, layout.capacity, layout.index_type);
+    }
+  }
+
+  void set_plan(const SelectionPlan& plan) override {
+    if (selector_) selector_->set_plan(plan, config_.threshold_sample);
+  }
+
+  void step(const host::StepParams& params, const float* grad, const float* weights,
+            const host::WorkerState& state, void* message, Stream stream) override {
+    auto* msg = static_cast<unsigned char*>(message);
+    UpdateArgs a;
+    a.method = params.method;
+    a.grad = grad;
+    a.weights = weights;
+    a.lr = params.lr;
+    a.momentum = params.momentum;
+    a.weight_decay = params.weight_decay;
+    a.residual = state.residual;
+    a.momentum_buffer = state.momentum;
+    a.accumulator = state.accumulator;
+    a.mask = state.mask;
+    MessageHeader header = host::make_push_header(params, layout_);
+    if (params.method == Method::dense) {
+      cuda::launch_dense_push(a, layout_.model_size, msg, layout_, stream);
+      header.compressor = Compressor::topk;
+      header.count = layout_.model_size;
+      header.ratio_code = 0xFFFFFFFFu;
+      cuda::launch_write_header(header, msg, nullptr, stream);
+      return;
+    }
+    const SelectionPlan& plan = selector_->plan();
+    header.compressor = plan.compressor;
+    header.ratio_code = plan.ratio_code;
+    EmitArgs e;
+    e.method = params.method;
+    e.lr = params.lr;
+    e.factor_masking = params.factor_masking;
+    e.residual = state.residual;
+    e.momentum_buffer = state.momentum;
+    e.accumulator = state.accumulator;
+    e.mask = state.mask;
+    e.message = msg;
+    e.layout = layout_;
+    const std::size_t mask_bytes = host::mask_words(layout_.model_size) * sizeof(std::uint32_t);
+    if (plan.compressor == Compressor::rbgs) {
+      cuda::launch_update(a, selector_->all_tiles(), selector_->all_tile_count(),
+                          selector_->segment_table(), cuda::FusedHistogram{}, stream);
+      if (state.mask != nullptr) DGS_CUDA_TRY(cudaMemsetAsync(state.mask, 0, mask_bytes, stream));
+      cuda::launch_emit_blocks(e, selector_->segment_table(),
+                               static_cast<std::uint32_t>(segments_.count()), plan.total_capacity(),
+                               params.seed, params.step, stream);
+      header.count = plan.total_capacity();
+      cuda::launch_write_header(header, msg, nullptr, stream);
+      return;
+    }
+    const cuda::FusedHistogram fused = selector_->fused_histogram();
+    if (fused.active) selector_->begin(stream);
+    cuda::launch_update(a, selector_->all_tiles(), selector_->all_tile_count(),
+                        selector_->segment_table(), fused, stream);
+    KeySource keys;
+    keys.kind =
+        plan.compressor == Compressor::randk ? KeySource::Kind::randk : KeySource::Kind::values;
+    keys.x = selected_from(params.method, state);
+    keys.seed = params.seed;
+    keys.step = params.step;
+    selector_->run(keys, fused.active, stream);
+    if (state.mask != nullptr) DGS_CUDA_TRY(cudaMemsetAsync(state.mask, 0, mask_bytes, stream));
+    cuda::launch_emit(e, selector_->indices(), selector_->count(), plan.total_capacity(), stream);
+    cuda::launch_write_header(header, msg, selector_->count(), stream);
+  }
+
+  host::SelectionStats last_stats(Stream stream) override {
+    if (!selector_) {
+      host::SelectionStats s;
+      s.selected = s.target = layout_.model_size;
+      return s;
+    }
+    if (selector_->plan().compressor == Compressor::rbgs) {
+      host::SelectionStats s;
+      s.selected = s.target = selector_->plan().total_capacity();
+      return s;
+    }
+    return selector_->stats(stream);
+  }
+
+  void apply_reply(void* reply, const MessageLayout& layout, float* weights, bool record_change,
+                   Stream stream) override {
+    cuda::launch_apply_reply(static_cast<unsigned char*>(reply), layout, weights, record_change,
+                             stream);
+  }
+
+  void fold(const void* reply, const MessageLayout& layout, float beta, float* residual,
+            Stream stream) override {
+    cuda::launch_fold(static_cast<const unsigned char*>(reply), layout, beta, residual, stream);
+  }
+
+  void evaluation_point(const float* weights, const float* residual, float lambda, float* x,
+                        Stream stream) override {
+    cuda::launch_evaluation_point(weights, residual, lambda, x, layout_.model_size, stream);
+  }
+
+ private:
+  Segments segments_;
+  MessageLayout layout_;
+  Config config_;
+  std::unique_ptr<cuda::Selector> selector_;
+};
+
+class CudaServerKernels final : public ServerKernels {
+ public:
+  CudaServerKernels(const Segments& model, const Config& config)
+      : rules_(model, config),
+        reply_plan_(reply_plan(rules_.segments, config)),
+        reply_layout_(sparse_reply_layout(model, config)),
+        dense_layout_(dense_reply_layout(model)),
+        selector_(rules_.segments, reply_plan_.total_capacity(), reply_layout_.index_type) {
+    selector_.set_plan(reply_plan_, config.threshold_sample);
+    DGS_CUDA_TRY(cudaMalloc(&check_, sizeof(cuda::EntryCheck)));
+  }
+
+  ~CudaServerKernels() override {
+    cudaFree(check_);
+    if (push_table_ != nullptr) cudaFree(push_table_);
+  }
+
+  Verdict validate(const void* message, std::size_t bytes, Stream stream) override {
+    const auto* msg = static_cast<const unsigned char*>(message);
+    MessageHeader h = blank_header();
+    if (bytes >= kHeaderBytes) h = download<MessageHeader>(msg, stream);
+    SelectionPlan plan;
+    Verdict v = host::validate_push_header(h, bytes, rules_, &plan);
+    if (!v.ok() || h.kind != MessageKind::push) return v;
+    const MessageLayout& layout = rules_.layout;
+    const SegmentInfo* table = layout.payload == PayloadLayout::dense ? nullptr : table_for(plan);
+    cuda::launch_check_entries(
+        msg, layout, table, static_cast<std::uint32_t>(rules_.segments.count()),
+        layout.payload == PayloadLayout::sparse && plan.fixed_count(), check_, stream);
+    const cuda::EntryCheck result = download<cuda::EntryCheck>(check_, stream);
+    if (result.index_failure != ~0ull) {
+      v.reason = static_cast<RejectReason>(result.index_failure & 0xFF);
+      v.position = result.index_failure >> 8;
+      v.value = read_index_at(msg, v.position, stream);
+      switch (v.reason) {
+        case RejectReason::index_range:
+          v.expected = layout.model_size;
+          break;
+        case RejectReason::index_order:
+          v.expected = read_index_at(msg, v.position - 1, stream);
+          break;
+        case RejectReason::index_segment: {
+          std::size_t l = 0;
+          while (v.position >= plan.first[l + 1]) ++l;
+          v.expected = l;
+          break;
+        }
+        case RejectReason::block_start:
+          v.expected = rules_.segments.size(v.position);
+          break;
+        default:
+          break;
+      }
+      return v;
+    }
+    if (result.value_failure != ~0ull) {
+      v.reason = RejectReason::value;
+      v.position = result.value_failure;
+      const std::size_t width = value_bytes(layout.value_type);
+      std::uint32_t raw = 0;
+      DGS_CUDA_TRY(cudaMemcpyAsync(&raw, msg + layout.values_offset + v.position * width, width,
+                                   cudaMemcpyDeviceToHost, stream));
+      DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+      const float value = layout.value_type == WireValue::f32 ? ::dgs::detail::bits_float(raw)
+                          : layout.value_type == WireValue::bf16
+                              ? ::dgs::detail::bf16_to_float(static_cast<std::uint16_t>(raw))
+                              : ::dgs::detail::f16_to_float(static_cast<std::uint16_t>(raw));
+      v.value = ::dgs::detail::float_bits(value);
+    }
+    return v;
+  }
+
+  void apply(const void* message, float* model, Stream stream) override {
+    apply_or_accumulate(message, model, false, stream);
+  }
+  void accumulate(const void* message, float* accumulator, Stream stream) override {
+    apply_or_accumulate(message, accumulator, true, stream);
+  }
+  void average(const float* accumulator, std::uint32_t contributors, float* model,
+               Stream stream) override {
+    if (contributors == 0)
+      throw Error(ErrorCode::invalid_argument, "dgs cuda average: no contributors");
+    cuda::launch_average(accumulator, 1.0f / static_cast<float>(contributors), model,
+                         rules_.layout.model_size, stream);
+  }
+
+  void sparse_reply(const float* model, float* replica, const host::ReplyInfo& info, void* reply,
+                    Stream stream) override {
+    KeySource keys;
+    keys.kind = KeySource::Kind::difference;
+    keys.w = model;
+    keys.r = replica;
+    selector_.run(keys, false, stream);
+    auto* msg = static_cast<unsigned char*>(reply);
+    cuda::launch_emit_reply(model, replica, selector_.indices(), reply_plan_.total_capacity(), msg,
+                            reply_layout_, stream);
+    MessageHeader h = host::make_reply_header(MessageKind::sparse_reply, reply_layout_, info);
+    h.count = reply_plan_.total_capacity();
+    h.ratio_code = reply_plan_.ratio_code;
+    cuda::launch_write_header(h, msg, nullptr, stream);
+  }
+
+  void dense_reply(const float* source, float* replica, const host::ReplyInfo& info, void* reply,
+                   Stream stream) override {
+    auto* msg = static_cast<unsigned char*>(reply);
+    const std::size_t bytes = dense_layout_.model_size * sizeof(float);
+    DGS_CUDA_TRY(cudaMemcpyAsync(msg + dense_layout_.values_offset, source, bytes,
+                                 cudaMemcpyDeviceToDevice, stream));
+    if (replica != nullptr && replica != source) {
+      DGS_CUDA_TRY(cudaMemcpyAsync(replica, source, bytes, cudaMemcpyDeviceToDevice, stream));
+    }
+    MessageHeader h = host::make_reply_header(MessageKind::dense_reply, dense_layout_, info);
+    h.count = dense_layout_.model_size;
+    h.ratio_code = 0xFFFFFFFFu;
+    cuda::launch_write_header(h, msg, nullptr, stream);
+  }
+
+ private:
+  template <typename T>
+  static T download(const void* src, Stream stream) {
+    T value;
+    DGS_CUDA_TRY(cudaMemcpyAsync(&value, src, sizeof value, cudaMemcpyDeviceToHost, stream));
+    DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+    return value;
+  }
+
+  std::uint64_t read_index_at(const unsigned char* msg, std::uint64_t slot, Stream stream) const {
+    if (rules_.layout.index_type == IndexType::u64) {
+      return download<std::uint64_t>(msg + kHeaderBytes + slot * 8, stream);
+    }
+    return download<std::uint32_t>(msg + kHeaderBytes + slot * 4, stream);
+  }
+
+  // The segment table of the push plan at a ratio code (uploaded when it changes).
+  const SegmentInfo* table_for(const SelectionPlan& plan) {
+    if (push_table_ != nullptr && push_table_code_ == plan.ratio_code) return push_table_;
+    const Segments& s = rules_.segments;
+    std::vector<SegmentInfo> info(s.count());
+    for (std::size_t l = 0; l < s.count(); ++l) {
+      info[l] = {s.offset(l), s.size(l), plan.target[l], plan.capacity[l], plan.first[l]};
+    }
+    if (push_table_ == nullptr)
+      DGS_CUDA_TRY(cudaMalloc(&push_table_, info.size() * sizeof(SegmentInfo)));
+    DGS_CUDA_TRY(cudaMemcpy(push_table_, info.data(), info.size() * sizeof(SegmentInfo),
+                            cudaMemcpyHostToDevice));
+    push_table_code_ = plan.ratio_code;
+    return push_table_;
+  }
+
+  void apply_or_accumulate(const void* message, float* target, bool accumulate, Stream stream) {
+    const MessageLayout& layout = rules_.layout;
+    const SegmentInfo* table = nullptr;
+    if (layout.payload == PayloadLayout::blocks) {
+      const auto h = download<MessageHeader>(message, stream);
+      table = table_for(rules_.plan_at(h.ratio_code));
+    }
+    cuda::launch_apply_push(static_cast<const unsigned char*>(message), layout, table,
+                            static_cast<std::uint32_t>(rules_.segments.count()), target, accumulate,
+                            stream);
+  }
+
+  host::PushRules rules_;
+  SelectionPlan reply_plan_;
+  MessageLayout reply_layout_;
+  MessageLayout dense_layout_;
+  cuda::Selector selector_;
+  cuda::EntryCheck* check_ = nullptr;
+  SegmentInfo* push_table_ = nullptr;
+  std::uint32_t push_table_code_ = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      throw Error(ErrorCode::cuda, "dgs cuda backend: no CUDA device is available");
+    }
+    if (device < 0 || device >= count) {
+      throw Error(ErrorCode::invalid_argument, "dgs cuda backend: device " +
+                                                   std::to_string(device) + " does not exist (" +
+                                                   std::to_string(count) + " present)");
+    }
+    DGS_CUDA_TRY(cudaSetDevice(device));
+  }
+
+  BackendKind kind() const noexcept override { return BackendKind::cuda; }
+  MemoryKind memory() const noexcept override { return MemoryKind::device; }
+
+  void* allocate(std::size_t bytes) override {
+    DGS_CUDA_TRY(cudaSetDevice(device_));
+    void* p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      throw Error(ErrorCode::cuda, "dgs cuda backend: cudaMalloc of " + std::to_string(bytes) +
+                                       " bytes on device " + std::to_string(device_) +
+                                       " failed: " + cudaGetErrorString(status));
+    }
+    return p;
+  }
+  void release(void* pointer) noexcept override { cudaFree(pointer); }
+  void zero(void* pointer, std::size_t bytes, Stream stream) override {
+    DGS_CUDA_TRY(cudaMemsetAsync(pointer, 0, bytes, stream));
+  }
+  void copy(void* dst, const void* src, std::size_t bytes, Stream stream) override {
+    if (bytes) DGS_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
+  }
+  void download(void* dst, const void* src, std::size_t bytes, Stream stream) override {
+    if (bytes) DGS_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+    DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+  }
+  void upload(void* dst, const void* src, std::size_t bytes, Stream stream) override {
+    if (bytes) DGS_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+    DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+  }
+  void synchronize(Stream stream) override { DGS_CUDA_TRY(cudaStreamSynchronize(stream)); }
+
+  std::unique_ptr<WorkerKernels> worker_kernels(const Segments& segments,
+                                                const MessageLayout& layout,
+                                                const Config& config) override {
+    DGS_CUDA_TRY(cudaSetDevice(device_));
+    return std::make_unique<CudaWorkerKernels>(segments, layout, config);
+  }
+  std::unique_ptr<ServerKernels> server_kernels(const Segments& model,
+                                                const Config& config) override {
+    DGS_CUDA_TRY(cudaSetDevice(device_));
+    return std::make_unique<CudaServerKernels>(model, config);
+  }
+
+ private:
+  int device_;
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> make_cuda_backend(int device) {
+  return std::make_shared<CudaBackend>(device);
+}
+
+}  // namespace dgs::detail

@@ -1,0 +1,23 @@
+// Every CUDA call goes through DGS_CUDA_TRY; every launch is followed by
+// DGS_CUDA_LAUNCHED, which names the kernel and its sizes in the error.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+namespace dgs::detail {
+
+[[noreturn]] void throw_cuda_error(cudaError_t status, const char* call, const char* file, int line,
+                                   const std::string& context);
+
+inline void cuda_check(cudaError_t status, const char* call, const char* file, int line,
+                       const std::string& context = {}) {
+  if (status != cudaSuccess) throw_cuda_error(status, call, file, line, context);
+}
+
+}  // namespace dgs::detail
+
+#define DGS_CUDA_TRY(call) ::dgs::detail::cuda_check((call), #call, __FILE__, __LINE__)
+#define DGS_CUDA_LAUNCHED(kernel, context) \
+  ::dgs::detail::cuda_check(cudaGetLastError(), kernel, __FILE__, __LINE__, (context))

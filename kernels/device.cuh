@@ -1,0 +1,125 @@
+// Device-side building blocks shared by the kernels: launch shapes, tiles,
+// the per-segment selection state, and helpers to read and write messages.
+#pragma once
+
+#include <cstdint>
+
+#include "dgs/config.h"
+#include "dgs/message.h"
+#include "kernels/numeric.h"
+
+namespace dgs::cuda {
+
+constexpr int kThreads = 256;                  // threads of every tiled kernel
+constexpr int kItems = 16;                     // elements per thread and tile
+constexpr int kTile = kThreads * kItems;       // 4096 elements per tile
+constexpr std::uint64_t kSmallSegment = 4096;  // selected by one block in shared memory
+
+using u32 = unsigned int;
+using u64 = unsigned long long;
+
+/// A contiguous piece of work: `length` (<= kTile) elements from `begin`, all
+/// in one segment (or one member of a selection set). `owner` is the segment
+/// id or the set member, whichever the kernel iterates over.
+struct Tile {
+  u64 begin;
+  u32 length;
+  u32 owner;
+};
+
+/// One model segment, as the kernels see it.
+struct SegmentInfo {
+  u64 offset;    // o_l
+  u64 size;      // n_l
+  u64 target;    // k_l
+  u64 capacity;  // room in the message (threshold: >= target)
+  u64 first;     // first message slot of the segment
+};
+
+/// Radix selection state of one segment of a selection set. The selection
+/// works on 64-bit composite keys K = (key << 32) | (0xFFFFFFFF - local index):
+/// unique, ordered like the key, and ties broken toward the lower index, so
+/// taking the `target` largest K is exactly the specified top-k.
+struct SetState {
+  u64 hist[2][256];  // hist[p % 2]: digit p of the current candidates
+  u64 count[2];      // candidate list sizes, ping-pong
+  u64 out;           // entries appended to the output region so far
+  u64 need;          // entries still to take from the current candidates
+  u64 prefix;        // composite-key digits resolved so far
+  u32 digit;         // digit resolved in the current pass
+  u32 done;          // every remaining candidate is taken (or nothing to do)
+};
+
+/// Digit p (0 = most significant) of a composite key.
+__device__ __forceinline__ u32 composite_digit(u32 key, u32 local, int pass) {
+  const u64 k = (static_cast<u64>(key) << 32) | static_cast<u64>(0xFFFFFFFFu - local);
+  return static_cast<u32>((k >> (56 - 8 * pass)) & 0xFFu);
+}
+
+// --- Message access on the device ------------------------------------------
+
+__device__ __forceinline__ void store_index(unsigned char* message, IndexType type, u64 slot,
+                                            u64 index) {
+  unsigned char* base = message + kHeaderBytes;
+  if (type == IndexType::u64) {
+    reinterpret_cast<u64*>(base)[slot] = index;
+  } else {
+    reinterpret_cast<u32*>(base)[slot] = static_cast<u32>(index);
+  }
+}
+
+__device__ __forceinline__ u64 load_index(const unsigned char* message, IndexType type, u64 slot) {
+  const unsigned char* base = message + kHeaderBytes;
+  return type == IndexType::u64 ? reinterpret_cast<const u64*>(base)[slot]
+                                : reinterpret_cast<const u32*>(base)[slot];
+}
+
+/// Stores x in the wire type; returns the value as the receiver reads it.
+__device__ __forceinline__ float store_value(unsigned char* values, WireValue type, u64 slot,
+                                             float x) {
+  switch (type) {
+    case WireValue::bf16: {
+      const unsigned short h = detail::float_to_bf16(x);
+      reinterpret_cast<unsigned short*>(values)[slot] = h;
+      return detail::bf16_to_float(h);
+    }
+    case WireValue::f16: {
+      const unsigned short h = detail::float_to_f16(x);
+      reinterpret_cast<unsigned short*>(values)[slot] = h;
+      return detail::f16_to_float(h);
+    }
+    case WireValue::f32:
+      break;
+  }
+  reinterpret_cast<float*>(values)[slot] = x;
+  return x;
+}
+
+__device__ __forceinline__ float load_value(const unsigned char* values, WireValue type, u64 slot) {
+  switch (type) {
+    case WireValue::bf16:
+      return detail::bf16_to_float(reinterpret_cast<const unsigned short*>(values)[slot]);
+    case WireValue::f16:
+      return detail::f16_to_float(reinterpret_cast<const unsigned short*>(values)[slot]);
+    case WireValue::f32:
+      break;
+  }
+  return reinterpret_cast<const float*>(values)[slot];
+}
+
+/// Segment of message slot `slot` for fixed-count layouts: the last l with
+/// first[l] <= slot (binary search over the segment table).
+__device__ __forceinline__ u32 segment_of_slot(const SegmentInfo* segments, u32 count, u64 slot) {
+  u32 lo = 0, hi = count;  // invariant: segments[lo].first <= slot < segments[hi].first
+  while (hi - lo > 1) {
+    const u32 mid = (lo + hi) / 2;
+    if (segments[mid].first <= slot) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+}  // namespace dgs::cuda

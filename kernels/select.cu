@@ -1,0 +1,751 @@
+// The device selection engine (see select.cuh). The only translation unit
+// that includes CUB.
+#include <cub/block/block_scan.cuh>
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+#include <string>
+
+#include "dgs/error.h"
+#include "kernels/cuda_check.h"
+#include "kernels/select.cuh"
+
+namespace dgs::cuda {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Key functors: the 32-bit selection key of coordinate `local` of segment `l`.
+
+struct ValueKeys {
+  const float* x;
+  const SegmentInfo* seg;
+  __device__ u32 operator()(u32 l, u64 local) const {
+    return detail::magnitude_key(x[seg[l].offset + local]);
+  }
+};
+
+struct DifferenceKeys {
+  const float* w;
+  const float* r;
+  const SegmentInfo* seg;
+  __device__ u32 operator()(u32 l, u64 local) const {
+    const u64 i = seg[l].offset + local;
+    return detail::magnitude_key(__fsub_rn(w[i], r[i]));
+  }
+};
+
+struct RandkKeys {
+  u64 seed;
+  u64 step;
+  __device__ u32 operator()(u32 l, u64 local) const {
+    return detail::randk_key(detail::stream_key(seed, step, l, detail::RandomUse::randk), local);
+  }
+};
+
+// Sample j of a segment: the whole segment when it is no larger than the
+// sample, else positions drawn from (seed, step, l) — as the host twin does.
+template <class Keys>
+struct SampleKeys {
+  Keys keys;
+  const SegmentInfo* seg;
+  u64 seed;
+  u64 step;
+  u64 sample;
+  __device__ u32 operator()(u32 l, u64 j) const {
+    const u64 n = seg[l].size;
+    const u64 position =
+        n <= sample
+            ? j
+            : detail::draw(detail::stream_key(seed, step, l, detail::RandomUse::threshold_sample),
+                           j) %
+                  n;
+    return keys(l, position);
+  }
+};
+
+// A selection set as the kernels see it.
+struct SetView {
+  const u32* segment;      // member -> segment
+  const u64* list_offset;  // member -> start of its region in the list buffers
+  SetState* state;
+};
+
+template <typename Index>
+struct Output {
+  Index* slots;  // unsorted message-order index array
+  const SegmentInfo* seg;
+};
+
+// ---------------------------------------------------------------------------
+// Kernels.
+
+__global__ void init_states_kernel(SetState* states, const u64* need, const u32* segment,
+                                   const u64* threshold_count, const SegmentInfo* seg,
+                                   u32 members) {
+  const u32 m = blockIdx.x;
+  if (m >= members) return;
+  SetState& s = states[m];
+  for (int d = threadIdx.x; d < 256; d += blockDim.x) {
+    s.hist[0][d] = 0;
+    s.hist[1][d] = 0;
+  }
+  if (threadIdx.x == 0) {
+    s.count[0] = s.count[1] = 0;
+    s.out = 0;
+    s.prefix = 0;
+    s.digit = 0;
+    s.need = need[m];
+    s.done = 0xFFFFFFFFu;  // not done
+    // Clamp fallback: only the segments whose threshold overflowed take part.
+    if (threshold_count != nullptr && threshold_count[segment[m]] <= seg[segment[m]].capacity) {
+      s.done = 0;  // done before pass 0: skipped entirely
+      s.need = 0;
+    }
+  }
+}
+
+// Pass 0 histogram over the members' data (when no fused pass did it).
+template <class Keys>
+__global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys) {
+  __shared__ u32 hist[256];
+  for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
+    const Tile tile = tiles[t];
+    SetState& s = set.state[tile.owner];
+    if (s.done == 0) continue;
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+    __syncthreads();
+    const u32 l = set.segment[tile.owner];
+    for (u32 i = threadIdx.x; i < tile.length; i += blockDim.x) {
+      const u64 local = tile.begin + i;
+      atomicAdd(&hist[composite_digit(keys(l, local), static_cast<u32>(local), 0)], 1u);
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) {
+      if (hist[d] != 0) atomicAdd(&s.hist[0][d], static_cast<u64>(hist[d]));
+    }
+    __syncthreads();
+  }
+}
+
+// Finds the digit of pass `pass` that holds the need-th largest candidate.
+__global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done) {
+  using Scan = cub::BlockScan<u64, 256>;
+  __shared__ typename Scan::TempStorage scan;
+  const u32 m = blockIdx.x;
+  if (m >= members) return;
+  SetState& s = set.state[m];
+  const bool skip = s.done != 0xFFFFFFFFu;
+  const int d = 255 - static_cast<int>(threadIdx.x);
+  const u64 h = skip ? 0 : s.hist[pass % 2][d];
+  u64 inclusive = 0;
+  Scan(scan).InclusiveSum(h, inclusive);  // candidates with digit >= d
+  const u64 need = s.need;
+  __syncthreads();
+  if (!skip && inclusive >= need && inclusive - h < need) {
+    const u64 rest = need - (inclusive - h);
+    s.digit = static_cast<u32>(d);
+    s.need = rest;
+    s.prefix |= static_cast<u64>(d) << (56 - 8 * pass);
+    if (pass == 7 || (allow_done && h == rest)) s.done = static_cast<u32>(pass) + 1;
+  }
+  // Clear what this pass's filter fills: the next histogram and the list it writes.
+  if (pass < 7) s.hist[(pass + 1) % 2][threadIdx.x] = 0;
+  if (threadIdx.x == 0) s.count[pass % 2] = 0;
+}
+
+// Pass `pass`: candidates above the boundary digit are selected, those on it
+// become the next pass's candidates (and are histogrammed by the next digit).
+// From the data in pass 0, from the previous pass's list afterwards.
+template <class Keys, typename Index>
+__global__ void filter_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys, int pass,
+                              bool from_data, const u32* list_in, u32* list_out, Output<Index> out,
+                              bool write_output) {
+  using Scan = cub::BlockScan<u64, kThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ u32 next_hist[256];
+  __shared__ u64 base_out, base_next;
+  for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
+    const Tile tile = tiles[t];
+    const u32 m = tile.owner;
+    SetState& s = set.state[m];
+    // Skip members finished in an earlier pass, and list tiles past the list's end.
+    const bool finished = s.done != 0xFFFFFFFFu && s.done <= static_cast<u32>(pass);
+    const u64 available = from_data ? tile.length : s.count[(pass + 1) % 2];
+    if (finished || (!from_data && tile.begin >= available)) continue;
+    const u32 length =
+        from_data ? tile.length
+                  : static_cast<u32>(min(static_cast<u64>(tile.length), available - tile.begin));
+    const u32 l = set.segment[m];
+    const u32 digit = s.digit;
+    const bool take_bucket = s.done == static_cast<u32>(pass) + 1;
+    const bool last = pass == 7;
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) next_hist[d] = 0;
+    __syncthreads();
+
+    u32 locals[kItems];
+    unsigned char kind[kItems];  // 0 drop, 1 select, 2 keep for the next pass
+    u32 n_out = 0, n_next = 0;
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      const u32 i = threadIdx.x + j * kThreads;
+      kind[j] = 0;
+      if (i < length) {
+        const u64 local = from_data ? tile.begin + i : list_in[set.list_offset[m] + tile.begin + i];
+        locals[j] = static_cast<u32>(local);
+        const u32 key = keys(l, local);
+        const u32 dg = composite_digit(key, locals[j], pass);
+        if (dg > digit || (dg == digit && (take_bucket || last))) {
+          kind[j] = 1;
+          ++n_out;
+        } else if (dg == digit) {
+          kind[j] = 2;
+          ++n_next;
+          atomicAdd(&next_hist[composite_digit(key, locals[j], pass + 1)], 1u);
+        }
+      }
+    }
+    u64 offset = 0, total = 0;
+    Scan(scan).ExclusiveSum((static_cast<u64>(n_out) << 32) | n_next, offset, total);
+    if (threadIdx.x == 0) {
+      base_out = (total >> 32) ? atomicAdd(&s.out, total >> 32) : 0;
+      base_next = (total & 0xFFFFFFFFu) ? atomicAdd(&s.count[pass % 2], total & 0xFFFFFFFFu) : 0;
+    }
+    __syncthreads();
+    u64 at_out = base_out + (offset >> 32);
+    u64 at_next = base_next + (offset & 0xFFFFFFFFu);
+    const SegmentInfo info = out.seg[l];
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      if (kind[j] == 1) {
+        if (write_output)
+          out.slots[info.first + at_out] = static_cast<Index>(info.offset + locals[j]);
+        ++at_out;
+      } else if (kind[j] == 2) {
+        list_out[set.list_offset[m] + at_next++] = locals[j];
+      }
+    }
+    if (!last) {
+      for (int d = threadIdx.x; d < 256; d += blockDim.x) {
+        if (next_hist[d] != 0)
+          atomicAdd(&s.hist[(pass + 1) % 2][d], static_cast<u64>(next_hist[d]));
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Segments sent whole: every index, in order.
+template <typename Index>
+__global__ void whole_kernel(const Tile* tiles, u32 tile_count, Output<Index> out) {
+  for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
+    const Tile tile = tiles[t];
+    const SegmentInfo info = out.seg[tile.owner];
+    for (u32 i = threadIdx.x; i < tile.length; i += blockDim.x) {
+      out.slots[info.first + tile.begin + i] = static_cast<Index>(info.offset + tile.begin + i);
+    }
+  }
+}
+
+// Small segments: one block selects in shared memory and emits in index order.
+template <class Keys, typename Index>
+__global__ void small_kernel(const u32* small, u32 count, Keys keys, Output<Index> out) {
+  using Scan = cub::BlockScan<u32, kThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ u32 key_of[kSmallSegment];
+  __shared__ u32 hist[256];
+  __shared__ u64 prefix;
+  __shared__ u64 need;
+  __shared__ int decided;  // pass after which the selection is decided
+  for (u32 b = blockIdx.x; b < count; b += gridDim.x) {
+    const u32 l = small[b];
+    const SegmentInfo info = out.seg[l];
+    const u32 n = static_cast<u32>(info.size);
+    for (u32 u = threadIdx.x; u < n; u += blockDim.x) key_of[u] = keys(l, u);
+    if (threadIdx.x == 0) {
+      prefix = 0;
+      need = info.target;
+      decided = -1;
+    }
+    __syncthreads();
+    for (int pass = 0; pass < 8 && decided < 0; ++pass) {
+      for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+      __syncthreads();
+      const int shift = 64 - 8 * pass;  // bits above this pass's digit
+      for (u32 u = threadIdx.x; u < n; u += blockDim.x) {
+        const u64 k = (static_cast<u64>(key_of[u]) << 32) | (0xFFFFFFFFu - u);
+        if (pass == 0 || (k >> shift) == (prefix >> shift))
+          atomicAdd(&hist[composite_digit(key_of[u], u, pass)], 1u);
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        u64 above = 0;
+        int d = 255;
+        for (; d > 0 && above + hist[d] < need; --d) above += hist[d];
+        const u64 rest = need - above;
+        prefix |= static_cast<u64>(d) << (56 - 8 * pass);
+        need = rest;
+        if (hist[d] == rest || pass == 7) decided = pass;
+      }
+      __syncthreads();
+    }
+    // Selected: composite keys whose digits up to the deciding pass reach the prefix.
+    const int shift = 56 - 8 * decided;
+    const u32 per_thread = (n + kThreads - 1) / kThreads;
+    const u32 first = threadIdx.x * per_thread;
+    u32 mine = 0;
+    for (u32 u = first; u < min(first + per_thread, n); ++u) {
+      const u64 k = (static_cast<u64>(key_of[u]) << 32) | (0xFFFFFFFFu - u);
+      mine += (k >> shift) >= (prefix >> shift) ? 1u : 0u;
+    }
+    u32 at = 0;
+    Scan(scan).ExclusiveSum(mine, at);
+    for (u32 u = first; u < min(first + per_thread, n); ++u) {
+      const u64 k = (static_cast<u64>(key_of[u]) << 32) | (0xFFFFFFFFu - u);
+      if ((k >> shift) >= (prefix >> shift))
+        out.slots[info.first + at++] = static_cast<Index>(info.offset + u);
+    }
+    __syncthreads();
+  }
+}
+
+// threshold: tau_l = the sampled estimate, at least the smallest positive key.
+__global__ void threshold_tau_kernel(SetView set, u32 members, u32* tau) {
+  const u32 m = blockIdx.x * blockDim.x + threadIdx.x;
+  if (m >= members) return;
+  const u32 key = static_cast<u32>(set.state[m].prefix >> 32);
+  tau[set.segment[m]] = key > 1u ? key : 1u;
+}
+
+// threshold: every coordinate at or above tau, as far as the capacity reaches;
+// counts all of them.
+template <class Keys, typename Index>
+__global__ void threshold_select_kernel(const Tile* tiles, u32 tile_count,
+                                        const u32* segment_of_member, Keys keys, const u32* tau,
+                                        u64* counts, Output<Index> out) {
+  using Scan = cub::BlockScan<u32, kThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ u64 base;
+  for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
+    const Tile tile = tiles[t];
+    const u32 l = segment_of_member[tile.owner];
+    const SegmentInfo info = out.seg[l];
+    const u32 threshold = tau[l];
+    bool chosen[kItems];
+    u32 mine = 0;
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      const u32 i = threadIdx.x + j * kThreads;
+      chosen[j] = i < tile.length && keys(l, tile.begin + i) >= threshold;
+      mine += chosen[j] ? 1u : 0u;
+    }
+    u32 offset = 0, total = 0;
+    Scan(scan).ExclusiveSum(mine, offset, total);
+    if (threadIdx.x == 0) base = total ? atomicAdd(&counts[l], static_cast<u64>(total)) : 0;
+    __syncthreads();
+    u64 at = base + offset;
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      if (chosen[j]) {
+        if (at < info.capacity) {
+          out.slots[info.first + at] =
+              static_cast<Index>(info.offset + tile.begin + threadIdx.x + j * kThreads);
+        }
+        ++at;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// threshold: the message count and the estimate's statistics.
+__global__ void threshold_total_kernel(const u32* members, u32 member_count, const u64* counts,
+                                       const SegmentInfo* seg, u64 whole_entries, u64* count,
+                                       u64* stats) {
+  __shared__ u64 sum[3];
+  if (threadIdx.x < 3) sum[threadIdx.x] = 0;
+  __syncthreads();
+  for (u32 m = threadIdx.x; m < member_count; m += blockDim.x) {
+    const u32 l = members[m];
+    const u64 c = counts[l];
+    const u64 cap = seg[l].capacity;
+    const u64 sent = c > cap ? cap : c;
+    const u64 target = seg[l].target;
+    atomicAdd(&sum[0], sent);
+    atomicAdd(&sum[1], c > cap ? 1ull : 0ull);
+    atomicAdd(&sum[2], sent > target ? sent - target : target - sent);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    *count = sum[0] + whole_entries;
+    stats[0] = sum[1];
+    stats[1] = sum[2];
+  }
+}
+
+__global__ void set_count_kernel(u64* count, u64 value) {
+  *count = value;
+}
+
+unsigned grid_for(std::uint64_t tiles) {
+  return static_cast<unsigned>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(tiles, 65535)));
+}
+
+template <typename T>
+T* device_alloc(std::vector<void*>& owned, std::size_t count) {
+  void* p = nullptr;
+  DGS_CUDA_TRY(cudaMalloc(&p, std::max<std::size_t>(1, count) * sizeof(T)));
+  owned.push_back(p);
+  return static_cast<T*>(p);
+}
+
+template <typename T>
+T* upload(std::vector<void*>& owned, const std::vector<T>& host) {
+  T* p = device_alloc<T>(owned, host.size());
+  if (!host.empty()) {
+    DGS_CUDA_TRY(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  return p;
+}
+
+// Tiles of at most kTile elements over each owner's [0, size).
+std::vector<Tile> make_tiles(const std::vector<std::uint64_t>& sizes) {
+  std::vector<Tile> tiles;
+  for (std::size_t o = 0; o < sizes.size(); ++o) {
+    for (std::uint64_t b = 0; b < sizes[o]; b += kTile) {
+      tiles.push_back(
+          {b, static_cast<u32>(std::min<std::uint64_t>(kTile, sizes[o] - b)), static_cast<u32>(o)});
+    }
+  }
+  return tiles;
+}
+
+}  // namespace
+
+struct Selector::Set {
+  u32 members = 0;
+  u32* segment = nullptr;
+  u64* list_offset = nullptr;
+  u64* need = nullptr;
+  SetState* states = nullptr;
+  Tile* data_tiles = nullptr;
+  u32 data_tile_count = 0;
+  Tile* list_tiles = nullptr;
+  u32 list_tile_count = 0;
+  std::vector<std::uint32_t> host_segments;
+
+  SetView view() const { return {segment, list_offset, states}; }
+};
+
+Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type)
+    : segments_(segments), index_type_(index_type), max_capacity_(max_capacity) {
+  for (std::size_t l = 0; l < segments.count(); ++l) {
+    if (segments.size(l) >= (std::uint64_t{1} << 32)) {
+      throw Error(ErrorCode::invalid_argument,
+                  "dgs cuda selection: segment " + std::to_string(l) + " has " +
+                      std::to_string(segments.size(l)) +
+                      " elements; a segment must hold fewer than 2^32 (split the tensor)");
+    }
+  }
+  const std::size_t index_bytes = index_type == IndexType::u64 ? 8 : 4;
+  list_capacity_ = segments.total();
+  DGS_CUDA_TRY(cudaMalloc(&lists_[0], std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32)));
+  DGS_CUDA_TRY(cudaMalloc(&lists_[1], std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32)));
+  DGS_CUDA_TRY(cudaMalloc(&unsorted_, std::max<std::uint64_t>(1, max_capacity) * index_bytes));
+  DGS_CUDA_TRY(cudaMalloc(&sorted_, std::max<std::uint64_t>(1, max_capacity) * index_bytes));
+  DGS_CUDA_TRY(cudaMalloc(&count_, sizeof(u64)));
+  DGS_CUDA_TRY(
+      cudaMalloc(&threshold_counts_, std::max<std::size_t>(1, segments.count()) * sizeof(u64)));
+  DGS_CUDA_TRY(
+      cudaMalloc(&threshold_keys_, std::max<std::size_t>(1, segments.count()) * sizeof(u32)));
+  DGS_CUDA_TRY(cudaMalloc(&stats_dev_, 2 * sizeof(u64)));
+  const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
+  if (index_type == IndexType::u64) {
+    cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u64*>(nullptr),
+                                   static_cast<u64*>(nullptr), items);
+  } else {
+    cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u32*>(nullptr),
+                                   static_cast<u32*>(nullptr), items);
+  }
+  DGS_CUDA_TRY(cudaMalloc(&sort_temp_, std::max<std::size_t>(1, sort_temp_bytes_)));
+}
+
+Selector::~Selector() {
+  for (void* p : owned_) cudaFree(p);
+  for (void* p :
+       {static_cast<void*>(lists_[0]), static_cast<void*>(lists_[1]), unsorted_, sorted_,
+        static_cast<void*>(count_), static_cast<void*>(threshold_counts_),
+        static_cast<void*>(threshold_keys_), static_cast<void*>(stats_dev_), sort_temp_}) {
+    cudaFree(p);
+  }
+}
+
+void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
+                         const std::vector<std::uint64_t>& list_sizes) {
+  set.members = static_cast<u32>(members.size());
+  set.host_segments = members;
+  std::vector<u64> offsets(members.size());
+  std::uint64_t at = 0;
+  for (std::size_t m = 0; m < members.size(); ++m) {
+    offsets[m] = at;
+    at += list_sizes[m];
+  }
+  if (at > list_capacity_) {
+    throw Error(ErrorCode::internal, "dgs cuda selection: candidate lists exceed their workspace");
+  }
+  set.segment = upload(owned_, members);
+  set.list_offset = upload(owned_, offsets);
+  set.states = device_alloc<SetState>(owned_, members.size());
+  const std::vector<Tile> tiles = make_tiles(list_sizes);
+  set.data_tiles = upload(owned_, tiles);
+  set.data_tile_count = static_cast<u32>(tiles.size());
+  set.list_tiles = set.data_tiles;  // same shape: a member's list never outgrows its data
+  set.list_tile_count = set.data_tile_count;
+}
+
+void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample) {
+  if (plan.target.size() != segments_.count() || plan.total_capacity() > max_capacity_) {
+    throw Error(ErrorCode::invalid_argument,
+                "dgs cuda selection: the plan does not fit the selector (segments " +
+                    std::to_string(plan.target.size()) + " vs " +
+                    std::to_string(segments_.count()) + ", capacity " +
+                    std::to_string(plan.total_capacity()) + " vs " + std::to_string(max_capacity_) +
+                    ")");
+  }
+  DGS_CUDA_TRY(cudaDeviceSynchronize());  // tables may still be in use
+  for (void* p : owned_) cudaFree(p);
+  owned_.clear();
+  large_.reset();
+  sample_.reset();
+  clamped_.reset();
+  plan_ = plan;
+  threshold_sample_ = threshold_sample;
+
+  const std::size_t count = segments_.count();
+  std::vector<SegmentInfo> info(count);
+  std::vector<std::uint64_t> sizes(count);
+  std::vector<std::uint32_t> small, large, sampled;
+  std::vector<std::uint64_t> whole_sizes(count, 0), large_sizes, sample_sizes, clamped_sizes;
+  std::vector<u64> large_need, sample_need, clamped_need;
+  std::vector<int> member(count, -1);
+  for (std::size_t l = 0; l < count; ++l) {
+    const std::uint64_t n = segments_.size(l);
+    const std::uint64_t k = plan.target[l];
+    info[l] = {segments_.offset(l), n, k, plan.capacity[l], plan.first[l]};
+    sizes[l] = n;
+    if (plan.compressor == Compressor::rbgs) continue;
+    if (k >= n) {
+      whole_sizes[l] = n;
+    } else if (plan.compressor == Compressor::threshold) {
+      const std::uint64_t s = std::min<std::uint64_t>(n, threshold_sample);
+      sampled.push_back(static_cast<u32>(l));
+      sample_sizes.push_back(s);
+      sample_need.push_back(std::clamp<std::uint64_t>((k * s + n - 1) / n, 1, s));
+      clamped_sizes.push_back(n);
+      clamped_need.push_back(plan.capacity[l]);
+    } else if (n <= kSmallSegment) {
+      small.push_back(static_cast<u32>(l));
+    } else {
+      member[l] = static_cast<int>(large.size());
+      large.push_back(static_cast<u32>(l));
+      large_sizes.push_back(n);
+      large_need.push_back(k);
+    }
+  }
+  segments_dev_ = upload(owned_, info);
+  const std::vector<Tile> all = make_tiles(sizes);
+  all_tiles_ = upload(owned_, all);
+  all_tile_count_ = static_cast<std::uint32_t>(all.size());
+  const std::vector<Tile> whole = make_tiles(whole_sizes);
+  whole_tiles_ = upload(owned_, whole);
+  whole_tile_count_ = static_cast<std::uint32_t>(whole.size());
+  small_ = upload(owned_, small);
+  small_count_ = static_cast<std::uint32_t>(small.size());
+  member_ = upload(owned_, member);
+  if (!large.empty()) {
+    large_ = std::make_unique<Set>();
+    build_set(*large_, large, large_sizes);
+    large_->need = upload(owned_, large_need);
+  }
+  if (!sampled.empty()) {
+    sample_ = std::make_unique<Set>();
+    build_set(*sample_, sampled, sample_sizes);
+    sample_->need = upload(owned_, sample_need);
+    clamped_ = std::make_unique<Set>();
+    build_set(*clamped_, sampled, clamped_sizes);
+    clamped_->need = upload(owned_, clamped_need);
+  }
+}
+
+void Selector::begin(cudaStream_t stream) {
+  if (large_) {
+    init_states_kernel<<<large_->members, kThreads, 0, stream>>>(
+        large_->states, large_->need, large_->segment, nullptr, segments_dev_, large_->members);
+    DGS_CUDA_LAUNCHED("init_states_kernel", "members " + std::to_string(large_->members));
+  }
+}
+
+FusedHistogram Selector::fused_histogram() const {
+  FusedHistogram f;
+  f.tiles = all_tiles_;
+  f.tile_count = all_tile_count_;
+  f.member = member_;
+  f.states = large_ ? large_->states : nullptr;
+  f.active = large_ != nullptr && plan_.compressor == Compressor::topk;
+  return f;
+}
+
+namespace {
+
+template <typename Index, class Keys>
+void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, const Tile* list_tiles,
+                       u32 list_tile_count, SetView view, u32 members, Keys keys, bool from_data,
+                       bool histogram_done, bool allow_done, int passes, u32* lists[2],
+                       Output<Index> out, bool write_output, cudaStream_t stream) {
+  const std::string sizes =
+      "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
+  if (!histogram_done) {
+    histogram_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
+        data_tiles, data_tile_count, view, keys);
+    DGS_CUDA_LAUNCHED("histogram_kernel", sizes);
+  }
+  for (int pass = 0; pass < passes; ++pass) {
+    resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done);
+    DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass " + std::to_string(pass));
+    const bool data = pass == 0 && from_data;
+    const Tile* tiles = data ? data_tiles : list_tiles;
+    const u32 tile_count = data ? data_tile_count : list_tile_count;
+    filter_kernel<<<grid_for(tile_count), kThreads, 0, stream>>>(
+        tiles, tile_count, view, keys, pass, data, lists[(pass + 1) % 2], lists[pass % 2], out,
+        write_output && pass < 8);
+    DGS_CUDA_LAUNCHED("filter_kernel", sizes + ", pass " + std::to_string(pass));
+  }
+}
+
+}  // namespace
+
+void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t stream) {
+  const Compressor compressor = plan_.compressor;
+  const bool wide = index_type_ == IndexType::u64;
+  const std::uint64_t capacity = plan_.total_capacity();
+  const std::size_t index_bytes = wide ? 8 : 4;
+  if (compressor == Compressor::rbgs) {
+    throw Error(ErrorCode::internal, "dgs cuda selection: rbgs needs no selection");
+  }
+  if (compressor == Compressor::threshold) {
+    DGS_CUDA_TRY(cudaMemsetAsync(unsorted_, 0xFF, capacity * index_bytes, stream));
+    DGS_CUDA_TRY(cudaMemsetAsync(threshold_counts_, 0, segments_.count() * sizeof(u64), stream));
+  }
+
+  auto run_all = [&](auto index_tag, auto keys) {
+    using Index = decltype(index_tag);
+    Output<Index> out{static_cast<Index*>(unsorted_), segments_dev_};
+    u32* lists[2] = {lists_[0], lists_[1]};
+    if (whole_tile_count_ > 0) {
+      whole_kernel<<<grid_for(whole_tile_count_), kThreads, 0, stream>>>(whole_tiles_,
+                                                                         whole_tile_count_, out);
+      DGS_CUDA_LAUNCHED("whole_kernel", "tiles " + std::to_string(whole_tile_count_));
+    }
+    if (compressor != Compressor::threshold) {
+      if (small_count_ > 0) {
+        small_kernel<<<grid_for(small_count_), kThreads, 0, stream>>>(small_, small_count_, keys,
+                                                                      out);
+        DGS_CUDA_LAUNCHED("small_kernel", "segments " + std::to_string(small_count_));
+      }
+      if (large_) {
+        if (!histogram_done) begin(stream);
+        launch_set_passes<Index>(large_->data_tiles, large_->data_tile_count, large_->list_tiles,
+                                 large_->list_tile_count, large_->view(), large_->members, keys,
+                                 true, histogram_done, true, 8, lists, out, true, stream);
+      }
+      set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
+      DGS_CUDA_LAUNCHED("set_count_kernel", "");
+    } else if (sample_) {
+      // 1. tau from the sample: its r-th largest key (four key digits, no early stop).
+      SampleKeys<decltype(keys)> sampled{keys, segments_dev_, source.seed, source.step,
+                                         threshold_sample_};
+      init_states_kernel<<<sample_->members, kThreads, 0, stream>>>(
+          sample_->states, sample_->need, sample_->segment, nullptr, segments_dev_,
+          sample_->members);
+      DGS_CUDA_LAUNCHED("init_states_kernel", "sample");
+      launch_set_passes<Index>(sample_->data_tiles, sample_->data_tile_count, sample_->list_tiles,
+                               sample_->list_tile_count, sample_->view(), sample_->members, sampled,
+                               true, false, false, 4, lists, out, false, stream);
+      threshold_tau_kernel<<<(sample_->members + 255) / 256, 256, 0, stream>>>(
+          sample_->view(), sample_->members, threshold_keys_);
+      DGS_CUDA_LAUNCHED("threshold_tau_kernel", "");
+      // 2. Everything at or above tau, up to capacity.
+      threshold_select_kernel<<<grid_for(clamped_->data_tile_count), kThreads, 0, stream>>>(
+          clamped_->data_tiles, clamped_->data_tile_count, clamped_->segment, keys, threshold_keys_,
+          threshold_counts_, out);
+      DGS_CUDA_LAUNCHED("threshold_select_kernel", "");
+      // 3. Segments over capacity: exact topk at their capacity instead.
+      init_states_kernel<<<clamped_->members, kThreads, 0, stream>>>(
+          clamped_->states, clamped_->need, clamped_->segment, threshold_counts_, segments_dev_,
+          clamped_->members);
+      DGS_CUDA_LAUNCHED("init_states_kernel", "clamped");
+      launch_set_passes<Index>(clamped_->data_tiles, clamped_->data_tile_count,
+                               clamped_->list_tiles, clamped_->list_tile_count, clamped_->view(),
+                               clamped_->members, keys, true, false, true, 8, lists, out, true,
+                               stream);
+      std::uint64_t whole_entries = 0;
+      for (std::size_t l = 0; l < segments_.count(); ++l) {
+        if (plan_.target[l] >= segments_.size(l)) whole_entries += segments_.size(l);
+      }
+      threshold_total_kernel<<<1, 256, 0, stream>>>(clamped_->segment, clamped_->members,
+                                                    threshold_counts_, segments_dev_, whole_entries,
+                                                    count_, stats_dev_);
+      DGS_CUDA_LAUNCHED("threshold_total_kernel", "");
+    } else {
+      set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
+      DGS_CUDA_LAUNCHED("set_count_kernel", "");
+    }
+    // Message order: increasing index, which is also segment order.
+    const int items = static_cast<int>(capacity);
+    int end_bit = 1;
+    while (end_bit < 64 && (std::uint64_t{1} << end_bit) < segments_.total()) ++end_bit;
+    if (compressor == Compressor::threshold) end_bit = wide ? 64 : 32;  // sentinels sort last
+    std::size_t temp = sort_temp_bytes_;
+    DGS_CUDA_TRY(
+        cub::DeviceRadixSort::SortKeys(sort_temp_, temp, static_cast<const Index*>(unsorted_),
+                                       static_cast<Index*>(sorted_), items, 0, end_bit, stream));
+  };
+
+  auto dispatch_keys = [&](auto index_tag) {
+    switch (source.kind) {
+      case KeySource::Kind::values:
+        run_all(index_tag, ValueKeys{source.x, segments_dev_});
+        break;
+      case KeySource::Kind::difference:
+        run_all(index_tag, DifferenceKeys{source.w, source.r, segments_dev_});
+        break;
+      case KeySource::Kind::randk:
+        run_all(index_tag, RandkKeys{source.seed, source.step});
+        break;
+    }
+  };
+  if (wide) {
+    dispatch_keys(u64{});
+  } else {
+    dispatch_keys(u32{});
+  }
+}
+
+host::SelectionStats Selector::stats(cudaStream_t stream) {
+  host::SelectionStats s;
+  s.target = plan_.total_target();
+  if (plan_.compressor != Compressor::threshold) {
+    s.selected = plan_.total_capacity();
+    return s;
+  }
+  u64 values[3];
+  DGS_CUDA_TRY(cudaMemcpyAsync(values, count_, sizeof(u64), cudaMemcpyDeviceToHost, stream));
+  DGS_CUDA_TRY(
+      cudaMemcpyAsync(values + 1, stats_dev_, 2 * sizeof(u64), cudaMemcpyDeviceToHost, stream));
+  DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+  s.selected = values[0];
+  s.clamped_segments = values[1];
+  s.count_error = values[2];
+  return s;
+}
+
+}  // namespace dgs::cuda

@@ -1,0 +1,133 @@
+// The device selection engine: exact segmented top-k (and randk, threshold,
+// rbgs) into a sorted index list, without sorting the vector.
+//
+// Segments are sorted into three classes by the plan:
+//   whole  k >= n              every index, written directly;
+//   small  n <= kSmallSegment  one block per segment: radix select on the
+//                              composite key in shared memory, then an
+//                              index-ordered emission;
+//   large  the rest            multi-pass radix select over 8-bit digits of
+//                              the composite key: pass 0 histograms the data
+//                              (fused into the worker's update pass when it
+//                              can be), and each pass keeps only the
+//                              candidates in the boundary bucket, so later
+//                              passes touch only candidates. Selected indices
+//                              are appended to the segment's message slots.
+// A final radix sort of the selected indices (k of them, not P) puts every
+// segment's entries in increasing order; threshold leaves unused slots at
+// all-ones, which the sort moves to the end.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dgs/message.h"
+#include "dgs/plan.h"
+#include "dgs/segments.h"
+#include "kernels/device.cuh"
+#include "kernels/select_host.h"
+
+namespace dgs::cuda {
+
+/// Where the coordinates' selection keys come from.
+struct KeySource {
+  enum class Kind { values, difference, randk };
+  Kind kind = Kind::values;
+  const float* x = nullptr;  // values: key of x[i]
+  const float* w = nullptr;  // difference: key of w[i] - r[i]
+  const float* r = nullptr;
+  std::uint64_t seed = 0;  // randk
+  std::uint64_t step = 0;  // randk, threshold sampling
+};
+
+/// What the worker's fused update pass needs to histogram digit 0 of the
+/// large segments while it writes the state (device pointers).
+struct FusedHistogram {
+  const Tile* tiles = nullptr;  // tiles over every segment (owner = segment)
+  u32 tile_count = 0;
+  const int* member = nullptr;  // per segment: its index in the large set, or -1
+  SetState* states = nullptr;   // per large-set member
+  bool active = false;          // false: the update kernel must not histogram
+};
+
+class Selector {
+ public:
+  /// `segments`: the selection segments. Workspace is sized for plans of at
+  /// most `max_capacity` entries; nothing is allocated per step.
+  Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type);
+  ~Selector();
+  Selector(const Selector&) = delete;
+  Selector& operator=(const Selector&) = delete;
+
+  /// Makes `plan` current: uploads its tables (synchronously; plans change
+  /// only with the keep ratio).
+  void set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample);
+  const SelectionPlan& plan() const noexcept { return plan_; }
+
+  /// Zeroes the histograms the fused update pass accumulates into.
+  void begin(cudaStream_t stream);
+  /// The view for the fused update pass; inactive unless the plan is topk
+  /// with large segments.
+  FusedHistogram fused_histogram() const;
+  /// Tiles over every segment (owner = segment), for elementwise passes.
+  const Tile* all_tiles() const noexcept { return all_tiles_; }
+  std::uint32_t all_tile_count() const noexcept { return all_tile_count_; }
+  const SegmentInfo* segment_table() const noexcept { return segments_dev_; }
+
+  /// Selects. `histogram_done`: digit 0 of the large segments was histogrammed
+  /// by a fused pass after begin(). Asynchronous on `stream`.
+  void run(const KeySource& keys, bool histogram_done, cudaStream_t stream);
+
+  /// The selected indices in message order, in device memory (uint32 or
+  /// uint64 by the index type), plan().total_capacity() slots.
+  const void* indices() const noexcept { return sorted_; }
+  /// Number of selected entries (device memory).
+  const std::uint64_t* count() const noexcept {
+    return reinterpret_cast<const std::uint64_t*>(count_);
+  }
+  /// Threshold statistics (waits for the stream); fixed-count plans need no wait.
+  host::SelectionStats stats(cudaStream_t stream);
+
+ private:
+  struct Set;  // a selection set: members, their tiles and states
+  void build_set(Set& set, const std::vector<std::uint32_t>& members,
+                 const std::vector<std::uint64_t>& list_sizes);
+
+  Segments segments_;
+  IndexType index_type_;
+  std::uint64_t max_capacity_;
+  SelectionPlan plan_;
+  std::uint32_t threshold_sample_ = 1024;
+
+  // Device tables of the current plan.
+  SegmentInfo* segments_dev_ = nullptr;
+  Tile* all_tiles_ = nullptr;
+  std::uint32_t all_tile_count_ = 0;
+  std::uint32_t* small_ = nullptr;  // small segment ids
+  std::uint32_t small_count_ = 0;
+  Tile* whole_tiles_ = nullptr;  // tiles over whole segments
+  std::uint32_t whole_tile_count_ = 0;
+  int* member_ = nullptr;  // per segment: index in the large set or -1
+
+  std::unique_ptr<Set> large_;    // topk/randk: segments with n > kSmallSegment and k < n
+  std::unique_ptr<Set> sample_;   // threshold: each segment's sample
+  std::unique_ptr<Set> clamped_;  // threshold: every non-whole segment, for the clamp fallback
+
+  // Workspace, sized once.
+  u32* lists_[2] = {nullptr, nullptr};  // candidate lists (local indices)
+  void* unsorted_ = nullptr;
+  void* sorted_ = nullptr;
+  u64* count_ = nullptr;
+  u64* threshold_counts_ = nullptr;  // per segment: coordinates at or above tau
+  u32* threshold_keys_ = nullptr;    // per segment: tau
+  u64* stats_dev_ = nullptr;         // clamped segments, count error
+  void* sort_temp_ = nullptr;
+  std::size_t sort_temp_bytes_ = 0;
+  std::uint64_t list_capacity_ = 0;
+  std::vector<void*> owned_;  // every table allocation of the current plan
+};
+
+}  // namespace dgs::cuda

@@ -1,0 +1,271 @@
+// Worker kernels: the fused update pass, compaction into the push, and the
+// reply-side updates. Every floating-point operation is an explicit
+// round-to-nearest intrinsic, matching the host twin (docs/methods.md).
+#include <algorithm>
+#include <string>
+
+#include "kernels/cuda_check.h"
+#include "kernels/kernels.cuh"
+
+namespace dgs::cuda {
+namespace {
+
+unsigned grid_for(std::uint64_t work, std::uint64_t per_block) {
+  const std::uint64_t blocks = (work + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(blocks, 65535)));
+}
+
+__device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
+  return a.weight_decay != 0.0f ? __fmaf_rn(a.weight_decay, a.weights[i], a.grad[i]) : a.grad[i];
+}
+
+// One block per tile; bytes per coordinate: 4 (g) [+ 4 (w)] + 4|8 read + 4|8
+// write of the state; digit-0 histogram of large segments in shared memory.
+template <Method M>
+__global__ void update_kernel(UpdateArgs a, const Tile* tiles, u32 tile_count,
+                              const SegmentInfo* seg, FusedHistogram h) {
+  __shared__ u32 hist[256];
+  for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
+    const Tile tile = tiles[t];
+    const int member = h.active ? h.member[tile.owner] : -1;
+    if (member >= 0) {
+      for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+      __syncthreads();
+    }
+    const u64 base = seg[tile.owner].offset + tile.begin;
+    for (u32 j = threadIdx.x; j < tile.length; j += blockDim.x) {
+      const u64 i = base + j;
+      const float g = decayed(a, i);
+      float x;
+      if constexpr (M == Method::gd || M == Method::gmc || M == Method::gmc_plus) {
+        x = __fadd_rn(a.residual[i], __fmul_rn(a.lr, g));
+        a.residual[i] = x;
+      } else if constexpr (M == Method::dgc) {
+        const float u = __fmaf_rn(a.momentum, a.momentum_buffer[i], g);
+        a.momentum_buffer[i] = u;
+        x = __fadd_rn(a.accumulator[i], u);
+        a.accumulator[i] = x;
+      } else {  // samomentum: m on the previous selection, 1 elsewhere
+        const bool sent = (a.mask[i >> 5] >> (i & 31)) & 1u;
+        x = __fmaf_rn(sent ? a.momentum : 1.0f, a.momentum_buffer[i], __fmul_rn(a.lr, g));
+        a.momentum_buffer[i] = x;
+      }
+      if (member >= 0) atomicAdd(&hist[detail::magnitude_key(x) >> 24], 1u);
+    }
+    if (member >= 0) {
+      __syncthreads();
+      for (int d = threadIdx.x; d < 256; d += blockDim.x) {
+        if (hist[d] != 0) atomicAdd(&h.states[member].hist[0][d], static_cast<u64>(hist[d]));
+      }
+      __syncthreads();
+    }
+  }
+}
+
+__global__ void dense_push_kernel(UpdateArgs a, u64 p, unsigned char* values, WireValue wire) {
+  for (u64 i = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; i < p;
+       i += static_cast<u64>(gridDim.x) * blockDim.x) {
+    store_value(values, wire, i, __fmul_rn(a.lr, decayed(a, i)));
+  }
+}
+
+template <typename Index>
+__device__ __forceinline__ void emit_one(const EmitArgs& a, unsigned char* values, u64 slot, u64 i,
+                                         bool write_index) {
+  if (write_index) store_index(a.message, a.layout.index_type, slot, i);
+  switch (a.method) {
+    case Method::gd:
+    case Method::gmc:
+    case Method::gmc_plus: {
+      const float r = a.residual[i];
+      a.residual[i] = __fsub_rn(r, store_value(values, a.layout.value_type, slot, r));
+      break;
+    }
+    case Method::dgc:
+      store_value(values, a.layout.value_type, slot, __fmul_rn(a.lr, a.accumulator[i]));
+      a.accumulator[i] = 0.0f;
+      if (a.factor_masking) a.momentum_buffer[i] = 0.0f;
+      break;
+    case Method::samomentum:
+      store_value(values, a.layout.value_type, slot, a.momentum_buffer[i]);
+      atomicOr(&a.mask[i >> 5], 1u << (i & 31));
+      break;
+    case Method::dense:
+      break;
+  }
+}
+
+template <typename Index>
+__global__ void emit_kernel(EmitArgs a, const Index* indices, const u64* count) {
+  const u64 n = *count;
+  unsigned char* values = a.message + a.layout.values_offset;
+  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<u64>(gridDim.x) * blockDim.x) {
+    emit_one<Index>(a, values, j, indices[j], true);
+  }
+}
+
+__global__ void emit_blocks_kernel(EmitArgs a, const SegmentInfo* seg, u32 segments, u64 capacity,
+                                   u64 seed, u64 step) {
+  unsigned char* values = a.message + a.layout.values_offset;
+  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < capacity;
+       j += static_cast<u64>(gridDim.x) * blockDim.x) {
+    const u32 l = segment_of_slot(seg, segments, j);
+    const SegmentInfo s = seg[l];
+    const u64 start = detail::rbgs_block_start(seed, step, l, s.size, s.target);
+    const u64 t = start + (j - s.first);
+    emit_one<u64>(a, values, j, s.offset + (t < s.size ? t : t - s.size), false);
+    if (j == s.first) store_index(a.message, a.layout.index_type, l, start);
+  }
+}
+
+__global__ void write_header_kernel(MessageHeader header, unsigned char* message,
+                                    const u64* count) {
+  if (count != nullptr) header.count = *count;
+  const unsigned char* from = reinterpret_cast<const unsigned char*>(&header);
+  for (int b = threadIdx.x; b < static_cast<int>(sizeof header); b += blockDim.x)
+    message[b] = from[b];
+}
+
+__device__ __forceinline__ u64 header_count(const unsigned char* message) {
+  return reinterpret_cast<const MessageHeader*>(message)->count;
+}
+
+__global__ void apply_sparse_reply_kernel(const unsigned char* reply, MessageLayout layout,
+                                          float* w) {
+  const u64 n = header_count(reply);
+  const unsigned char* values = reply + layout.values_offset;
+  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<u64>(gridDim.x) * blockDim.x) {
+    const u64 i = load_index(reply, layout.index_type, j);
+    w[i] = __fadd_rn(w[i], load_value(values, layout.value_type, j));
+  }
+}
+
+__global__ void apply_dense_reply_kernel(unsigned char* reply, MessageLayout layout, float* w,
+                                         bool record) {
+  const u64 n = header_count(reply);
+  float* values = reinterpret_cast<float*>(reply + layout.values_offset);
+  for (u64 i = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<u64>(gridDim.x) * blockDim.x) {
+    const float fresh = values[i];
+    if (record) values[i] = __fsub_rn(fresh, w[i]);
+    w[i] = fresh;
+  }
+}
+
+__global__ void fold_kernel(const unsigned char* reply, MessageLayout layout, float beta,
+                            float* e) {
+  const u64 n = header_count(reply);
+  const unsigned char* values = reply + layout.values_offset;
+  const bool dense = layout.payload == PayloadLayout::dense;
+  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<u64>(gridDim.x) * blockDim.x) {
+    const u64 i = dense ? j : load_index(reply, layout.index_type, j);
+    e[i] = __fmaf_rn(-beta, load_value(values, layout.value_type, j), e[i]);
+  }
+}
+
+__global__ void evaluation_point_kernel(const float* w, const float* e, float lambda, float* x,
+                                        u64 p) {
+  for (u64 i = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; i < p;
+       i += static_cast<u64>(gridDim.x) * blockDim.x) {
+    x[i] = __fmaf_rn(-lambda, e[i], w[i]);
+  }
+}
+
+std::string sizes(std::uint64_t n) {
+  return "elements " + std::to_string(n);
+}
+
+}  // namespace
+
+void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile_count,
+                   const SegmentInfo* segments, const FusedHistogram& histogram,
+                   cudaStream_t stream) {
+  const unsigned grid =
+      static_cast<unsigned>(std::max<std::uint32_t>(1, std::min<std::uint32_t>(tile_count, 65535)));
+  switch (args.method) {
+    case Method::gd:
+      update_kernel<Method::gd>
+          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      break;
+    case Method::gmc:
+    case Method::gmc_plus:
+      update_kernel<Method::gmc>
+          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      break;
+    case Method::dgc:
+      update_kernel<Method::dgc>
+          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      break;
+    case Method::samomentum:
+      update_kernel<Method::samomentum>
+          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      break;
+    case Method::dense:
+      return;
+  }
+  DGS_CUDA_LAUNCHED("update_kernel",
+                    "tiles " + std::to_string(tile_count) + ", method " + to_string(args.method));
+}
+
+void launch_dense_push(const UpdateArgs& args, std::uint64_t p, unsigned char* message,
+                       const MessageLayout& layout, cudaStream_t stream) {
+  dense_push_kernel<<<grid_for(p, kThreads * 4), kThreads, 0, stream>>>(
+      args, p, message + layout.values_offset, layout.value_type);
+  DGS_CUDA_LAUNCHED("dense_push_kernel", sizes(p));
+}
+
+void launch_emit(const EmitArgs& args, const void* indices, const std::uint64_t* count,
+                 std::uint64_t capacity, cudaStream_t stream) {
+  const unsigned grid = grid_for(capacity, kThreads * 4);
+  const auto* n = reinterpret_cast<const u64*>(count);
+  if (args.layout.index_type == IndexType::u64) {
+    emit_kernel<u64><<<grid, kThreads, 0, stream>>>(args, static_cast<const u64*>(indices), n);
+  } else {
+    emit_kernel<u32><<<grid, kThreads, 0, stream>>>(args, static_cast<const u32*>(indices), n);
+  }
+  DGS_CUDA_LAUNCHED("emit_kernel", "capacity " + std::to_string(capacity));
+}
+
+void launch_emit_blocks(const EmitArgs& args, const SegmentInfo* segments,
+                        std::uint32_t segment_count, std::uint64_t capacity, std::uint64_t seed,
+                        std::uint64_t step, cudaStream_t stream) {
+  emit_blocks_kernel<<<grid_for(capacity, kThreads * 4), kThreads, 0, stream>>>(
+      args, segments, segment_count, capacity, seed, step);
+  DGS_CUDA_LAUNCHED("emit_blocks_kernel", "capacity " + std::to_string(capacity));
+}
+
+void launch_write_header(const MessageHeader& header, unsigned char* message,
+                         const std::uint64_t* count, cudaStream_t stream) {
+  write_header_kernel<<<1, 64, 0, stream>>>(header, message, reinterpret_cast<const u64*>(count));
+  DGS_CUDA_LAUNCHED("write_header_kernel", "");
+}
+
+void launch_apply_reply(unsigned char* reply, const MessageLayout& layout, float* weights,
+                        bool record_change, cudaStream_t stream) {
+  const unsigned grid = grid_for(layout.capacity, kThreads * 4);
+  if (layout.payload == PayloadLayout::dense) {
+    apply_dense_reply_kernel<<<grid, kThreads, 0, stream>>>(reply, layout, weights, record_change);
+  } else {
+    apply_sparse_reply_kernel<<<grid, kThreads, 0, stream>>>(reply, layout, weights);
+  }
+  DGS_CUDA_LAUNCHED("apply_reply_kernel", "capacity " + std::to_string(layout.capacity));
+}
+
+void launch_fold(const unsigned char* reply, const MessageLayout& layout, float beta,
+                 float* residual, cudaStream_t stream) {
+  fold_kernel<<<grid_for(layout.capacity, kThreads * 4), kThreads, 0, stream>>>(reply, layout, beta,
+                                                                                residual);
+  DGS_CUDA_LAUNCHED("fold_kernel", "capacity " + std::to_string(layout.capacity));
+}
+
+void launch_evaluation_point(const float* weights, const float* residual, float lambda, float* x,
+                             std::uint64_t p, cudaStream_t stream) {
+  evaluation_point_kernel<<<grid_for(p, kThreads * 4), kThreads, 0, stream>>>(weights, residual,
+                                                                              lambda, x, p);
+  DGS_CUDA_LAUNCHED("evaluation_point_kernel", sizes(p));
+}
+
+}  // namespace dgs::cuda

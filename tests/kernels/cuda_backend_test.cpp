@@ -1,0 +1,511 @@
+// The cuda backend against the host reference: every kernel on fresh random
+// inputs, outputs poisoned first, results compared bit for bit. Skips cleanly
+// where no GPU is present.
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dgs/backend.h"
+#include "dgs/plan.h"
+#include "dgs/server.h"
+#include "dgs/worker.h"
+#include "kernels/numeric.h"
+#include "runtime/backend.h"
+#include "support/host_job.h"
+#include "support/random.h"
+#include "support/server_thread.h"
+
+namespace dgs {
+namespace {
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+constexpr unsigned char kPoison = 0xAB;
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device: the cuda backend tests need a GPU";
+    backend_ = make_backend(BackendKind::cuda);
+    host_ = make_backend(BackendKind::host);
+    ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
+  }
+  void TearDown() override {
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  template <typename T>
+  detail::Buffer upload(const std::vector<T>& host) {
+    detail::Buffer b(*backend_, std::max<std::size_t>(1, host.size() * sizeof(T)));
+    if (!host.empty()) backend_->upload(b.data(), host.data(), host.size() * sizeof(T), stream_);
+    return b;
+  }
+  template <typename T>
+  std::vector<T> download(const detail::Buffer& b, std::size_t count) {
+    std::vector<T> host(count);
+    if (count) backend_->download(host.data(), b.data(), count * sizeof(T), stream_);
+    return host;
+  }
+  detail::Buffer poisoned(std::size_t bytes) {
+    detail::Buffer b(*backend_, bytes);
+    EXPECT_EQ(cudaMemsetAsync(b.data(), kPoison, bytes, stream_), cudaSuccess);
+    return b;
+  }
+
+  std::shared_ptr<Backend> backend_, host_;
+  cudaStream_t stream_ = nullptr;
+};
+
+enum class Data { normal, ties, spanning };
+
+std::vector<float> make_data(std::mt19937_64& rng, std::size_t n, Data kind) {
+  switch (kind) {
+    case Data::ties:
+      return test::random_ties(rng, n);
+    case Data::spanning: {
+      std::vector<float> v = test::random_spanning(rng, n);
+      for (std::size_t i = 0; i < n; i += 97) v[i] = -0.0f;  // negative zeros too
+      return v;
+    }
+    case Data::normal:
+      break;
+  }
+  return test::random_normal(rng, n);
+}
+
+struct WorkerCase {
+  std::string name;
+  Segments model;
+  Config config;
+  Data data = Data::normal;
+  int steps = 3;
+};
+
+// Runs `steps` worker steps on both backends and compares state and message bytes.
+void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
+  SCOPED_TRACE(c.name + " " + to_string(c.config.method) + " " + to_string(c.config.compressor) +
+               " ratio " + std::to_string(c.config.ratio));
+  const Segments segments = selection_segments(c.model, c.config);
+  const MessageLayout layout = push_layout(c.model, c.config);
+  const std::uint64_t p = c.model.total();
+  auto device = gpu.worker_kernels(segments, layout, c.config);
+  host::Scratch scratch;
+  std::mt19937_64 rng(std::hash<std::string>{}(c.name) ^ p);
+  const std::vector<float> weights = test::random_normal(rng, p);
+  // Host state and its device copy, both starting from the same random values.
+  std::vector<float> residual, momentum, accumulator;
+  std::vector<std::uint32_t> mask;
+  switch (c.config.method) {
+    case Method::gd:
+    case Method::gmc:
+    case Method::gmc_plus:
+      residual = test::random_normal(rng, p, 0.01f);
+      break;
+    case Method::dgc:
+      momentum = test::random_normal(rng, p, 0.01f);
+      accumulator = test::random_normal(rng, p, 0.01f);
+      break;
+    case Method::samomentum:
+      momentum = test::random_normal(rng, p, 0.01f);
+      mask.resize(host::mask_words(p));
+      for (auto& w : mask) w = static_cast<std::uint32_t>(rng());
+      break;
+    case Method::dense:
+      break;
+  }
+  auto to_device = [&](const auto& v) {
+    using T = typename std::decay_t<decltype(v)>::value_type;
+    detail::Buffer b(gpu, std::max<std::size_t>(1, v.size() * sizeof(T)));
+    if (!v.empty()) gpu.upload(b.data(), v.data(), v.size() * sizeof(T), stream);
+    return b;
+  };
+  detail::Buffer d_weights = to_device(weights), d_residual = to_device(residual),
+                 d_momentum = to_device(momentum), d_accumulator = to_device(accumulator),
+                 d_mask = to_device(mask);
+  host::WorkerState hs{
+      residual.empty() ? nullptr : residual.data(), momentum.empty() ? nullptr : momentum.data(),
+      accumulator.empty() ? nullptr : accumulator.data(), mask.empty() ? nullptr : mask.data()};
+  host::WorkerState ds{residual.empty() ? nullptr : d_residual.as<float>(),
+                       momentum.empty() ? nullptr : d_momentum.as<float>(),
+                       accumulator.empty() ? nullptr : d_accumulator.as<float>(),
+                       mask.empty() ? nullptr : d_mask.as<std::uint32_t>()};
+  std::vector<unsigned char> host_message(layout.bytes);
+  detail::Buffer d_message(gpu, layout.bytes);
+  for (int step = 0; step < c.steps; ++step) {
+    const std::vector<float> grad = make_data(rng, p, c.data);
+    detail::Buffer d_grad = to_device(grad);
+    host::StepParams params;
+    params.method = c.config.method;
+    params.lr = 0.05f;
+    params.momentum = c.config.momentum;
+    params.weight_decay = c.config.weight_decay;
+    params.factor_masking = c.config.factor_masking;
+    params.seed = c.config.seed;
+    params.step = static_cast<std::uint64_t>(step);
+    params.model_version = 7;
+    params.sender = 0;
+    params.threshold_sample = c.config.threshold_sample;
+    const SelectionPlan plan =
+        push_plan(segments, c.config, encode_ratio(c.config.ratio_at(step, 0.05f, 0.05f)));
+    device->set_plan(plan);
+    std::fill(host_message.begin(), host_message.end(), kPoison);
+    ASSERT_EQ(cudaMemsetAsync(d_message.data(), kPoison, layout.bytes, stream), cudaSuccess);
+    const host::SelectionStats want =
+        host::worker_step(params, segments, plan, grad.data(), weights.data(), hs,
+                          host_message.data(), layout, scratch);
+    device->step(params, d_grad.as<float>(), d_weights.as<float>(), ds, d_message.data(), stream);
+    const host::SelectionStats got = device->last_stats(stream);
+    std::vector<unsigned char> message(layout.bytes);
+    gpu.download(message.data(), d_message.data(), layout.bytes, stream);
+    ASSERT_EQ(got.selected, want.selected) << "step " << step;
+    ASSERT_EQ(got.clamped_segments, want.clamped_segments) << "step " << step;
+    ASSERT_EQ(got.count_error, want.count_error) << "step " << step;
+    if (message != host_message) {
+      std::size_t at = 0;
+      while (message[at] == host_message[at]) ++at;
+      FAIL() << "push differs at byte " << at << " of " << layout.bytes << " (values at "
+             << layout.values_offset << ") in step " << step;
+    }
+    auto same = [&](const detail::Buffer& d, const auto& h, const char* what) {
+      using T = typename std::decay_t<decltype(h)>::value_type;
+      if (h.empty()) return;
+      std::vector<T> back(h.size());
+      gpu.download(back.data(), d.data(), h.size() * sizeof(T), stream);
+      EXPECT_EQ(std::memcmp(back.data(), h.data(), h.size() * sizeof(T)), 0)
+          << what << " differs after step " << step;
+    };
+    same(d_residual, residual, "residual");
+    same(d_momentum, momentum, "momentum");
+    same(d_accumulator, accumulator, "accumulator");
+    same(d_mask, mask, "mask");
+  }
+}
+
+Segments random_model(std::uint64_t seed, std::size_t count, std::uint64_t max_size) {
+  std::mt19937_64 rng(seed);
+  return test::random_segments(rng, count, max_size);
+}
+
+TEST_F(CudaBackendTest, WorkerStepMatchesTheHostForEveryMethodAndCompressor) {
+  const std::vector<std::pair<std::string, Segments>> shapes = {
+      {"one coordinate", Segments({1})},
+      {"mixed segments", random_model(1, 60, 30000)},
+      {"10^4 tiny segments", random_model(2, 10000, 40)},
+      {"one large segment", Segments({(std::uint64_t{1} << 20) + 3})},
+  };
+  for (const auto& [name, model] : shapes) {
+    for (Method m : {Method::gd, Method::dgc, Method::samomentum, Method::gmc, Method::dense}) {
+      for (Compressor c :
+           {Compressor::topk, Compressor::threshold, Compressor::randk, Compressor::rbgs}) {
+        for (double ratio : {1e-3, 0.05, 1.0}) {
+          WorkerCase wc{name, model, Config{}};
+          wc.config.method = m;
+          wc.config.compressor = c;
+          wc.config.ratio = ratio;
+          wc.config.weight_decay = 1e-4f;
+          wc.config.seed = 11;
+          compare_worker(*backend_, stream_, wc);
+          if (m == Method::dense) break;
+        }
+        if (m == Method::dense) break;
+      }
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, ExactTopkMatchesTheHostOnHardData) {
+  for (Data data : {Data::ties, Data::spanning}) {
+    for (double ratio : {1e-4, 0.01, 0.3, 0.999}) {
+      WorkerCase wc{data == Data::ties ? "ties" : "spanning", random_model(3, 40, 200000),
+                    Config{}};
+      wc.config.method = Method::gd;
+      wc.config.ratio = ratio;
+      wc.config.dense_below = 50;
+      wc.data = data;
+      compare_worker(*backend_, stream_, wc);
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, NarrowWireValuesAndSchedulesMatchTheHost) {
+  for (WireValue wire : {WireValue::bf16, WireValue::f16}) {
+    WorkerCase wc{"wire", random_model(4, 30, 50000), Config{}};
+    wc.config.method = Method::gmc;
+    wc.config.ratio = 0.01;
+    wc.config.wire_values = wire;
+    wc.config.schedule = RatioSchedule::warmup;
+    wc.config.warmup_ratios = {0.25, 0.0625};
+    wc.config.warmup_steps = 1;
+    wc.config.global_selection = wire == WireValue::f16;
+    compare_worker(*backend_, stream_, wc);
+  }
+}
+
+TEST_F(CudaBackendTest, WorkerStepAtOneHundredMillionParameters) {
+  std::size_t free_bytes = 0, total = 0;
+  CUDA_OK(cudaMemGetInfo(&free_bytes, &total));
+  if (free_bytes < (std::size_t{12} << 30)) GTEST_SKIP() << "needs 12 GiB of free device memory";
+  WorkerCase wc{"1e8", random_model(5, 160, 1300000), Config{}};
+  wc.config.method = Method::samomentum;
+  wc.config.ratio = 0.01;
+  wc.steps = 2;
+  compare_worker(*backend_, stream_, wc);
+}
+
+TEST_F(CudaBackendTest, AWorkerStepCanBeCapturedInACudaGraph) {
+  const Segments model = random_model(6, 50, 20000);
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.02;
+  const MessageLayout layout = push_layout(model, config);
+  const std::uint64_t p = model.total();
+  auto gpu = backend_->worker_kernels(model, layout, config);
+  const SelectionPlan plan = push_plan(model, config, encode_ratio(config.ratio));
+  gpu->set_plan(plan);
+  std::mt19937_64 rng(12);
+  const std::vector<float> grad = test::random_normal(rng, p);
+  std::vector<float> u(p, 0.0f);
+  std::vector<std::uint32_t> mask(host::mask_words(p), 0u);
+  detail::Buffer d_grad = upload(grad), d_u = upload(u), d_mask = upload(mask);
+  detail::Buffer d_message = poisoned(layout.bytes);
+  host::StepParams params;
+  params.method = config.method;
+  params.lr = 0.1f;
+  params.momentum = 0.9f;
+  host::WorkerState ds{nullptr, d_u.as<float>(), nullptr, d_mask.as<std::uint32_t>()};
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+  gpu->step(params, d_grad.as<float>(), nullptr, ds, d_message.data(), stream_);
+  CUDA_OK(cudaStreamEndCapture(stream_, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  // Two replays are two steps (same step number, so the same draws).
+  host::Scratch scratch;
+  std::vector<unsigned char> want(layout.bytes, kPoison);
+  host::WorkerState hs{nullptr, u.data(), nullptr, mask.data()};
+  for (int replay = 0; replay < 2; ++replay) {
+    CUDA_OK(cudaGraphLaunch(exec, stream_));
+    host::worker_step(params, model, plan, grad.data(), nullptr, hs, want.data(), layout, scratch);
+    EXPECT_EQ(download<unsigned char>(d_message, layout.bytes), want) << "replay " << replay;
+    EXPECT_EQ(download<float>(d_u, p), u) << "replay " << replay;
+  }
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+}
+
+TEST_F(CudaBackendTest, ReplyFoldAndEvaluationPointMatchTheHost) {
+  const Segments model = random_model(7, 20, 5000);
+  Config config;
+  config.ratio = 0.05;
+  const std::uint64_t p = model.total();
+  std::mt19937_64 rng(13);
+  const std::vector<float> w0 = test::random_normal(rng, p), e0 = test::random_normal(rng, p, 0.1f);
+  // A sparse reply written by the host server twin.
+  std::vector<float> server = test::random_normal(rng, p), replica = w0;
+  const MessageLayout sparse = sparse_reply_layout(model, config);
+  std::vector<unsigned char> reply(sparse.bytes, 0);
+  host::Scratch scratch;
+  host::write_sparse_reply(server.data(), replica.data(), model, reply_plan(model, config), {},
+                           reply.data(), sparse, scratch);
+  auto gpu = backend_->worker_kernels(model, push_layout(model, config), config);
+  detail::Buffer d_reply = upload(reply), d_w = upload(w0), d_e = upload(e0);
+  std::vector<float> w = w0, e = e0;
+  host::apply_reply(reply.data(), sparse, w.data(), false);
+  host::fold_global_momentum(reply.data(), sparse, 0.225f, e.data());
+  gpu->apply_reply(d_reply.data(), sparse, d_w.as<float>(), false, stream_);
+  gpu->fold(d_reply.data(), sparse, 0.225f, d_e.as<float>(), stream_);
+  EXPECT_EQ(download<float>(d_w, p), w);
+  EXPECT_EQ(download<float>(d_e, p), e);
+  // Dense reply with the change recorded, then its fold.
+  const MessageLayout dense = dense_reply_layout(model);
+  std::vector<unsigned char> dense_reply(dense.bytes, 0);
+  host::write_dense_reply(server.data(), nullptr, {}, dense_reply.data(), dense);
+  detail::Buffer d_dense = upload(dense_reply);
+  host::apply_reply(dense_reply.data(), dense, w.data(), true);
+  host::fold_global_momentum(dense_reply.data(), dense, 0.9f, e.data());
+  gpu->apply_reply(d_dense.data(), dense, d_w.as<float>(), true, stream_);
+  gpu->fold(d_dense.data(), dense, 0.9f, d_e.as<float>(), stream_);
+  EXPECT_EQ(download<float>(d_w, p), w);
+  EXPECT_EQ(download<float>(d_e, p), e);
+  EXPECT_EQ(download<unsigned char>(d_dense, dense.bytes), dense_reply);
+  std::vector<float> x(p);
+  host::evaluation_point(w.data(), e.data(), 0.3f, x.data(), p);
+  detail::Buffer d_x = poisoned(p * sizeof(float));
+  gpu->evaluation_point(d_w.as<float>(), d_e.as<float>(), 0.3f, d_x.as<float>(), stream_);
+  EXPECT_EQ(download<float>(d_x, p), x);
+}
+
+TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
+  const Segments model = random_model(8, 80, 40000);
+  for (Compressor c : {Compressor::topk, Compressor::threshold, Compressor::rbgs}) {
+    Config config;
+    config.method = Method::gd;
+    config.compressor = c;
+    config.ratio = 0.01;
+    config.server_ratio = 0.02;
+    config.workers = 2;
+    const std::uint64_t p = model.total();
+    std::mt19937_64 rng(14);
+    test::RefWorker worker(model, config, 1, test::random_normal(rng, p));
+    const test::Bytes push = worker.push(test::random_normal(rng, p), 0.1f);
+    const host::PushRules rules(model, config);
+    auto gpu = backend_->server_kernels(model, config);
+    detail::Buffer d_push = upload(push);
+    const Verdict v = gpu->validate(d_push.data(), push.size(), stream_);
+    ASSERT_TRUE(v.ok()) << v.describe(1);
+    std::vector<float> w = test::random_normal(rng, p), r = test::random_normal(rng, p),
+                       acc(p, 0.5f);
+    detail::Buffer d_w = upload(w), d_r = upload(r), d_acc = upload(acc);
+    host::apply_push(push.data(), rules, w.data());
+    gpu->apply(d_push.data(), d_w.as<float>(), stream_);
+    EXPECT_EQ(download<float>(d_w, p), w) << to_string(c);
+    host::accumulate_push(push.data(), rules, acc.data());
+    gpu->accumulate(d_push.data(), d_acc.as<float>(), stream_);
+    EXPECT_EQ(download<float>(d_acc, p), acc);
+    host::apply_average(acc.data(), 3, w.data(), p);
+    gpu->average(d_acc.as<float>(), 3, d_w.as<float>(), stream_);
+    EXPECT_EQ(download<float>(d_w, p), w);
+    // The sparse reply: message and replica, bit for bit.
+    const MessageLayout layout = sparse_reply_layout(model, config);
+    std::vector<unsigned char> reply(layout.bytes, kPoison);
+    host::Scratch scratch;
+    host::ReplyInfo info{3, 99};
+    host::write_sparse_reply(w.data(), r.data(), rules.segments, reply_plan(rules.segments, config),
+                             info, reply.data(), layout, scratch);
+    detail::Buffer d_reply = poisoned(layout.bytes);
+    gpu->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_reply.data(), stream_);
+    EXPECT_EQ(download<unsigned char>(d_reply, layout.bytes), reply);
+    EXPECT_EQ(download<float>(d_r, p), r);
+  }
+}
+
+TEST_F(CudaBackendTest, ValidationReportsWhatTheHostReports) {
+  const Segments model({1000, 200, 3, 800});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.02;
+  config.workers = 3;
+  std::mt19937_64 rng(15);
+  test::RefWorker worker(model, config, 1, test::random_normal(rng, model.total()));
+  const host::PushRules rules(model, config);
+  auto gpu = backend_->server_kernels(model, config);
+  const MessageLayout& l = worker.layout();
+  const std::vector<std::function<void(test::Bytes&)>> spoilers = {
+      [](test::Bytes&) {},
+      [](test::Bytes& m) {
+        MessageHeader h = read_header(m.data());
+        h.count += 1;
+        write_header(m.data(), h);
+      },
+      [&](test::Bytes& m) { write_index(m.data(), l, 40, 5000); },
+      [&](test::Bytes& m) { write_index(m.data(), l, 5, read_index(m.data(), l, 4)); },
+      [&](test::Bytes& m) {
+        write_index(m.data(), l, 19, 998);
+        write_index(m.data(), l, 20, 999);
+      },
+      [&](test::Bytes& m) {
+        write_value(m.data(), l, 7, std::nanf(""));
+        write_value(m.data(), l, 3, INFINITY);
+      },
+      [&](test::Bytes& m) {
+        write_value(m.data(), l, 2, INFINITY);
+        write_index(m.data(), l, 30, 1);
+      },
+  };
+  for (std::size_t s = 0; s < spoilers.size(); ++s) {
+    test::Bytes push = worker.push(test::random_normal(rng, model.total()), 0.1f);
+    spoilers[s](push);
+    const Verdict want = host::validate_push(push.data(), push.size(), rules);
+    detail::Buffer d_push = upload(push);
+    const Verdict got = gpu->validate(d_push.data(), push.size(), stream_);
+    EXPECT_EQ(got.reason, want.reason)
+        << "spoiler " << s << ": " << got.describe(1) << " vs " << want.describe(1);
+    EXPECT_EQ(got.position, want.position) << "spoiler " << s;
+    EXPECT_EQ(got.value, want.value) << "spoiler " << s;
+    EXPECT_EQ(got.expected, want.expected) << "spoiler " << s;
+  }
+}
+
+// A whole job (server thread, three workers in a fixed order) on each
+// backend: the cuda run must equal the host run bit for bit.
+std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Backend> backend,
+                                        const Config& config, const Segments& model, int steps) {
+  const std::uint64_t p = model.total();
+  const MemoryKind memory = memory_of(*backend);
+  LocalHub hub(static_cast<int>(config.workers) + 1, memory);
+  std::mt19937_64 rng(16);
+  const std::vector<float> w0 = test::random_normal(rng, p);
+  Server server(config, model, backend, hub.endpoint(0), w0.data());
+  test::ServerThread serving(server);
+  std::vector<detail::Buffer> weights, grads;
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (std::uint32_t k = 0; k < config.workers; ++k) {
+    weights.emplace_back(backend_ref, p * sizeof(float));
+    grads.emplace_back(backend_ref, p * sizeof(float));
+    WorkerOptions o;
+    o.id = k;
+    workers.push_back(std::make_unique<Worker>(config, model, backend,
+                                               hub.endpoint(static_cast<int>(k) + 1),
+                                               weights.back().as<float>(), o));
+    workers.back()->join();
+  }
+  const test::Quadratic problem(p, 17);
+  std::vector<float> w(p);
+  for (int t = 0; t < steps; ++t) {
+    for (std::uint32_t k = 0; k < config.workers; ++k) {
+      backend_ref.download(w.data(), weights[k].data(), p * sizeof(float), nullptr);
+      const std::vector<float> g = problem.gradient(w, t, k);
+      backend_ref.upload(grads[k].data(), g.data(), p * sizeof(float), nullptr);
+      if (config.mode == Mode::sync) {
+        workers[k]->push(grads[k].as<float>(), 0.02f);
+      } else {
+        workers[k]->step(grads[k].as<float>(), 0.02f);
+      }
+    }
+    if (config.mode == Mode::sync) {
+      for (auto& worker : workers) worker->finish();
+    }
+  }
+  serving.stop();
+  std::vector<std::vector<float>> out;
+  for (auto& b : weights) {
+    out.emplace_back(p);
+    backend_ref.download(out.back().data(), b.data(), p * sizeof(float), nullptr);
+  }
+  out.emplace_back(p);
+  server.copy_model(out.back().data());
+  return out;
+}
+
+TEST_F(CudaBackendTest, AWholeJobOnTheGpuEqualsTheHostRunBitForBit) {
+  const Segments model = random_model(18, 30, 20000);
+  for (Mode mode : {Mode::async, Mode::sync}) {
+    for (Method method : {Method::samomentum, Method::gmc_plus, Method::dgc}) {
+      Config config;
+      config.method = method;
+      config.mode = mode;
+      config.ratio = 0.02;
+      config.server_ratio = 0.05;
+      config.workers = 3;
+      const auto on_host = run_job(*host_, host_, config, model, 20);
+      const auto on_gpu = run_job(*backend_, backend_, config, model, 20);
+      ASSERT_EQ(on_host.size(), on_gpu.size());
+      for (std::size_t i = 0; i < on_host.size(); ++i) {
+        EXPECT_EQ(std::memcmp(on_host[i].data(), on_gpu[i].data(), on_host[i].size() * 4), 0)
+            << to_string(method) << " " << to_string(mode) << ": "
+            << (i + 1 == on_host.size() ? std::string("server model")
+                                        : "worker " + std::to_string(i))
+            << " differs";
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dgs
