@@ -6,13 +6,9 @@
 #   BUILD_DIR=b CUDA_ARCHS="80;90" scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
 scripts/install-deps.sh
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
-
-build_dir=${BUILD_DIR:-build}
+build_dir=$(scripts/configure.sh)
 jobs=$(nproc)
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DDGS_BUILD_TESTS=ON -DDGS_WITH_MPI=ON
 cmake --build "$build_dir" -j"$jobs"
 ctest --test-dir "$build_dir" --output-on-failure -j"$jobs" --timeout 900

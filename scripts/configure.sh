@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Configures the build directory the same way for scripts/test.sh and
+# scripts/demo.sh, so they share one build: MPI on, cuDNN when the toolkit has
+# it, sm_90 unless CUDA_ARCHS says otherwise (a GPU's own with "native").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
+build_dir=${BUILD_DIR:-build}
+cudnn=OFF
+for dir in /usr/local/cuda/include /usr/include /usr/include/x86_64-linux-gnu ${CUDNN_ROOT:+$CUDNN_ROOT/include}; do
+  [[ -f $dir/cudnn.h ]] && cudnn=ON
+done
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
+  -DDGS_BUILD_TESTS=ON -DDGS_BUILD_EXAMPLES=ON -DDGS_WITH_MPI=ON -DDGS_WITH_CUDNN="$cudnn" >/dev/null
+echo "$build_dir"
