@@ -369,6 +369,19 @@ class CudaBackend final : public Backend {
     DGS_CUDA_TRY(cudaStreamSynchronize(stream));
   }
   void synchronize(Stream stream) override { DGS_CUDA_TRY(cudaStreamSynchronize(stream)); }
+  void check_pointer(const void* pointer, const char* what) const override {
+    cudaPointerAttributes attributes;
+    const cudaError_t status = cudaPointerGetAttributes(&attributes, pointer);
+    if (status != cudaSuccess) cudaGetLastError();
+    const bool usable = pointer != nullptr && status == cudaSuccess &&
+                        (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged);
+    if (!usable) {
+      throw Error(ErrorCode::invalid_argument,
+                  std::string("dgs cuda backend: ") + what +
+                      (pointer == nullptr ? " is null" : " is not device memory (the cuda backend needs "
+                                                         "pointers from cudaMalloc or cudaMallocManaged)"));
+    }
+  }
 
   std::unique_ptr<WorkerKernels> worker_kernels(const Segments& segments,
                                                 const MessageLayout& layout,

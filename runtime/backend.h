@@ -73,6 +73,10 @@ class Backend {
   virtual void download(void* host_dst, const void* src, std::size_t bytes, Stream stream) = 0;
   virtual void upload(void* dst, const void* host_src, std::size_t bytes, Stream stream) = 0;
   virtual void synchronize(Stream stream) = 0;
+  /// Throws dgs::Error (invalid_argument) naming `what` when `pointer` is not
+  /// memory this backend's kernels can use (a host pointer given to the cuda
+  /// backend, say).
+  virtual void check_pointer(const void* pointer, const char* what) const = 0;
 
   virtual std::unique_ptr<detail::WorkerKernels> worker_kernels(const Segments& segments,
                                                                 const MessageLayout& layout,

@@ -113,6 +113,11 @@ class HostBackend final : public Backend {
     if (bytes) std::memmove(dst, src, bytes);
   }
   void synchronize(Stream) override {}
+  void check_pointer(const void* pointer, const char* what) const override {
+    if (pointer == nullptr) {
+      throw Error(ErrorCode::invalid_argument, std::string("dgs host backend: ") + what + " is null");
+    }
+  }
 
   std::unique_ptr<WorkerKernels> worker_kernels(const Segments& segments,
                                                 const MessageLayout& layout,

@@ -36,8 +36,7 @@ struct Worker::Impl {
         dense_layout(dense_reply_layout(m)),
         channel(*backend, *transport, o.stream) {
     config.validate();
-    if (weights == nullptr)
-      throw Error(ErrorCode::invalid_argument, "dgs::Worker: weights is null");
+    backend->check_pointer(weights, "dgs::Worker: the weights");
     if (options.id >= config.workers) {
       throw Error(ErrorCode::invalid_argument,
                   "dgs::Worker: id " + std::to_string(options.id) +
@@ -239,7 +238,7 @@ void Worker::push(const float* grad, float lr) {
   Impl& w = *impl_;
   w.require(w.joined, "push() before join()");
   w.require(!w.awaiting_reply, "push() twice without finish()");
-  w.require(grad != nullptr, "the gradient is null");
+  w.backend->check_pointer(grad, "dgs::Worker::push: the gradient");
   if (w.fold_pending) {
     const MessageLayout& layout = w.last_reply_dense ? w.dense_layout : w.reply_layout;
     const detail::Buffer& reply = w.last_reply_dense ? w.dense_buffer : w.reply_buffer;

@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
 build_dir=${BUILD_DIR:-build}
 cudnn=OFF
-for dir in /usr/local/cuda/include /usr/include /usr/include/x86_64-linux-gnu ${CUDNN_ROOT:+$CUDNN_ROOT/include}; do
+nccl=OFF
+for dir in /usr/local/cuda/include /usr/include /usr/include/x86_64-linux-gnu ${CUDNN_ROOT:+$CUDNN_ROOT/include} \
+           ${NCCL_ROOT:+$NCCL_ROOT/include}; do
   [[ -f $dir/cudnn.h ]] && cudnn=ON
+  [[ -f $dir/nccl.h ]] && nccl=ON
 done
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
-  -DDGS_BUILD_TESTS=ON -DDGS_BUILD_EXAMPLES=ON -DDGS_WITH_MPI=ON -DDGS_WITH_CUDNN="$cudnn" >/dev/null
+  -DDGS_BUILD_TESTS=ON -DDGS_BUILD_EXAMPLES=ON -DDGS_WITH_MPI=ON -DDGS_WITH_CUDNN="$cudnn" \
+  -DDGS_WITH_NCCL="$nccl" >/dev/null
 echo "$build_dir"

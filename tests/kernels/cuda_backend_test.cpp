@@ -12,6 +12,10 @@
 #include <gtest/gtest.h>
 
 #include "dgs/backend.h"
+#include "dgs/version.h"
+#if DGS_WITH_NCCL
+#include "dgs/nccl.h"
+#endif
 #include "dgs/plan.h"
 #include "dgs/server.h"
 #include "dgs/worker.h"
@@ -435,13 +439,17 @@ TEST_F(CudaBackendTest, ValidationReportsWhatTheHostReports) {
 // A whole job (server thread, three workers in a fixed order) on each
 // backend: the cuda run must equal the host run bit for bit.
 std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Backend> backend,
-                                        const Config& config, const Segments& model, int steps) {
+                                        const Config& config, const Segments& model, int steps,
+                                        std::vector<std::shared_ptr<Transport>> endpoints = {}) {
   const std::uint64_t p = model.total();
   const MemoryKind memory = memory_of(*backend);
   LocalHub hub(static_cast<int>(config.workers) + 1, memory);
+  if (endpoints.empty()) {
+    for (int r = 0; r <= static_cast<int>(config.workers); ++r) endpoints.push_back(hub.endpoint(r));
+  }
   std::mt19937_64 rng(16);
   const std::vector<float> w0 = test::random_normal(rng, p);
-  Server server(config, model, backend, hub.endpoint(0), w0.data());
+  Server server(config, model, backend, endpoints[0], w0.data());
   test::ServerThread serving(server);
   std::vector<detail::Buffer> weights, grads;
   std::vector<std::unique_ptr<Worker>> workers;
@@ -506,6 +514,25 @@ TEST_F(CudaBackendTest, AWholeJobOnTheGpuEqualsTheHostRunBitForBit) {
     }
   }
 }
+
+#if DGS_WITH_NCCL
+TEST_F(CudaBackendTest, AWholeJobOverTheNcclLoopbackEqualsTheHostRun) {
+  const Segments model = random_model(19, 20, 10000);
+  for (Mode mode : {Mode::async, Mode::sync}) {
+    Config config;
+    config.method = Method::samomentum;
+    config.mode = mode;
+    config.ratio = 0.02;
+    config.workers = 3;
+    const auto on_host = run_job(*host_, host_, config, model, 10);
+    const auto over_nccl = run_job(*backend_, backend_, config, model, 10, make_nccl_loopback(3));
+    for (std::size_t i = 0; i < on_host.size(); ++i) {
+      EXPECT_EQ(std::memcmp(on_host[i].data(), over_nccl[i].data(), on_host[i].size() * 4), 0)
+          << to_string(mode) << ": part " << i << " differs";
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace dgs

@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cuda_runtime.h>
+
 #include "dgs/backend.h"
 #include "dgs/server.h"
 #include "dgs/transport.h"
@@ -47,20 +49,32 @@ std::vector<float> initial_model() {
 
 // Trains with `workers` threads for `steps` steps each; checks after every
 // reply that the worker's model equals the server's replica of it.
-Outcome train(Config config, int workers, int steps, float lr) {
+Outcome train(Config config, int workers, int steps, float lr, BackendKind kind = BackendKind::host) {
   static const SoftmaxProblem problem;
   const Segments model = SoftmaxProblem::segments();
   const std::size_t p = model.total();
   config.workers = static_cast<std::uint32_t>(workers);
   const std::vector<float> w0 = initial_model();
-  LocalHub hub(workers + 1, MemoryKind::host);
-  auto backend = make_backend(BackendKind::host);
+  auto backend = make_backend(kind);
+  const bool device = kind == BackendKind::cuda;
+  LocalHub hub(workers + 1, device ? MemoryKind::device : MemoryKind::host);
+  // Host copies of backend memory (the identity on the host backend).
+  auto to_host = [&](const float* data, std::vector<float>& out) {
+    out.resize(p);
+    if (device) {
+      cudaMemcpy(out.data(), data, p * sizeof(float), cudaMemcpyDeviceToHost);
+    } else {
+      std::copy(data, data + p, out.begin());
+    }
+  };
 
   std::mutex mutex;
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::uint64_t> replica_hash;
   ServerOptions options;
   options.on_reply = [&](std::uint32_t k, std::uint64_t version, const float* replica) {
-    const std::uint64_t h = hash_floats(replica, p);
+    std::vector<float> copy;
+    to_host(replica, copy);
+    const std::uint64_t h = hash_floats(copy.data(), p);
     std::lock_guard<std::mutex> lock(mutex);
     replica_hash[{k, version}] = h;
   };
@@ -74,12 +88,20 @@ Outcome train(Config config, int workers, int steps, float lr) {
   std::atomic<std::uint64_t> checked{0};
   for (int k = 0; k < workers; ++k) {
     threads.emplace_back([&, k] {
-      std::vector<float> weights(p, 0.0f), grad(p);
+      std::vector<float> host_weights(p, 0.0f), grad(p), point(p);
+      float* weights = host_weights.data();
+      float* device_grad = nullptr;
+      if (device) {
+        cudaMalloc(&weights, p * sizeof(float));
+        cudaMalloc(&device_grad, p * sizeof(float));
+      }
       WorkerOptions wo;
       wo.id = static_cast<std::uint32_t>(k);
-      Worker worker(config, model, backend, hub.endpoint(k + 1), weights.data(), wo);
+      Worker worker(config, model, backend, hub.endpoint(k + 1), weights, wo);
       auto check = [&](const char* when) {
-        const std::uint64_t h = hash_floats(weights.data(), p);
+        std::vector<float> now;
+        to_host(weights, now);
+        const std::uint64_t h = hash_floats(now.data(), p);
         std::lock_guard<std::mutex> lock(mutex);
         const auto it = replica_hash.find({wo.id, worker.model_version()});
         if (it == replica_hash.end() || it->second != h) {
@@ -91,12 +113,18 @@ Outcome train(Config config, int workers, int steps, float lr) {
       worker.join();
       check("after joining");
       for (int t = 0; t < steps; ++t) {
-        problem.gradient(worker.evaluation_point(), k + t * workers * 8, 1, 8, grad.data());
-        worker.step(grad.data(), lr);
+        to_host(worker.evaluation_point(), point);
+        problem.gradient(point.data(), k + t * workers * 8, 1, 8, grad.data());
+        if (device) cudaMemcpy(device_grad, grad.data(), p * sizeof(float), cudaMemcpyHostToDevice);
+        worker.step(device ? device_grad : grad.data(), lr);
         check("after a step");
       }
       worker.leave();
       worker_stats[k] = worker.stats();
+      if (device) {
+        cudaFree(weights);
+        cudaFree(device_grad);
+      }
     });
   }
   for (auto& t : threads) t.join();
@@ -118,11 +146,11 @@ Config method_config(Method method) {
   return config;
 }
 
-TEST(AsyncTraining, EveryMethodApproachesTheDenseLossAndKeepsReplicasExact) {
+void expect_every_method_trains(BackendKind kind) {
   constexpr int kWorkers = 4;
   constexpr int kSteps = 300;
   constexpr float kLr = 0.1f;
-  const Outcome dense = train(method_config(Method::dense), kWorkers, kSteps, kLr);
+  const Outcome dense = train(method_config(Method::dense), kWorkers, kSteps, kLr, kind);
   ASSERT_TRUE(dense.failures.empty()) << dense.failures.front();
   ASSERT_LT(dense.final_loss, 0.6 * dense.initial_loss);
   for (Method method :
@@ -131,7 +159,7 @@ TEST(AsyncTraining, EveryMethodApproachesTheDenseLossAndKeepsReplicasExact) {
     // step as dense needs lr * (1 - m).
     const Config config = method_config(method);
     const float lr = method == Method::gd ? kLr : kLr * (1.0f - config.momentum);
-    const Outcome got = train(config, kWorkers, kSteps, lr);
+    const Outcome got = train(config, kWorkers, kSteps, lr, kind);
     SCOPED_TRACE(to_string(method));
     EXPECT_TRUE(got.failures.empty()) << got.failures.front();
     EXPECT_EQ(got.replies_checked, kWorkers * (kSteps + 1u));
@@ -147,6 +175,15 @@ TEST(AsyncTraining, EveryMethodApproachesTheDenseLossAndKeepsReplicasExact) {
                 got.initial_loss, got.final_loss, dense.final_loss,
                 got.worker0.effective_density());
   }
+}
+
+TEST(AsyncTraining, EveryMethodApproachesTheDenseLossAndKeepsReplicasExact) {
+  expect_every_method_trains(BackendKind::host);
+}
+
+TEST(AsyncTraining, EveryMethodTrainsOnTheCudaBackendToo) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  expect_every_method_trains(BackendKind::cuda);
 }
 
 }  // namespace

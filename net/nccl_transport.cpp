@@ -1,0 +1,378 @@
+// The NCCL transports: per-pair communicators for multi-process jobs, and a
+// loopback mode that runs every message through NCCL send/receive to self on
+// one GPU.
+#include <nccl.h>
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dgs/error.h"
+#include "dgs/nccl.h"
+
+namespace dgs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string where(int rank, int peer) {
+  return "NCCL transport rank " + std::to_string(rank) + " (peer " + std::to_string(peer) + ")";
+}
+
+void nccl_check(ncclResult_t r, const char* call, int rank, int peer) {
+  if (r != ncclSuccess && r != ncclInProgress) {
+    throw Error(ErrorCode::nccl, where(rank, peer) + ": " + call + " failed: " + ncclGetErrorString(r));
+  }
+}
+
+void cuda_check(cudaError_t e, const char* call, int rank, int peer) {
+  if (e != cudaSuccess) {
+    throw Error(ErrorCode::cuda, where(rank, peer) + ": " + call + " failed: " + cudaGetErrorString(e));
+  }
+}
+
+// Waits until a non-blocking communicator has no call in progress. Returns
+// its async state (ncclSuccess, or the error that broke it).
+ncclResult_t settle(ncclComm_t comm, Clock::time_point deadline) {
+  ncclResult_t state = ncclInProgress;
+  while (true) {
+    if (ncclCommGetAsyncError(comm, &state) != ncclSuccess) return ncclInternalError;
+    if (state != ncclInProgress) return state;
+    if (Clock::now() > deadline) return ncclInProgress;
+    std::this_thread::yield();
+  }
+}
+
+// One direction of one worker-server pair.
+struct Link {
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t done = nullptr;
+  bool failed = false;
+  bool reported = false;      // failure already returned by a receive
+  bool posted = false;        // a receive is in flight into `staging`
+  void* staging = nullptr;    // receive buffer
+  std::size_t staging_bytes = 0;
+  std::size_t posted_bytes = 0;
+};
+
+class NcclTransport final : public Transport {
+ public:
+  NcclTransport(Bootstrap& bootstrap, const NcclOptions& options)
+      : rank_(bootstrap.rank()), size_(bootstrap.size()), options_(options) {
+    const int server = options.server_rank;
+    if (server < 0 || server >= size_) {
+      throw Error(ErrorCode::invalid_argument, "NCCL transport: server rank " + std::to_string(server) +
+                                                   " outside a world of " + std::to_string(size_));
+    }
+    // Two ids per worker rank (push and reply direction), made by the server.
+    std::vector<ncclUniqueId> ids(2 * static_cast<std::size_t>(size_));
+    if (rank_ == server) {
+      for (int r = 0; r < size_; ++r) {
+        if (r == server) continue;
+        nccl_check(ncclGetUniqueId(&ids[2 * r]), "ncclGetUniqueId", rank_, r);
+        nccl_check(ncclGetUniqueId(&ids[2 * r + 1]), "ncclGetUniqueId", rank_, r);
+      }
+    }
+    bootstrap.broadcast(ids.data(), ids.size() * sizeof(ncclUniqueId));
+
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    config.maxCTAs = std::max(1, options.max_ctas);
+    config.minCTAs = 1;
+    push_.resize(size_);
+    reply_.resize(size_);
+    // In a pair, the server is rank 0 and the worker rank 1 of both communicators.
+    const int pair_rank = rank_ == server ? 0 : 1;
+    for (int r = 0; r < size_; ++r) {
+      if (r == server || (rank_ != server && r != rank_)) continue;
+      const int peer = rank_ == server ? r : server;
+      for (auto [links, id] : {std::pair{&push_, &ids[2 * r]}, std::pair{&reply_, &ids[2 * r + 1]}}) {
+        Link& link = (*links)[rank_ == server ? r : server];
+        cuda_check(cudaStreamCreateWithFlags(&link.stream, cudaStreamNonBlocking), "cudaStreamCreate", rank_, peer);
+        cuda_check(cudaEventCreateWithFlags(&link.done, cudaEventDisableTiming), "cudaEventCreate", rank_, peer);
+        ncclConfig_t c = config;
+        nccl_check(ncclCommInitRankConfig(&link.comm, 2, *id, pair_rank, &c), "ncclCommInitRankConfig", rank_, peer);
+      }
+    }
+    // Creation of all pairs proceeds concurrently; wait for each.
+    const auto deadline = Clock::now() + options.init_timeout;
+    for (int r = 0; r < size_; ++r) {
+      for (Link* link : {&push_[r], &reply_[r]}) {
+        if (link->comm == nullptr) continue;
+        const ncclResult_t state = settle(link->comm, deadline);
+        if (state != ncclSuccess) {
+          throw Error(state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
+                      where(rank_, r) + ": communicator creation " +
+                          (state == ncclInProgress ? "did not finish within " +
+                                                         std::to_string(options.init_timeout.count()) + " ms"
+                                                   : std::string("failed: ") + ncclGetErrorString(state)));
+        }
+      }
+    }
+  }
+
+  ~NcclTransport() override {
+    for (auto* links : {&push_, &reply_}) {
+      for (Link& link : *links) {
+        if (link.comm != nullptr) {
+          // Receives may still be posted: abort rather than wait for them.
+          ncclCommAbort(link.comm);
+        }
+        if (link.staging != nullptr) cudaFree(link.staging);
+        if (link.done != nullptr) cudaEventDestroy(link.done);
+        if (link.stream != nullptr) cudaStreamDestroy(link.stream);
+      }
+    }
+  }
+
+  int rank() const noexcept override { return rank_; }
+  int size() const noexcept override { return size_; }
+  MemoryKind memory() const noexcept override { return MemoryKind::device; }
+  const char* name() const noexcept override { return "nccl"; }
+
+  void send(int peer, const void* buffer, std::size_t bytes) override {
+    Link& link = outgoing(peer);
+    if (link.failed) throw Error(ErrorCode::transport, where(rank_, peer) + ": the pair has failed");
+    nccl_check(ncclSend(buffer, bytes, ncclUint8, other(), link.comm, link.stream), "ncclSend", rank_, peer);
+    cuda_check(cudaEventRecord(link.done, link.stream), "cudaEventRecord", rank_, peer);
+    const auto deadline = Clock::now() + options_.send_timeout;
+    for (;;) {
+      const cudaError_t e = cudaEventQuery(link.done);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) cuda_check(e, "cudaEventQuery", rank_, peer);
+      ncclResult_t state = ncclSuccess;
+      ncclCommGetAsyncError(link.comm, &state);
+      if ((state != ncclSuccess && state != ncclInProgress) || Clock::now() > deadline) {
+        fail(peer, link);
+        throw Error(state == ncclSuccess || state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
+                    where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
+                        (state == ncclSuccess || state == ncclInProgress ? "timed out"
+                                                                         : std::string("failed: ") + ncclGetErrorString(state)));
+      }
+      std::this_thread::yield();
+    }
+  }
+
+  Receipt recv(int peer, void* buffer, std::size_t bytes, std::chrono::milliseconds timeout) override {
+    return receive({peer}, buffer, bytes, timeout);
+  }
+
+  Receipt recv_any(const std::vector<int>& peers, void* buffer, std::size_t bytes,
+                   std::chrono::milliseconds timeout) override {
+    return receive(peers, buffer, bytes, timeout);
+  }
+
+ private:
+  int other() const { return rank_ == options_.server_rank ? 1 : 0; }
+
+  Link& outgoing(int peer) {
+    check_peer(peer);
+    return rank_ == options_.server_rank ? reply_[peer] : push_[rank_];
+  }
+  Link& incoming(int peer) {
+    check_peer(peer);
+    return rank_ == options_.server_rank ? push_[peer] : reply_[rank_];
+  }
+
+  void check_peer(int peer) const {
+    const bool server = rank_ == options_.server_rank;
+    if (peer < 0 || peer >= size_ || peer == rank_ || (!server && peer != options_.server_rank)) {
+      throw Error(ErrorCode::invalid_argument,
+                  where(rank_, peer) + ": not a peer (workers talk to the server only)");
+    }
+  }
+
+  void fail(int, Link& link) {
+    link.failed = true;
+    if (link.comm != nullptr) ncclCommAbort(link.comm);
+    link.comm = nullptr;
+    link.posted = false;
+  }
+
+  // Keeps a receive posted on every peer's incoming link; returns the first
+  // that completes (or failed), scanning from where the last scan stopped.
+  Receipt receive(const std::vector<int>& peers, void* buffer, std::size_t bytes,
+                  std::chrono::milliseconds timeout) {
+    for (int p : peers) {
+      Link& link = incoming(p);
+      if (link.failed || link.posted) continue;
+      if (link.staging_bytes < bytes) {
+        if (link.staging != nullptr) cudaFree(link.staging);
+        cuda_check(cudaMalloc(&link.staging, bytes), "cudaMalloc", rank_, p);
+        link.staging_bytes = bytes;
+      }
+      nccl_check(ncclRecv(link.staging, bytes, ncclUint8, other(), link.comm, link.stream), "ncclRecv", rank_, p);
+      cuda_check(cudaEventRecord(link.done, link.stream), "cudaEventRecord", rank_, p);
+      link.posted = true;
+      link.posted_bytes = bytes;
+    }
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      for (std::size_t n = 0; n < peers.size(); ++n) {
+        const int p = peers[(start_ + n) % peers.size()];
+        Link& link = incoming(p);
+        if (link.failed) {
+          if (link.reported) continue;
+          link.reported = true;
+          Receipt r;
+          r.status = Receipt::Status::peer_failed;
+          r.peer = p;
+          r.error = "its NCCL communicator failed";
+          return r;
+        }
+        const cudaError_t e = cudaEventQuery(link.done);
+        if (e == cudaSuccess) {
+          start_ = (start_ + n + 1) % peers.size();
+          link.posted = false;
+          const std::size_t size = std::min(bytes, link.posted_bytes);
+          cuda_check(cudaMemcpyAsync(buffer, link.staging, size, cudaMemcpyDeviceToDevice, link.stream),
+                     "cudaMemcpyAsync", rank_, p);
+          cuda_check(cudaStreamSynchronize(link.stream), "cudaStreamSynchronize", rank_, p);
+          Receipt r;
+          r.status = Receipt::Status::message;
+          r.peer = p;
+          r.bytes = link.posted_bytes;
+          return r;
+        }
+        if (e != cudaErrorNotReady) cuda_check(e, "cudaEventQuery", rank_, p);
+        ncclResult_t state = ncclSuccess;
+        ncclCommGetAsyncError(link.comm, &state);
+        if (state != ncclSuccess && state != ncclInProgress) fail(p, link);
+      }
+      if (Clock::now() > deadline) return Receipt{};
+      std::this_thread::yield();
+    }
+  }
+
+  int rank_, size_;
+  NcclOptions options_;
+  std::vector<Link> push_, reply_;  // indexed by worker rank
+  std::size_t start_ = 0;
+};
+
+// --- one-GPU loopback --------------------------------------------------------
+
+struct Loopback {
+  struct Pending {
+    int source;
+    const void* buffer;
+    std::size_t bytes;
+    bool done = false;
+  };
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::deque<Pending*>> inbox;  // per receiver, arrival order
+  std::mutex nccl;                          // the communicator is used by one thread at a time
+  ~Loopback() {
+    if (comm != nullptr) ncclCommDestroy(comm);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+};
+
+class LoopbackEndpoint final : public Transport {
+ public:
+  LoopbackEndpoint(std::shared_ptr<Loopback> loop, int rank) : loop_(std::move(loop)), rank_(rank) {}
+  int rank() const noexcept override { return rank_; }
+  int size() const noexcept override { return static_cast<int>(loop_->inbox.size()); }
+  MemoryKind memory() const noexcept override { return MemoryKind::device; }
+  const char* name() const noexcept override { return "nccl-loopback"; }
+
+  // Rendezvous: the message moves when the receiver takes it.
+  void send(int peer, const void* buffer, std::size_t bytes) override {
+    check(peer);
+    Loopback::Pending pending{rank_, buffer, bytes};
+    std::unique_lock<std::mutex> lock(loop_->mutex);
+    loop_->inbox[peer].push_back(&pending);
+    loop_->changed.notify_all();
+    loop_->changed.wait(lock, [&] { return pending.done; });
+  }
+
+  Receipt recv(int peer, void* buffer, std::size_t bytes, std::chrono::milliseconds timeout) override {
+    check(peer);
+    return receive({peer}, buffer, bytes, timeout);
+  }
+  Receipt recv_any(const std::vector<int>& peers, void* buffer, std::size_t bytes,
+                   std::chrono::milliseconds timeout) override {
+    for (int p : peers) check(p);
+    return receive(peers, buffer, bytes, timeout);
+  }
+
+ private:
+  void check(int peer) const {
+    if (peer < 0 || peer >= size() || peer == rank_) {
+      throw Error(ErrorCode::invalid_argument, where(rank_, peer) + ": not a peer of the loopback");
+    }
+  }
+
+  Receipt receive(const std::vector<int>& peers, void* buffer, std::size_t bytes,
+                  std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(loop_->mutex);
+    auto& inbox = loop_->inbox[rank_];
+    Loopback::Pending* found = nullptr;
+    const bool arrived = loop_->changed.wait_for(lock, timeout, [&] {
+      for (Loopback::Pending* p : inbox) {
+        if (std::find(peers.begin(), peers.end(), p->source) != peers.end()) {
+          found = p;
+          return true;
+        }
+      }
+      return false;
+    });
+    if (!arrived) return Receipt{};
+    inbox.erase(std::find(inbox.begin(), inbox.end(), found));
+    lock.unlock();
+    const std::size_t n = std::min(bytes, found->bytes);
+    if (n > 0) {
+      std::lock_guard<std::mutex> nccl(loop_->nccl);
+      nccl_check(ncclGroupStart(), "ncclGroupStart", rank_, found->source);
+      nccl_check(ncclSend(found->buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclSend", rank_,
+                 found->source);
+      nccl_check(ncclRecv(buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclRecv", rank_, found->source);
+      nccl_check(ncclGroupEnd(), "ncclGroupEnd", rank_, found->source);
+      cuda_check(cudaStreamSynchronize(loop_->stream), "cudaStreamSynchronize", rank_, found->source);
+    }
+    Receipt r;
+    r.status = Receipt::Status::message;
+    r.peer = found->source;
+    r.bytes = found->bytes;
+    lock.lock();
+    found->done = true;
+    loop_->changed.notify_all();
+    return r;
+  }
+
+  std::shared_ptr<Loopback> loop_;
+  int rank_;
+};
+
+}  // namespace
+
+std::shared_ptr<Transport> make_nccl_transport(Bootstrap& bootstrap, NcclOptions options) {
+  return std::make_shared<NcclTransport>(bootstrap, options);
+}
+
+std::vector<std::shared_ptr<Transport>> make_nccl_loopback(int workers) {
+  if (workers < 1) throw Error(ErrorCode::invalid_argument, "dgs::make_nccl_loopback: needs a worker");
+  auto loop = std::make_shared<Loopback>();
+  loop->inbox.resize(static_cast<std::size_t>(workers) + 1);
+  int device = 0;
+  cuda_check(cudaGetDevice(&device), "cudaGetDevice", 0, -1);
+  nccl_check(ncclCommInitAll(&loop->comm, 1, &device), "ncclCommInitAll", 0, -1);
+  cuda_check(cudaStreamCreateWithFlags(&loop->stream, cudaStreamNonBlocking), "cudaStreamCreate", 0, -1);
+  std::vector<std::shared_ptr<Transport>> endpoints;
+  for (int r = 0; r <= workers; ++r) endpoints.push_back(std::make_shared<LoopbackEndpoint>(loop, r));
+  return endpoints;
+}
+
+}  // namespace dgs
