@@ -299,7 +299,8 @@ void write_results(const Options& o, const std::vector<EpochRecord>& records,
   for (std::size_t i = 0; i < records.size(); ++i) {
     const EpochRecord& r = records[i];
     json << "    {\"epoch\": " << r.epoch << ", \"test_accuracy\": " << r.test_accuracy
-         << ", \"test_loss\": " << r.test_loss << ", \"train_loss\": " << r.train_loss
+         << ", \"test_loss\": " << r.test_loss << ", \"train_loss\": "
+         << (r.train_loss >= 0.0 ? std::to_string(r.train_loss) : std::string("null"))
          << ", \"pushes\": " << r.pushes << ", \"bytes_pushed\": " << r.bytes_pushed
          << ", \"bytes_pulled\": " << r.bytes_pulled
          << ", \"dense_bytes_each_way\": " << r.dense_bytes << ", \"seconds\": " << r.seconds << "}"
@@ -312,7 +313,8 @@ void write_results(const Options& o, const std::vector<EpochRecord>& records,
     csv << "epoch,test_accuracy,test_loss,train_loss,pushes,bytes_pushed,bytes_pulled,dense_bytes_"
            "each_way,seconds\n";
     for (const EpochRecord& r : records) {
-      csv << r.epoch << "," << r.test_accuracy << "," << r.test_loss << "," << r.train_loss << ","
+      csv << r.epoch << "," << r.test_accuracy << "," << r.test_loss << ","
+          << (r.train_loss >= 0.0 ? std::to_string(r.train_loss) : std::string()) << ","
           << r.pushes << "," << r.bytes_pushed << "," << r.bytes_pulled << "," << r.dense_bytes
           << "," << r.seconds << "\n";
     }
@@ -371,7 +373,8 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
     }
     {
       std::lock_guard<std::mutex> lock(shared.loss_mutex);
-      r.train_loss = shared.loss_count ? shared.loss_sum / shared.loss_count : 0.0;
+      // Workers in other processes (MPI) report no loss here: -1 means unknown.
+      r.train_loss = shared.loss_count ? shared.loss_sum / shared.loss_count : -1.0;
       shared.loss_sum = 0.0;
       shared.loss_count = 0;
     }
@@ -381,10 +384,12 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
     r.dense_bytes = s.pushes * p * sizeof(float);
     r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (bar) std::fprintf(stderr, "\r%*s\r", 70, "");
+    char train_loss[32] = "n/a";
+    if (r.train_loss >= 0.0) std::snprintf(train_loss, sizeof train_loss, "%.4f", r.train_loss);
     std::printf(
-        "epoch %d/%d  test accuracy %.2f%%  test loss %.4f  train loss %.4f  "
+        "epoch %d/%d  test accuracy %.2f%%  test loss %.4f  train loss %s  "
         "pushed %s pulled %s (dense: %s each way)  %.1f s\n",
-        r.epoch, o.epochs, 100.0 * r.test_accuracy, r.test_loss, r.train_loss,
+        r.epoch, o.epochs, 100.0 * r.test_accuracy, r.test_loss, train_loss,
         human_bytes(static_cast<double>(r.bytes_pushed)).c_str(),
         human_bytes(static_cast<double>(r.bytes_pulled)).c_str(),
         human_bytes(static_cast<double>(r.dense_bytes)).c_str(), r.seconds);
