@@ -3,7 +3,7 @@
 // the communication saved against dense pushes and pulls.
 //
 //   train_fmnist [--method samomentum] [--ratio 0.01] [--workers 4] [--epochs 3]
-//                [--sync] [--transport local|mpi] [--backend auto|host|cuda] ...
+//                [--sync] [--transport local|mpi|nccl] [--backend auto|host|cuda] ...
 //
 // With a GPU (and dgs built with cuDNN) the model is a small CNN on the cuda
 // backend; without one, a 784-128-10 perceptron on the host backend.
@@ -36,6 +36,9 @@
 #endif
 #if DGS_WITH_CUDNN
 #include "cnn.h"
+#endif
+#if DGS_WITH_NCCL
+#include "dgs/nccl.h"
 #endif
 
 namespace {
@@ -73,7 +76,10 @@ struct Options {
       "  --epochs E                                                      (3)\n"
       "  --batch B          samples per worker step                      (32)\n"
       "  --sync             synchronous rounds instead of asynchronous pushes\n"
-      "  --transport T      local | mpi (under mpirun: rank 0 serves)    (local)\n"
+      "  --transport T      local | mpi | nccl   (local)\n"
+      "                     mpi: under mpirun or srun, rank 0 serves; nccl: the same under a\n"
+      "                     launcher (DGS_RANK/DGS_RENDEZVOUS or mpirun), or in this process\n"
+      "                     on one GPU through NCCL send/receive to self\n"
       "  --backend B        auto | host | cuda                           (auto)\n"
       "  --data DIR         Fashion-MNIST IDX files   (/usr/share/datasets/fashion-mnist)\n"
       "  --json PATH        results as JSON                              (fmnist_results.json)\n"
@@ -149,7 +155,9 @@ Options parse(int argc, char** argv) {
   if (o.workers < 1 || o.workers > 1024) usage("--workers must be in [1, 1024]");
   if (o.epochs < 1) usage("--epochs must be at least 1");
   if (o.batch < 1) usage("--batch must be at least 1");
-  if (o.transport != "local" && o.transport != "mpi") usage("--transport must be local or mpi");
+  if (o.transport != "local" && o.transport != "mpi" && o.transport != "nccl") {
+    usage("--transport must be local, mpi or nccl");
+  }
   if (o.backend != "auto" && o.backend != "host" && o.backend != "cuda")
     usage("--backend must be auto, host or cuda");
   if (o.lr < 0.0f) {
@@ -199,6 +207,7 @@ struct EpochRecord {
 struct Shared {
   const fmnist::Dataset* data;
   bool cuda;
+  std::atomic<bool> failed{false};
   std::mutex loss_mutex;
   double loss_sum = 0.0;
   std::uint64_t loss_count = 0;
@@ -314,9 +323,9 @@ void write_results(const Options& o, const std::vector<EpochRecord>& records,
            "each_way,seconds\n";
     for (const EpochRecord& r : records) {
       csv << r.epoch << "," << r.test_accuracy << "," << r.test_loss << ","
-          << (r.train_loss >= 0.0 ? std::to_string(r.train_loss) : std::string()) << ","
-          << r.pushes << "," << r.bytes_pushed << "," << r.bytes_pulled << "," << r.dense_bytes
-          << "," << r.seconds << "\n";
+          << (r.train_loss >= 0.0 ? std::to_string(r.train_loss) : std::string()) << "," << r.pushes
+          << "," << r.bytes_pushed << "," << r.bytes_pulled << "," << r.dense_bytes << ","
+          << r.seconds << "\n";
     }
     if (!csv) throw dgs::Error(dgs::ErrorCode::io, "train_fmnist: cannot write " + o.csv);
   }
@@ -349,6 +358,7 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
   bool joined = false;
   while (static_cast<int>(records.size()) < o.epochs) {
     server.serve_one(std::chrono::milliseconds(100));
+    if (shared.failed) throw dgs::Error(dgs::ErrorCode::internal, "train_fmnist: a worker failed");
     joined = joined || server.stats().joins > 0;
     if (joined && server.live_workers() == 0 && server.stats().pushes < per_epoch * o.epochs) {
       throw dgs::Error(dgs::ErrorCode::transport,
@@ -402,34 +412,68 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
   return records;
 }
 
+// Local rank on this node, for choosing the GPU of a multi-process job.
+int local_rank() {
+  for (const char* name :
+       {"DGS_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   const Options o = parse(argc, argv);
-#if DGS_WITH_MPI
-  std::unique_ptr<dgs::MpiSession> mpi;
-  if (o.transport == "mpi") mpi = std::make_unique<dgs::MpiSession>(&argc, &argv);
-#else
-  if (o.transport == "mpi") usage("this build has no MPI (configure dgs with -DDGS_WITH_MPI=ON)");
-#endif
   const bool want_cuda =
       o.backend == "cuda" || (o.backend == "auto" && dgs::cuda_available() && DGS_WITH_CUDNN);
   if (want_cuda && !DGS_WITH_CUDNN)
     usage("--backend cuda needs dgs built with cuDNN (-DDGS_WITH_CUDNN=ON)");
   if (want_cuda && !dgs::cuda_available()) usage("--backend cuda: no usable CUDA device");
-  const int rank = o.transport == "mpi" ?
+  if (o.transport == "nccl" && !want_cuda) usage("--transport nccl needs the cuda backend (a GPU)");
+  if (o.transport == "nccl" && !DGS_WITH_NCCL)
+    usage("this build has no NCCL (configure dgs with -DDGS_WITH_NCCL=ON)");
+  if (o.transport == "mpi" && !DGS_WITH_MPI)
+    usage("this build has no MPI (configure dgs with -DDGS_WITH_MPI=ON)");
+
+  // Where the ranks are: threads of this process (local, or nccl without a
+  // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
+  const bool launched = dgs::launched_by_mpi() || std::getenv("DGS_RANK") != nullptr;
+  const bool in_process = o.transport == "local" || (o.transport == "nccl" && !launched);
 #if DGS_WITH_MPI
-                                        mpi->rank()
-#else
-                                        0
+  std::unique_ptr<dgs::MpiSession> mpi;
+  if (!in_process && dgs::launched_by_mpi()) mpi = std::make_unique<dgs::MpiSession>(&argc, &argv);
 #endif
-                                        : 0;
-  const int workers = o.transport == "mpi" ?
+  int rank = 0;
+  int workers = o.workers;
+  std::vector<std::shared_ptr<dgs::Transport>> endpoints;  // in process: rank r at r
+  std::shared_ptr<dgs::Transport> transport;               // across processes
+  std::unique_ptr<dgs::LocalHub> hub;
+  const dgs::MemoryKind memory = want_cuda ? dgs::MemoryKind::device : dgs::MemoryKind::host;
+  if (o.transport == "local") {
+    hub = std::make_unique<dgs::LocalHub>(workers + 1, memory);
+    for (int r = 0; r <= workers; ++r) endpoints.push_back(hub->endpoint(r));
+  } else if (o.transport == "mpi") {
 #if DGS_WITH_MPI
-                                           mpi->size() - 1
-#else
-                                           0
+    if (!mpi) usage("--transport mpi: start the program with mpirun or srun");
+    transport = dgs::make_mpi_transport(memory);
 #endif
-                                           : o.workers;
-  if (workers < 1) usage("--transport mpi needs at least 2 ranks (mpirun -np 1+N)");
+  } else {
+#if DGS_WITH_NCCL
+    if (in_process) {
+      endpoints = dgs::make_nccl_loopback(workers);
+    } else {
+      int devices = 1;
+      cudaGetDeviceCount(&devices);
+      cudaSetDevice(local_rank() % std::max(devices, 1));
+      auto bootstrap = dgs::make_bootstrap();
+      transport = dgs::make_nccl_transport(*bootstrap);
+    }
+#endif
+  }
+  if (transport) {
+    rank = transport->rank();
+    workers = transport->size() - 1;
+  }
+  if (workers < 1) usage("a multi-process job needs at least 2 ranks (mpirun -np 1+N)");
 
   const fmnist::Dataset data = fmnist::load(o.data);
   Shared shared;
@@ -444,7 +488,9 @@ int run(int argc, char** argv) {
   std::string device = cpu_name();
   if (want_cuda) {
     cudaDeviceProp prop;
-    cudaGetDeviceProperties(&prop, 0);
+    int current = 0;
+    cudaGetDevice(&current);
+    cudaGetDeviceProperties(&prop, current);
     device = prop.name;
   }
   const std::string backend_name = want_cuda ? "cuda" : "host";
@@ -453,7 +499,8 @@ int run(int argc, char** argv) {
         "train_fmnist: %s (%s backend, %s) on %s, %llu parameters\n"
         "  %d %s workers, method %s, compressor %s, ratio %g (replies %g), lr %g, momentum %g, "
         "batch %d\n",
-        want_cuda ? "CNN" : "MLP", backend_name.c_str(), device.c_str(), o.transport.c_str(),
+        want_cuda ? "CNN" : "MLP", backend_name.c_str(), device.c_str(),
+        (o.transport + (in_process && o.transport == "nccl" ? " (one-GPU loopback)" : "")).c_str(),
         static_cast<unsigned long long>(segments.total()), workers, dgs::to_string(config.mode),
         dgs::to_string(config.method), dgs::to_string(config.compressor), config.ratio,
         config.reply_ratio(), o.lr, config.momentum, o.batch);
@@ -461,53 +508,47 @@ int run(int argc, char** argv) {
   }
 
   std::vector<EpochRecord> records;
-  if (o.transport == "local") {
-    dgs::LocalHub hub(workers + 1, want_cuda ? dgs::MemoryKind::device : dgs::MemoryKind::host);
+  if (in_process) {
     std::vector<float> initial;
     evaluator->initialize(initial, o.seed);
-    dgs::Server server(config, segments, backend, hub.endpoint(0), initial.data());
+    dgs::Server server(config, segments, backend, endpoints[0], initial.data());
     std::vector<std::thread> threads;
-    std::atomic<bool> failed{false};
     std::string failure;
     std::mutex failure_mutex;
     for (int k = 0; k < workers; ++k) {
       threads.emplace_back([&, k] {
         try {
-          train_worker(o, shared, segments, backend, hub.endpoint(k + 1),
+          train_worker(o, shared, segments, backend, endpoints[k + 1],
                        static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(workers), 0);
         } catch (const std::exception& e) {
           std::lock_guard<std::mutex> lock(failure_mutex);
           failure = e.what();
-          failed = true;
-          hub.close(k + 1);
+          shared.failed = true;
+          if (hub) hub->close(k + 1);
         }
       });
     }
     try {
       records = serve(o, server, shared, *evaluator, segments, workers);
     } catch (...) {
-      for (int k = 0; k < workers; ++k) hub.close(k + 1);
+      if (hub) {
+        for (int k = 0; k < workers; ++k) hub->close(k + 1);
+      }
       for (auto& t : threads) t.join();
-      if (failed) throw dgs::Error(dgs::ErrorCode::internal, "a worker failed: " + failure);
+      if (shared.failed) throw dgs::Error(dgs::ErrorCode::internal, "a worker failed: " + failure);
       throw;
     }
     for (auto& t : threads) t.join();
-    if (failed) throw dgs::Error(dgs::ErrorCode::internal, "a worker failed: " + failure);
+    if (shared.failed) throw dgs::Error(dgs::ErrorCode::internal, "a worker failed: " + failure);
+  } else if (rank == 0) {
+    std::vector<float> initial;
+    evaluator->initialize(initial, o.seed);
+    dgs::Server server(config, segments, backend, transport, initial.data());
+    records = serve(o, server, shared, *evaluator, segments, workers);
   } else {
-#if DGS_WITH_MPI
-    auto transport =
-        dgs::make_mpi_transport(want_cuda ? dgs::MemoryKind::device : dgs::MemoryKind::host);
-    if (rank == 0) {
-      std::vector<float> initial;
-      evaluator->initialize(initial, o.seed);
-      dgs::Server server(config, segments, backend, transport, initial.data());
-      records = serve(o, server, shared, *evaluator, segments, workers);
-    } else {
-      train_worker(o, shared, segments, backend, transport, static_cast<std::uint32_t>(rank - 1),
-                   static_cast<std::uint32_t>(workers), 0);
-      return 0;
-    }
-#endif
+    train_worker(o, shared, segments, backend, transport, static_cast<std::uint32_t>(rank - 1),
+                 static_cast<std::uint32_t>(workers), 0);
+    return 0;
   }
   write_results(o, records, backend_name, device, segments.total(), workers);
   const EpochRecord& last = records.back();
