@@ -2,14 +2,18 @@
 # Every GPU check of dgs, on a lent GPU machine, from the repository root, with
 # gpu-carry/ built by scripts/build-gpu.sh carried along. Writes under $OUT.
 #
-#   bench/run_gpu.sh tests     # whole suite (GPU tests must run), sanitizers
-#   bench/run_gpu.sh bench     # microbenchmarks and PyTorch baselines
-#   bench/run_gpu.sh demo      # Fashion-MNIST CNN, 4 and 16 workers
+#   bench/run_gpu.sh tests       # whole suite (GPU tests must run), sanitizers
+#                                # (TEST_FILTER=gtest filter, SANITIZE=0 skips them)
+#   bench/run_gpu.sh bench       # microbenchmarks (REPS=10 repetitions each)
+#   bench/run_gpu.sh baselines   # PyTorch baselines
+#   bench/run_gpu.sh summary     # the table and targets from bench + baselines
+#   bench/run_gpu.sh demo        # Fashion-MNIST CNN: 4 and 16 workers, NCCL loopback
 #
-# Each part fits one device call (under 10 minutes). The summary it prints
-# last is what bench/README.md and bench/results/ are updated from.
+# Parts can be combined (bench/run_gpu.sh baselines demo); each fits one
+# device call (under 10 minutes): bench/run_gpu.sh baselines bench summary
+# measures everything in one run and prints the table bench/README.md and
+# bench/results/ are updated from.
 set -uo pipefail
-part=${1:-tests}
 carry=${CARRY:-gpu-carry}
 out=${OUT:-out}
 mkdir -p "$out"
@@ -25,9 +29,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 echo "commit $(cat "$carry/COMMIT" | tr '\n' ' ')" | tee -a "$out/device.txt"
 date -u +%Y-%m-%dT%H:%M:%SZ | tee -a "$out/device.txt"
 
+for part in "${@:-tests}"; do
 case $part in
   tests)
-    "$carry/dgs_tests" --gtest_output="json:$out/tests.json" > "$out/tests.log" 2>&1
+    "$carry/dgs_tests" --gtest_output="json:$out/tests.json" ${TEST_FILTER:+--gtest_filter="$TEST_FILTER"} \
+      > "$out/tests.log" 2>&1
     echo "dgs_tests exit $?"
     python3 - "$out/tests.json" <<'PY'
 import json, sys
@@ -44,28 +50,41 @@ print(f"tests run {run}, skipped {skipped}, failed {failed}")
 PY
     grep -E "^\[  FAILED|Failure" "$out/tests.log" | head -40
     filter='CudaBackendTest.ServerKernelsMatchTheHost:CudaBackendTest.ReplyFoldAndEvaluationPointMatchTheHost:CudaBackendTest.ValidationReportsWhatTheHostReports:CudaBackendTest.NarrowWireValuesAndSchedulesMatchTheHost'
-    for tool in memcheck racecheck; do
+    [[ ${SANITIZE:-1} == 1 ]] && for tool in memcheck racecheck; do
       compute-sanitizer --tool "$tool" --error-exitcode 9 "$carry/dgs_tests" --gtest_filter="$filter" \
         > "$out/sanitizer_$tool.log" 2>&1
-      echo "compute-sanitizer $tool exit $? ($(grep -c 'ERROR SUMMARY' "$out/sanitizer_$tool.log") summaries): $(grep 'ERROR SUMMARY' "$out/sanitizer_$tool.log" | tail -1)"
+      echo "compute-sanitizer $tool exit $?: $(grep -E '(ERROR|RACECHECK) SUMMARY' "$out/sanitizer_$tool.log" | tail -1)"
     done
     ;;
   bench)
-    "$carry/dgs_bench_gpu" --shapes=bench/shapes --benchmark_out="$out/gpu_bench.json" \
-      --benchmark_out_format=json ${QUICK:+--quick} > "$out/gpu_bench.log" 2>&1
+    "$carry/dgs_bench_gpu" --shapes=bench/shapes --repetitions="${REPS:-10}" \
+      --benchmark_out="$out/gpu_bench.json" --benchmark_out_format=json ${QUICK:+--quick} \
+      ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"} > "$out/gpu_bench.log" 2>&1
     echo "dgs_bench_gpu exit $?"
+    grep -E "_median|error" "$out/gpu_bench.log" | head -80
+    ;;
+  baselines)
     for shape in resnet50 gpt2; do
       python3 bench/torch_baseline.py --shape "$shape" --p 100000000 --ratio 0.01 \
-        --out "$out/torch_$shape.json" > "$out/torch_$shape.log" 2>&1
-      echo "torch baseline $shape exit $?"
+        --out "$out/torch_$shape.json" > "/tmp/torch_$shape.log" 2>&1
+      status=$?
+      echo "torch baseline $shape exit $status: $(grep -E '"(reference_kthvalue_s|topk_s)"' "$out/torch_$shape.json" | tr -d '\n ')"
+      [[ $status == 0 ]] || cp "/tmp/torch_$shape.log" "$out/"
     done
-    python3 bench/summarize.py "$out/gpu_bench.json" "$out"/torch_*.json | tee "$out/summary.md"
+    ;;
+  summary)
+    python3 bench/summarize.py "${BENCH_JSON:-$out/gpu_bench.json}" "$out"/torch_*.json | tee "$out/summary.md"
     ;;
   demo)
     for workers in 4 16; do
       "$carry/train_fmnist" --data "$carry/fmnist" --workers "$workers" --epochs 3 --no-progress \
-        --json "$out/fmnist_cuda_${workers}workers.json" 2>&1 | tee "$out/fmnist_${workers}.log" | tail -4
+        --json "$out/fmnist_cuda_${workers}workers.json" > "$out/fmnist_${workers}.log" 2>&1
+      echo "train_fmnist --workers $workers exit $?"; tail -4 "$out/fmnist_${workers}.log"
     done
+    "$carry/train_fmnist" --data "$carry/fmnist" --workers 4 --epochs 1 --no-progress --transport nccl \
+      --json "$out/fmnist_cuda_nccl_loopback.json" > "$out/fmnist_nccl.log" 2>&1
+    echo "train_fmnist --transport nccl (one-GPU loopback) exit $?"; tail -3 "$out/fmnist_nccl.log"
     ;;
-  *) echo "unknown part $part (tests, bench or demo)"; exit 2 ;;
+  *) echo "unknown part $part (tests, bench, baselines or demo)"; exit 2 ;;
 esac
+done

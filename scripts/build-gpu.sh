@@ -14,7 +14,7 @@ fi
 build=build-gpu
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DDGS_STATIC_CUDART=ON -DDGS_BUILD_TESTS=ON -DDGS_BUILD_BENCH=ON -DDGS_BUILD_EXAMPLES=ON \
-  -DDGS_WITH_CUDNN=ON -DDGS_WITH_MPI=OFF >/dev/null
+  -DDGS_WITH_CUDNN=ON -DDGS_WITH_NCCL=ON -DDGS_WITH_MPI=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target dgs_tests dgs_bench_gpu train_fmnist
 carry=gpu-carry
 rm -rf "$carry"
@@ -25,5 +25,6 @@ cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$carry/lib/"
 cp /usr/share/datasets/fashion-mnist/*.gz "$carry/fmnist/"
 git rev-parse HEAD > "$carry/COMMIT"
 git diff --quiet || echo "dirty" >> "$carry/COMMIT"
-grep -q "^/gpu-carry/$" .git/info/exclude 2>/dev/null || echo "/gpu-carry/" >> .git/info/exclude
+mkdir -p "$(git rev-parse --git-path info)"
+grep -qx "/gpu-carry/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null || echo "/gpu-carry/" >> "$(git rev-parse --git-path info/exclude)"
 du -sh "$carry"

@@ -413,7 +413,7 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
 }
 
 // Local rank on this node, for choosing the GPU of a multi-process job.
-int local_rank() {
+[[maybe_unused]] int local_rank() {
   for (const char* name :
        {"DGS_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
     if (const char* v = std::getenv(name)) return std::atoi(v);

@@ -458,8 +458,7 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
     grads.emplace_back(backend_ref, p * sizeof(float));
     WorkerOptions o;
     o.id = k;
-    workers.push_back(std::make_unique<Worker>(config, model, backend,
-                                               hub.endpoint(static_cast<int>(k) + 1),
+    workers.push_back(std::make_unique<Worker>(config, model, backend, endpoints[k + 1],
                                                weights.back().as<float>(), o));
     workers.back()->join();
   }
