@@ -36,24 +36,48 @@ struct SegmentInfo {
   u64 first;     // first message slot of the segment
 };
 
+/// Digits of the composite keys, most significant first. The first digit is
+/// 12 bits wide (the always-zero sign bit of a magnitude key, its 8 exponent
+/// bits and 3 mantissa bits), so the bucket that holds the k-th largest value
+/// covers an eighth of an octave and few coordinates become candidates; then
+/// six 8-bit digits and a last 4-bit one: 12 + 6 * 8 + 4 = 64 bits, 8 passes.
+constexpr int kPasses = 8;
+constexpr int kFirstDigitBits = 12;
+constexpr int kFirstDigitBins = 1 << kFirstDigitBits;
+
+__host__ __device__ constexpr int digit_bits(int pass) {
+  return pass == 0 ? kFirstDigitBits : (pass == kPasses - 1 ? 4 : 8);
+}
+__host__ __device__ constexpr int digit_shift(int pass) {
+  return pass == kPasses - 1 ? 0 : 64 - kFirstDigitBits - 8 * pass;
+}
+static_assert(digit_shift(1) == 44 && digit_shift(6) == 4 && digit_shift(7) == 0,
+              "the digits must tile the 64-bit composite key");
+
 /// Radix selection state of one segment of a selection set. The selection
 /// works on 64-bit composite keys K = (key << 32) | (0xFFFFFFFF - local index):
 /// unique, ordered like the key, and ties broken toward the lower index, so
 /// taking the `target` largest K is exactly the specified top-k.
 struct SetState {
-  u64 hist[2][256];  // hist[p % 2]: digit p of the current candidates
-  u64 count[2];      // candidate list sizes, ping-pong
-  u64 out;           // entries appended to the output region so far
-  u64 need;          // entries still to take from the current candidates
-  u64 prefix;        // composite-key digits resolved so far
-  u32 digit;         // digit resolved in the current pass
-  u32 done;          // every remaining candidate is taken (or nothing to do)
+  u64 first[kFirstDigitBins];  // digit 0 of every coordinate
+  u64 hist[2][256];            // hist[p % 2]: digit p >= 1 of the current candidates
+  u64 count[2];                // candidate list sizes, ping-pong
+  u64 out;                     // entries appended to the output region so far
+  u64 need;                    // entries still to take from the current candidates
+  u64 prefix;                  // composite-key digits resolved so far
+  u32 digit;                   // digit resolved in the current pass
+  u32 done;                    // every remaining candidate is taken (or nothing to do)
 };
 
-/// Digit p (0 = most significant) of a composite key.
+/// Digit `pass` of a composite key.
 __device__ __forceinline__ u32 composite_digit(u32 key, u32 local, int pass) {
   const u64 k = (static_cast<u64>(key) << 32) | static_cast<u64>(0xFFFFFFFFu - local);
-  return static_cast<u32>((k >> (56 - 8 * pass)) & 0xFFu);
+  return static_cast<u32>((k >> digit_shift(pass)) & ((1u << digit_bits(pass)) - 1u));
+}
+
+/// Digit 0 of a key alone (it lies entirely in the key's bits).
+__device__ __forceinline__ u32 first_digit(u32 key) {
+  return key >> (32 - kFirstDigitBits);
 }
 
 // --- Message access on the device ------------------------------------------

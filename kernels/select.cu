@@ -85,6 +85,7 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
   const u32 m = blockIdx.x;
   if (m >= members) return;
   SetState& s = states[m];
+  for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) s.first[d] = 0;
   for (int d = threadIdx.x; d < 256; d += blockDim.x) {
     s.hist[0][d] = 0;
     s.hist[1][d] = 0;
@@ -107,27 +108,35 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
 // Pass 0 histogram over the members' data (when no fused pass did it).
 template <class Keys>
 __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys) {
-  __shared__ u32 hist[256];
+  __shared__ u32 hist[kFirstDigitBins];
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     SetState& s = set.state[tile.owner];
     if (s.done == 0) continue;
-    for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+    for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
     __syncthreads();
     const u32 l = set.segment[tile.owner];
-    for (u32 i = threadIdx.x; i < tile.length; i += blockDim.x) {
-      const u64 local = tile.begin + i;
-      atomicAdd(&hist[composite_digit(keys(l, local), static_cast<u32>(local), 0)], 1u);
+    u32 key[kItems];
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      const u32 i = threadIdx.x + j * kThreads;
+      if (i < tile.length) key[j] = keys(l, tile.begin + i);
+    }
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      if (threadIdx.x + j * kThreads < tile.length) atomicAdd(&hist[first_digit(key[j])], 1u);
     }
     __syncthreads();
-    for (int d = threadIdx.x; d < 256; d += blockDim.x) {
-      if (hist[d] != 0) atomicAdd(&s.hist[0][d], static_cast<u64>(hist[d]));
+    for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
+      if (hist[d] != 0) atomicAdd(&s.first[d], static_cast<u64>(hist[d]));
     }
     __syncthreads();
   }
 }
 
 // Finds the digit of pass `pass` that holds the need-th largest candidate.
+// 256 threads; with more bins than threads each thread owns a run of bins,
+// thread 0 the highest.
 __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done) {
   using Scan = cub::BlockScan<u64, 256>;
   __shared__ typename Scan::TempStorage scan;
@@ -135,102 +144,148 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
   if (m >= members) return;
   SetState& s = set.state[m];
   const bool skip = s.done != 0xFFFFFFFFu;
-  const int d = 255 - static_cast<int>(threadIdx.x);
-  const u64 h = skip ? 0 : s.hist[pass % 2][d];
+  const int bins = 1 << digit_bits(pass);
+  const int per = bins > 256 ? bins / 256 : 1;
+  const u64* h = pass == 0 ? s.first : s.hist[pass % 2];
+  const int high = bins - 1 - per * static_cast<int>(threadIdx.x);  // this thread's highest bin
+  u64 mine = 0;
+  if (!skip && high >= 0) {
+    for (int i = 0; i < per; ++i) mine += h[high - i];
+  }
   u64 inclusive = 0;
-  Scan(scan).InclusiveSum(h, inclusive);  // candidates with digit >= d
+  Scan(scan).InclusiveSum(mine, inclusive);  // candidates in this thread's bins and above
   const u64 need = s.need;
   __syncthreads();
-  if (!skip && inclusive >= need && inclusive - h < need) {
-    const u64 rest = need - (inclusive - h);
+  const u64 above = inclusive - mine;
+  if (!skip && high >= 0 && inclusive >= need && above < need) {
+    u64 taken = above;
+    int d = high;
+    u64 here = h[d];
+    while (taken + here < need) {
+      taken += here;
+      here = h[--d];
+    }
+    const u64 rest = need - taken;
     s.digit = static_cast<u32>(d);
     s.need = rest;
-    s.prefix |= static_cast<u64>(d) << (56 - 8 * pass);
-    if (pass == 7 || (allow_done && h == rest)) s.done = static_cast<u32>(pass) + 1;
+    s.prefix |= static_cast<u64>(d) << digit_shift(pass);
+    if (pass == kPasses - 1 || (allow_done && here == rest)) s.done = static_cast<u32>(pass) + 1;
   }
   // Clear what this pass's filter fills: the next histogram and the list it writes.
-  if (pass < 7) s.hist[(pass + 1) % 2][threadIdx.x] = 0;
+  if (pass < kPasses - 1) s.hist[(pass + 1) % 2][threadIdx.x] = 0;
   if (threadIdx.x == 0) s.count[pass % 2] = 0;
 }
 
 // Pass `pass`: candidates above the boundary digit are selected, those on it
 // become the next pass's candidates (and are histogrammed by the next digit).
-// From the data in pass 0, from the previous pass's list afterwards.
-template <class Keys, typename Index>
-__global__ void filter_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys, int pass,
-                              bool from_data, const u32* list_in, u32* list_out, Output<Index> out,
-                              bool write_output) {
+// One tile of member m: `length` coordinates from `begin` of its data (pass
+// 0) or of the previous pass's list. Called by every thread of the block.
+struct FilterShared {
   using Scan = cub::BlockScan<u64, kThreads>;
-  __shared__ typename Scan::TempStorage scan;
-  __shared__ u32 next_hist[256];
-  __shared__ u64 base_out, base_next;
+  typename Scan::TempStorage scan;
+  u32 next_hist[256];
+  u64 base_out, base_next;
+};
+
+template <class Keys, typename Index>
+__device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, bool from_data,
+                            u32 m, u64 begin, u32 length, const u32* list_in, u32* list_out,
+                            Output<Index> out, bool write_output) {
+  SetState& s = set.state[m];
+  const u32 l = set.segment[m];
+  const u32 digit = s.digit;
+  const bool take_bucket = s.done == static_cast<u32>(pass) + 1;
+  const bool last = pass == kPasses - 1;
+  const u64 list_at = set.list_offset[m];
+  for (int d = threadIdx.x; d < 256; d += blockDim.x) sh.next_hist[d] = 0;
+  __syncthreads();
+
+  // Every load first, so a thread's loads are in flight together.
+  u32 locals[kItems];
+  u32 key[kItems];
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const u32 i = threadIdx.x + j * kThreads;
+    if (i < length) locals[j] = from_data ? static_cast<u32>(begin + i) : list_in[list_at + begin + i];
+  }
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    if (threadIdx.x + j * kThreads < length) key[j] = keys(l, locals[j]);
+  }
+  unsigned char kind[kItems];  // 0 drop, 1 select, 2 keep for the next pass
+  u32 n_out = 0, n_next = 0;
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    kind[j] = 0;
+    if (threadIdx.x + j * kThreads < length) {
+      const u32 dg = composite_digit(key[j], locals[j], pass);
+      if (dg > digit || (dg == digit && (take_bucket || last))) {
+        kind[j] = 1;
+        ++n_out;
+      } else if (dg == digit) {
+        kind[j] = 2;
+        ++n_next;
+        atomicAdd(&sh.next_hist[composite_digit(key[j], locals[j], pass + 1)], 1u);
+      }
+    }
+  }
+  u64 offset = 0, total = 0;
+  FilterShared::Scan(sh.scan).ExclusiveSum((static_cast<u64>(n_out) << 32) | n_next, offset, total);
+  if (threadIdx.x == 0) {
+    sh.base_out = (total >> 32) ? atomicAdd(&s.out, total >> 32) : 0;
+    sh.base_next = (total & 0xFFFFFFFFu) ? atomicAdd(&s.count[pass % 2], total & 0xFFFFFFFFu) : 0;
+  }
+  __syncthreads();
+  u64 at_out = sh.base_out + (offset >> 32);
+  u64 at_next = sh.base_next + (offset & 0xFFFFFFFFu);
+  const SegmentInfo info = out.seg[l];
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    if (kind[j] == 1) {
+      if (write_output) out.slots[info.first + at_out] = static_cast<Index>(info.offset + locals[j]);
+      ++at_out;
+    } else if (kind[j] == 2) {
+      list_out[list_at + at_next++] = locals[j];
+    }
+  }
+  if (!last) {
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) {
+      if (sh.next_hist[d] != 0) atomicAdd(&s.hist[(pass + 1) % 2][d], static_cast<u64>(sh.next_hist[d]));
+    }
+  }
+  __syncthreads();
+}
+
+// Pass 0, from the data: tiles over the members' coordinates.
+template <class Keys, typename Index>
+__global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys,
+                                   u32* list_out, Output<Index> out, bool write_output) {
+  __shared__ FilterShared sh;
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
-    const u32 m = tile.owner;
-    SetState& s = set.state[m];
-    // Skip members finished in an earlier pass, and list tiles past the list's end.
-    const bool finished = s.done != 0xFFFFFFFFu && s.done <= static_cast<u32>(pass);
-    const u64 available = from_data ? tile.length : s.count[(pass + 1) % 2];
-    if (finished || (!from_data && tile.begin >= available)) continue;
-    const u32 length =
-        from_data ? tile.length
-                  : static_cast<u32>(min(static_cast<u64>(tile.length), available - tile.begin));
-    const u32 l = set.segment[m];
-    const u32 digit = s.digit;
-    const bool take_bucket = s.done == static_cast<u32>(pass) + 1;
-    const bool last = pass == 7;
-    for (int d = threadIdx.x; d < 256; d += blockDim.x) next_hist[d] = 0;
-    __syncthreads();
+    const SetState& s = set.state[tile.owner];
+    if (s.done != 0xFFFFFFFFu && s.done == 0) continue;  // member skipped before pass 0
+    filter_tile(sh, set, keys, 0, true, tile.owner, tile.begin, tile.length, nullptr, list_out,
+                out, write_output);
+  }
+}
 
-    u32 locals[kItems];
-    unsigned char kind[kItems];  // 0 drop, 1 select, 2 keep for the next pass
-    u32 n_out = 0, n_next = 0;
-#pragma unroll
-    for (int j = 0; j < kItems; ++j) {
-      const u32 i = threadIdx.x + j * kThreads;
-      kind[j] = 0;
-      if (i < length) {
-        const u64 local = from_data ? tile.begin + i : list_in[set.list_offset[m] + tile.begin + i];
-        locals[j] = static_cast<u32>(local);
-        const u32 key = keys(l, local);
-        const u32 dg = composite_digit(key, locals[j], pass);
-        if (dg > digit || (dg == digit && (take_bucket || last))) {
-          kind[j] = 1;
-          ++n_out;
-        } else if (dg == digit) {
-          kind[j] = 2;
-          ++n_next;
-          atomicAdd(&next_hist[composite_digit(key, locals[j], pass + 1)], 1u);
-        }
-      }
-    }
-    u64 offset = 0, total = 0;
-    Scan(scan).ExclusiveSum((static_cast<u64>(n_out) << 32) | n_next, offset, total);
-    if (threadIdx.x == 0) {
-      base_out = (total >> 32) ? atomicAdd(&s.out, total >> 32) : 0;
-      base_next = (total & 0xFFFFFFFFu) ? atomicAdd(&s.count[pass % 2], total & 0xFFFFFFFFu) : 0;
-    }
-    __syncthreads();
-    u64 at_out = base_out + (offset >> 32);
-    u64 at_next = base_next + (offset & 0xFFFFFFFFu);
-    const SegmentInfo info = out.seg[l];
-#pragma unroll
-    for (int j = 0; j < kItems; ++j) {
-      if (kind[j] == 1) {
-        if (write_output)
-          out.slots[info.first + at_out] = static_cast<Index>(info.offset + locals[j]);
-        ++at_out;
-      } else if (kind[j] == 2) {
-        list_out[set.list_offset[m] + at_next++] = locals[j];
-      }
-    }
-    if (!last) {
-      for (int d = threadIdx.x; d < 256; d += blockDim.x) {
-        if (next_hist[d] != 0)
-          atomicAdd(&s.hist[(pass + 1) % 2][d], static_cast<u64>(next_hist[d]));
-      }
-    }
-    __syncthreads();
+// Passes 1..7, from the previous pass's lists: `stride` blocks per member
+// take its list's tiles in turn, and a finished member costs one read.
+template <class Keys, typename Index>
+__global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys keys, int pass,
+                                   const u32* list_in, u32* list_out, Output<Index> out,
+                                   bool write_output) {
+  __shared__ FilterShared sh;
+  const u32 m = blockIdx.x / stride;
+  if (m >= members) return;
+  const SetState& s = set.state[m];
+  if (s.done != 0xFFFFFFFFu && s.done <= static_cast<u32>(pass)) return;
+  const u64 available = s.count[(pass + 1) % 2];
+  for (u64 begin = static_cast<u64>(blockIdx.x % stride) * kTile; begin < available;
+       begin += static_cast<u64>(stride) * kTile) {
+    const u32 length = static_cast<u32>(min(static_cast<u64>(kTile), available - begin));
+    filter_tile(sh, set, keys, pass, false, m, begin, length, list_in, list_out, out, write_output);
   }
 }
 
@@ -244,6 +299,13 @@ __global__ void whole_kernel(const Tile* tiles, u32 tile_count, Output<Index> ou
       out.slots[info.first + tile.begin + i] = static_cast<Index>(info.offset + tile.begin + i);
     }
   }
+}
+
+// Byte `pass` (0 = most significant) of a composite key: the small-segment
+// kernel's own 8 digits of 8 bits.
+__device__ __forceinline__ u32 byte_digit(u32 key, u32 local, int pass) {
+  const u64 k = (static_cast<u64>(key) << 32) | static_cast<u64>(0xFFFFFFFFu - local);
+  return static_cast<u32>((k >> (56 - 8 * pass)) & 0xFFu);
 }
 
 // Small segments: one block selects in shared memory and emits in index order.
@@ -274,7 +336,7 @@ __global__ void small_kernel(const u32* small, u32 count, Keys keys, Output<Inde
       for (u32 u = threadIdx.x; u < n; u += blockDim.x) {
         const u64 k = (static_cast<u64>(key_of[u]) << 32) | (0xFFFFFFFFu - u);
         if (pass == 0 || (k >> shift) == (prefix >> shift))
-          atomicAdd(&hist[composite_digit(key_of[u], u, pass)], 1u);
+          atomicAdd(&hist[byte_digit(key_of[u], u, pass)], 1u);
       }
       __syncthreads();
       if (threadIdx.x == 0) {
@@ -429,8 +491,7 @@ struct Selector::Set {
   SetState* states = nullptr;
   Tile* data_tiles = nullptr;
   u32 data_tile_count = 0;
-  Tile* list_tiles = nullptr;
-  u32 list_tile_count = 0;
+  u32 max_member_tiles = 0;  // tiles of the longest member (its list never outgrows its data)
   std::vector<std::uint32_t> host_segments;
 
   SetView view() const { return {segment, list_offset, states}; }
@@ -498,8 +559,11 @@ void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
   const std::vector<Tile> tiles = make_tiles(list_sizes);
   set.data_tiles = upload(owned_, tiles);
   set.data_tile_count = static_cast<u32>(tiles.size());
-  set.list_tiles = set.data_tiles;  // same shape: a member's list never outgrows its data
-  set.list_tile_count = set.data_tile_count;
+  set.max_member_tiles = 0;
+  for (std::uint64_t n : list_sizes) {
+    set.max_member_tiles =
+        std::max<u32>(set.max_member_tiles, static_cast<u32>((n + kTile - 1) / kTile));
+  }
 }
 
 void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample) {
@@ -597,10 +661,10 @@ FusedHistogram Selector::fused_histogram() const {
 namespace {
 
 template <typename Index, class Keys>
-void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, const Tile* list_tiles,
-                       u32 list_tile_count, SetView view, u32 members, Keys keys, bool from_data,
-                       bool histogram_done, bool allow_done, int passes, u32* lists[2],
-                       Output<Index> out, bool write_output, cudaStream_t stream) {
+void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_member_tiles,
+                       SetView view, u32 members, Keys keys, bool histogram_done, bool allow_done,
+                       int passes, u32* lists[2], Output<Index> out, bool write_output,
+                       cudaStream_t stream) {
   const std::string sizes =
       "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
   if (!histogram_done) {
@@ -608,16 +672,27 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, const Tile* 
         data_tiles, data_tile_count, view, keys);
     DGS_CUDA_LAUNCHED("histogram_kernel", sizes);
   }
+  // List passes: enough blocks per member to fill the GPU when lists are
+  // long, never more than a member's list can have tiles.
+  const u32 stride = std::max<u32>(1, std::min<u32>(max_member_tiles, (2048 + members - 1) / members));
   for (int pass = 0; pass < passes; ++pass) {
     resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done);
     DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass " + std::to_string(pass));
-    const bool data = pass == 0 && from_data;
-    const Tile* tiles = data ? data_tiles : list_tiles;
-    const u32 tile_count = data ? data_tile_count : list_tile_count;
-    filter_kernel<<<grid_for(tile_count), kThreads, 0, stream>>>(
-        tiles, tile_count, view, keys, pass, data, lists[(pass + 1) % 2], lists[pass % 2], out,
-        write_output && pass < 8);
-    DGS_CUDA_LAUNCHED("filter_kernel", sizes + ", pass " + std::to_string(pass));
+    if (pass == 0) {
+      filter_data_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
+          data_tiles, data_tile_count, view, keys, lists[0], out, write_output);
+      DGS_CUDA_LAUNCHED("filter_data_kernel", sizes);
+    } else {
+      const std::uint64_t blocks = static_cast<std::uint64_t>(members) * stride;
+      if (blocks > 0x7FFFFFFFull) {
+        throw Error(ErrorCode::internal, "dgs cuda selection: too many list blocks (" + sizes + ")");
+      }
+      filter_list_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+          view, members, stride, keys, pass, lists[(pass + 1) % 2], lists[pass % 2], out,
+          write_output);
+      DGS_CUDA_LAUNCHED("filter_list_kernel", sizes + ", pass " + std::to_string(pass) +
+                                                  ", stride " + std::to_string(stride));
+    }
   }
 }
 
@@ -653,9 +728,9 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       }
       if (large_) {
         if (!histogram_done) begin(stream);
-        launch_set_passes<Index>(large_->data_tiles, large_->data_tile_count, large_->list_tiles,
-                                 large_->list_tile_count, large_->view(), large_->members, keys,
-                                 true, histogram_done, true, 8, lists, out, true, stream);
+        launch_set_passes<Index>(large_->data_tiles, large_->data_tile_count,
+                                 large_->max_member_tiles, large_->view(), large_->members, keys,
+                                 histogram_done, true, kPasses, lists, out, true, stream);
       }
       set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
       DGS_CUDA_LAUNCHED("set_count_kernel", "");
@@ -667,9 +742,9 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
           sample_->states, sample_->need, sample_->segment, nullptr, segments_dev_,
           sample_->members);
       DGS_CUDA_LAUNCHED("init_states_kernel", "sample");
-      launch_set_passes<Index>(sample_->data_tiles, sample_->data_tile_count, sample_->list_tiles,
-                               sample_->list_tile_count, sample_->view(), sample_->members, sampled,
-                               true, false, false, 4, lists, out, false, stream);
+      launch_set_passes<Index>(sample_->data_tiles, sample_->data_tile_count,
+                               sample_->max_member_tiles, sample_->view(), sample_->members,
+                               sampled, false, false, 4, lists, out, false, stream);
       threshold_tau_kernel<<<(sample_->members + 255) / 256, 256, 0, stream>>>(
           sample_->view(), sample_->members, threshold_keys_);
       DGS_CUDA_LAUNCHED("threshold_tau_kernel", "");
@@ -684,9 +759,8 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
           clamped_->members);
       DGS_CUDA_LAUNCHED("init_states_kernel", "clamped");
       launch_set_passes<Index>(clamped_->data_tiles, clamped_->data_tile_count,
-                               clamped_->list_tiles, clamped_->list_tile_count, clamped_->view(),
-                               clamped_->members, keys, true, false, true, 8, lists, out, true,
-                               stream);
+                               clamped_->max_member_tiles, clamped_->view(), clamped_->members,
+                               keys, false, true, kPasses, lists, out, true, stream);
       std::uint64_t whole_entries = 0;
       for (std::size_t l = 0; l < segments_.count(); ++l) {
         if (plan_.target[l] >= segments_.size(l)) whole_entries += segments_.size(l);

@@ -6,13 +6,15 @@
 //   small  n <= kSmallSegment  one block per segment: radix select on the
 //                              composite key in shared memory, then an
 //                              index-ordered emission;
-//   large  the rest            multi-pass radix select over 8-bit digits of
-//                              the composite key: pass 0 histograms the data
+//   large  the rest            multi-pass radix select over the digits of
+//                              the composite key (12 bits, six times 8, 4;
+//                              device.cuh): pass 0 histograms the data
 //                              (fused into the worker's update pass when it
 //                              can be), and each pass keeps only the
 //                              candidates in the boundary bucket, so later
-//                              passes touch only candidates. Selected indices
-//                              are appended to the segment's message slots.
+//                              passes touch only candidates, a few blocks per
+//                              segment. Selected indices are appended to the
+//                              segment's message slots.
 // A final radix sort of the selected indices (k of them, not P) puts every
 // segment's entries in increasing order; threshold leaves unused slots at
 // all-ones, which the sort moves to the end.

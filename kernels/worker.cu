@@ -21,41 +21,65 @@ __device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
 
 // One block per tile; bytes per coordinate: 4 (g) [+ 4 (w)] + 4|8 read + 4|8
 // write of the state; digit-0 histogram of large segments in shared memory.
+// Each thread loads all of its kItems coordinates before it computes or
+// stores any, so the loads of a tile are in flight together.
 template <Method M>
 __global__ void update_kernel(UpdateArgs a, const Tile* tiles, u32 tile_count,
                               const SegmentInfo* seg, FusedHistogram h) {
-  __shared__ u32 hist[256];
+  __shared__ u32 hist[kFirstDigitBins];
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     const int member = h.active ? h.member[tile.owner] : -1;
     if (member >= 0) {
-      for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+      for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
       __syncthreads();
     }
     const u64 base = seg[tile.owner].offset + tile.begin;
-    for (u32 j = threadIdx.x; j < tile.length; j += blockDim.x) {
-      const u64 i = base + j;
-      const float g = decayed(a, i);
-      float x;
-      if constexpr (M == Method::gd || M == Method::gmc || M == Method::gmc_plus) {
-        x = __fadd_rn(a.residual[i], __fmul_rn(a.lr, g));
-        a.residual[i] = x;
-      } else if constexpr (M == Method::dgc) {
-        const float u = __fmaf_rn(a.momentum, a.momentum_buffer[i], g);
-        a.momentum_buffer[i] = u;
-        x = __fadd_rn(a.accumulator[i], u);
-        a.accumulator[i] = x;
-      } else {  // samomentum: m on the previous selection, 1 elsewhere
-        const bool sent = (a.mask[i >> 5] >> (i & 31)) & 1u;
-        x = __fmaf_rn(sent ? a.momentum : 1.0f, a.momentum_buffer[i], __fmul_rn(a.lr, g));
-        a.momentum_buffer[i] = x;
+    float g[kItems], first[kItems], second[kItems];
+    u32 word[kItems];
+#pragma unroll
+    for (int r = 0; r < kItems; ++r) {
+      const u32 j = threadIdx.x + r * kThreads;
+      if (j < tile.length) {
+        const u64 i = base + j;
+        g[r] = decayed(a, i);
+        if constexpr (M == Method::gd || M == Method::gmc || M == Method::gmc_plus) {
+          first[r] = a.residual[i];
+        } else if constexpr (M == Method::dgc) {
+          first[r] = a.momentum_buffer[i];
+          second[r] = a.accumulator[i];
+        } else {
+          first[r] = a.momentum_buffer[i];
+          word[r] = a.mask[i >> 5];
+        }
       }
-      if (member >= 0) atomicAdd(&hist[detail::magnitude_key(x) >> 24], 1u);
+    }
+#pragma unroll
+    for (int r = 0; r < kItems; ++r) {
+      const u32 j = threadIdx.x + r * kThreads;
+      if (j < tile.length) {
+        const u64 i = base + j;
+        float x;
+        if constexpr (M == Method::gd || M == Method::gmc || M == Method::gmc_plus) {
+          x = __fadd_rn(first[r], __fmul_rn(a.lr, g[r]));
+          a.residual[i] = x;
+        } else if constexpr (M == Method::dgc) {
+          const float u = __fmaf_rn(a.momentum, first[r], g[r]);
+          a.momentum_buffer[i] = u;
+          x = __fadd_rn(second[r], u);
+          a.accumulator[i] = x;
+        } else {  // samomentum: m on the previous selection, 1 elsewhere
+          const bool sent = (word[r] >> (i & 31)) & 1u;
+          x = __fmaf_rn(sent ? a.momentum : 1.0f, first[r], __fmul_rn(a.lr, g[r]));
+          a.momentum_buffer[i] = x;
+        }
+        if (member >= 0) atomicAdd(&hist[first_digit(detail::magnitude_key(x))], 1u);
+      }
     }
     if (member >= 0) {
       __syncthreads();
-      for (int d = threadIdx.x; d < 256; d += blockDim.x) {
-        if (hist[d] != 0) atomicAdd(&h.states[member].hist[0][d], static_cast<u64>(hist[d]));
+      for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
+        if (hist[d] != 0) atomicAdd(&h.states[member].first[d], static_cast<u64>(hist[d]));
       }
       __syncthreads();
     }
