@@ -15,6 +15,6 @@ for dir in /usr/local/cuda/include /usr/include /usr/include/x86_64-linux-gnu ${
 done
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
-  -DDGS_BUILD_TESTS=ON -DDGS_BUILD_EXAMPLES=ON -DDGS_WITH_MPI=ON -DDGS_WITH_CUDNN="$cudnn" \
+  -DDGS_BUILD_TESTS=ON -DDGS_BUILD_EXAMPLES=ON -DDGS_BUILD_BENCH=ON -DDGS_WITH_MPI=ON -DDGS_WITH_CUDNN="$cudnn" \
   -DDGS_WITH_NCCL="$nccl" >/dev/null
 echo "$build_dir"
