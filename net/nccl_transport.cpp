@@ -53,12 +53,16 @@ ncclResult_t settle(ncclComm_t comm, Clock::time_point deadline) {
 
 // One direction of one worker-server pair.
 struct Link {
+  // A receive goes idle -> enqueuing (ncclRecv returned ncclInProgress: the
+  // communicator is still connecting, nothing may be queued on its stream)
+  // -> posted (the event after it is recorded) -> idle when it completes.
+  enum class Receive { idle, enqueuing, posted };
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   cudaEvent_t done = nullptr;
   bool failed = false;
   bool reported = false;      // failure already returned by a receive
-  bool posted = false;        // a receive is in flight into `staging`
+  Receive receive = Receive::idle;
   void* staging = nullptr;    // receive buffer
   std::size_t staging_bytes = 0;
   std::size_t posted_bytes = 0;
@@ -73,9 +77,11 @@ class NcclTransport final : public Transport {
       throw Error(ErrorCode::invalid_argument, "NCCL transport: server rank " + std::to_string(server) +
                                                    " outside a world of " + std::to_string(size_));
     }
-    // Two ids per worker rank (push and reply direction), made by the server.
+    // Two ids per worker rank (push and reply direction), made by bootstrap
+    // rank 0, the rank the bootstrap's broadcast sends from (whether or not
+    // it is the server: an id only names where its communicator meets).
     std::vector<ncclUniqueId> ids(2 * static_cast<std::size_t>(size_));
-    if (rank_ == server) {
+    if (rank_ == 0) {
       for (int r = 0; r < size_; ++r) {
         if (r == server) continue;
         nccl_check(ncclGetUniqueId(&ids[2 * r]), "ncclGetUniqueId", rank_, r);
@@ -90,13 +96,14 @@ class NcclTransport final : public Transport {
     config.minCTAs = 1;
     push_.resize(size_);
     reply_.resize(size_);
-    // In a pair, the server is rank 0 and the worker rank 1 of both communicators.
+    // In a pair, the server is rank 0 and the worker rank 1 of both
+    // communicators. Links are indexed by worker rank on both sides (slot()).
     const int pair_rank = rank_ == server ? 0 : 1;
     for (int r = 0; r < size_; ++r) {
       if (r == server || (rank_ != server && r != rank_)) continue;
       const int peer = rank_ == server ? r : server;
       for (auto [links, id] : {std::pair{&push_, &ids[2 * r]}, std::pair{&reply_, &ids[2 * r + 1]}}) {
-        Link& link = (*links)[rank_ == server ? r : server];
+        Link& link = (*links)[r];
         cuda_check(cudaStreamCreateWithFlags(&link.stream, cudaStreamNonBlocking), "cudaStreamCreate", rank_, peer);
         cuda_check(cudaEventCreateWithFlags(&link.done, cudaEventDisableTiming), "cudaEventCreate", rank_, peer);
         ncclConfig_t c = config;
@@ -142,9 +149,22 @@ class NcclTransport final : public Transport {
   void send(int peer, const void* buffer, std::size_t bytes) override {
     Link& link = outgoing(peer);
     if (link.failed) throw Error(ErrorCode::transport, where(rank_, peer) + ": the pair has failed");
-    nccl_check(ncclSend(buffer, bytes, ncclUint8, other(), link.comm, link.stream), "ncclSend", rank_, peer);
-    cuda_check(cudaEventRecord(link.done, link.stream), "cudaEventRecord", rank_, peer);
     const auto deadline = Clock::now() + options_.send_timeout;
+    const ncclResult_t sent = ncclSend(buffer, bytes, ncclUint8, other(), link.comm, link.stream);
+    nccl_check(sent, "ncclSend", rank_, peer);
+    if (sent == ncclInProgress) {
+      // Non-blocking communicator still connecting: the send is not on the
+      // stream yet, and nothing else may be queued there until it is.
+      const ncclResult_t state = settle(link.comm, deadline);
+      if (state != ncclSuccess) {
+        fail(peer, link);
+        throw Error(state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
+                    where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
+                        (state == ncclInProgress ? "not enqueued within the send timeout"
+                                                 : std::string("failed: ") + ncclGetErrorString(state)));
+      }
+    }
+    cuda_check(cudaEventRecord(link.done, link.stream), "cudaEventRecord", rank_, peer);
     for (;;) {
       const cudaError_t e = cudaEventQuery(link.done);
       if (e == cudaSuccess) return;
@@ -174,14 +194,13 @@ class NcclTransport final : public Transport {
  private:
   int other() const { return rank_ == options_.server_rank ? 1 : 0; }
 
-  Link& outgoing(int peer) {
+  // The index of the pair with `peer`: its worker's rank.
+  std::size_t slot(int peer) const {
     check_peer(peer);
-    return rank_ == options_.server_rank ? reply_[peer] : push_[rank_];
+    return static_cast<std::size_t>(rank_ == options_.server_rank ? peer : rank_);
   }
-  Link& incoming(int peer) {
-    check_peer(peer);
-    return rank_ == options_.server_rank ? push_[peer] : reply_[rank_];
-  }
+  Link& outgoing(int peer) { return rank_ == options_.server_rank ? reply_[slot(peer)] : push_[slot(peer)]; }
+  Link& incoming(int peer) { return rank_ == options_.server_rank ? push_[slot(peer)] : reply_[slot(peer)]; }
 
   void check_peer(int peer) const {
     const bool server = rank_ == options_.server_rank;
@@ -195,7 +214,7 @@ class NcclTransport final : public Transport {
     link.failed = true;
     if (link.comm != nullptr) ncclCommAbort(link.comm);
     link.comm = nullptr;
-    link.posted = false;
+    link.receive = Link::Receive::idle;
   }
 
   // Keeps a receive posted on every peer's incoming link; returns the first
@@ -204,16 +223,19 @@ class NcclTransport final : public Transport {
                   std::chrono::milliseconds timeout) {
     for (int p : peers) {
       Link& link = incoming(p);
-      if (link.failed || link.posted) continue;
+      if (link.failed || link.receive != Link::Receive::idle) continue;
       if (link.staging_bytes < bytes) {
         if (link.staging != nullptr) cudaFree(link.staging);
+        link.staging = nullptr;
+        link.staging_bytes = 0;
         cuda_check(cudaMalloc(&link.staging, bytes), "cudaMalloc", rank_, p);
         link.staging_bytes = bytes;
       }
-      nccl_check(ncclRecv(link.staging, bytes, ncclUint8, other(), link.comm, link.stream), "ncclRecv", rank_, p);
-      cuda_check(cudaEventRecord(link.done, link.stream), "cudaEventRecord", rank_, p);
-      link.posted = true;
+      const ncclResult_t posted = ncclRecv(link.staging, bytes, ncclUint8, other(), link.comm, link.stream);
+      nccl_check(posted, "ncclRecv", rank_, p);
       link.posted_bytes = bytes;
+      link.receive = Link::Receive::enqueuing;
+      if (posted == ncclSuccess) record(p, link);
     }
     const auto deadline = Clock::now() + timeout;
     for (;;) {
@@ -229,10 +251,22 @@ class NcclTransport final : public Transport {
           r.error = "its NCCL communicator failed";
           return r;
         }
+        if (link.receive == Link::Receive::enqueuing) {
+          // Connecting (the peer has not reached its side yet): poll until
+          // the receive is on the stream, then watch its event.
+          ncclResult_t state = ncclSuccess;
+          if (ncclCommGetAsyncError(link.comm, &state) != ncclSuccess) state = ncclInternalError;
+          if (state == ncclSuccess) {
+            record(p, link);
+          } else if (state != ncclInProgress) {
+            fail(p, link);
+          }
+          continue;
+        }
         const cudaError_t e = cudaEventQuery(link.done);
         if (e == cudaSuccess) {
           start_ = (start_ + n + 1) % peers.size();
-          link.posted = false;
+          link.receive = Link::Receive::idle;
           const std::size_t size = std::min(bytes, link.posted_bytes);
           cuda_check(cudaMemcpyAsync(buffer, link.staging, size, cudaMemcpyDeviceToDevice, link.stream),
                      "cudaMemcpyAsync", rank_, p);
@@ -251,6 +285,11 @@ class NcclTransport final : public Transport {
       if (Clock::now() > deadline) return Receipt{};
       std::this_thread::yield();
     }
+  }
+
+  void record(int peer, Link& link) {
+    cuda_check(cudaEventRecord(link.done, link.stream), "cudaEventRecord", rank_, peer);
+    link.receive = Link::Receive::posted;
   }
 
   int rank_, size_;

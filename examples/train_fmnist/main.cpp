@@ -425,6 +425,17 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
   return 0;
 }
 
+// Part of a multi-process job: started by mpirun/srun, or a launcher set a
+// rank and a world of more than one process (DGS_RANK, SLURM_PROCID, RANK,
+// ...; dgs::detect_launch says what is inconsistent).
+bool launched_job() {
+  if (dgs::launched_by_mpi()) return true;
+  for (const char* name : {"DGS_RANK", "PMI_RANK", "SLURM_PROCID", "RANK"}) {
+    if (std::getenv(name) != nullptr) return dgs::detect_launch().size > 1;
+  }
+  return false;
+}
+
 int run(int argc, char** argv) {
   Options o = parse(argc, argv);
   const bool want_cuda =
@@ -440,7 +451,7 @@ int run(int argc, char** argv) {
 
   // Where the ranks are: threads of this process (local, or nccl without a
   // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
-  const bool launched = dgs::launched_by_mpi() || std::getenv("DGS_RANK") != nullptr;
+  const bool launched = launched_job();
   const bool in_process = o.transport == "local" || (o.transport == "nccl" && !launched);
 #if DGS_WITH_MPI
   std::unique_ptr<dgs::MpiSession> mpi;

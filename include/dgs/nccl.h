@@ -28,7 +28,7 @@ struct NcclOptions {
 /// direction, so the server keeps a receive posted on every worker's push
 /// communicator (each on its own stream, completion found by polling events)
 /// while it answers others. Communicators are created non-blocking; unique
-/// ids go from the server to everyone through `bootstrap` (collective).
+/// ids go from bootstrap rank 0 to everyone through `bootstrap` (collective).
 /// ncclCommGetAsyncError is polled while waiting; a failed or timed-out pair
 /// is aborted (ncclCommAbort) and reported as peer_failed without touching
 /// the other pairs. Transport ranks are the bootstrap's ranks.

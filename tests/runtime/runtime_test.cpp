@@ -15,6 +15,7 @@
 
 #include "dgs/error.h"
 #include "dgs/log.h"
+#include "dgs/plan.h"
 #include "dgs/server.h"
 #include "dgs/transport.h"
 #include "dgs/worker.h"
@@ -289,37 +290,10 @@ void set(test::Bytes& m, void (*edit)(MessageHeader&)) {
   write_header(m.data(), h);
 }
 
-TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
-  const Segments model({400, 30, 1, 200});
-  Config config;
-  config.method = Method::samomentum;
-  config.ratio = 0.05;
-  config.workers = 4;  // workers 0-2 train; rank 4 (worker 3) is the attacker
-  const std::vector<float> w0 = random_model(model.total(), 8);
-  const Quadratic problem(model.total(), 9);
-  LocalHub hub(5, MemoryKind::host);
-  auto backend = make_backend(BackendKind::host);
-  set_log_level(LogLevel::off);
-  Server server(config, model, backend, hub.endpoint(0), w0.data());
-  std::thread serving([&] { server.run(); });
-
-  std::vector<std::thread> trainers;
-  std::vector<double> start_loss(3), end_loss(3);
-  for (std::uint32_t k = 0; k < 3; ++k) {
-    trainers.emplace_back([&, k] {
-      std::vector<float> w(model.total());
-      WorkerOptions o;
-      o.id = k;
-      Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
-      worker.join();
-      start_loss[k] = problem.loss(w);
-      for (int t = 0; t < 150; ++t) worker.step(problem.gradient(w, t, k).data(), 0.01f);
-      end_loss[k] = problem.loss(w);
-      worker.leave();
-    });
-  }
-
-  const std::vector<Spoil> spoils = {
+// One spoiled push per validation rule (the model {400, 30, 1, 200} at ratio
+// 0.05: segment 0 has 20 slots).
+std::vector<Spoil> hostile_spoils() {
+  return {
       {RejectReason::magic,
        [](test::Bytes& m, const MessageLayout&) { set(m, [](MessageHeader& h) { h.magic = 0; }); }},
       {RejectReason::version,
@@ -336,7 +310,7 @@ TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
        }},
       {RejectReason::sender,
        [](test::Bytes& m, const MessageLayout&) {
-         set(m, [](MessageHeader& h) { h.sender = 1; });
+         set(m, [](MessageHeader& h) { h.sender ^= 1; });
        }},
       {RejectReason::model_size,
        [](test::Bytes& m, const MessageLayout&) {
@@ -385,6 +359,39 @@ TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
       {RejectReason::value,
        [](test::Bytes& m, const MessageLayout& l) { write_value(m.data(), l, 4, NAN); }},
   };
+}
+
+TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
+  const Segments model({400, 30, 1, 200});
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.05;
+  config.workers = 4;  // workers 0-2 train; rank 4 (worker 3) is the attacker
+  const std::vector<float> w0 = random_model(model.total(), 8);
+  const Quadratic problem(model.total(), 9);
+  LocalHub hub(5, MemoryKind::host);
+  auto backend = make_backend(BackendKind::host);
+  set_log_level(LogLevel::off);
+  Server server(config, model, backend, hub.endpoint(0), w0.data());
+  std::thread serving([&] { server.run(); });
+
+  std::vector<std::thread> trainers;
+  std::vector<double> start_loss(3), end_loss(3);
+  for (std::uint32_t k = 0; k < 3; ++k) {
+    trainers.emplace_back([&, k] {
+      std::vector<float> w(model.total());
+      WorkerOptions o;
+      o.id = k;
+      Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
+      worker.join();
+      start_loss[k] = problem.loss(w);
+      for (int t = 0; t < 150; ++t) worker.step(problem.gradient(w, t, k).data(), 0.01f);
+      end_loss[k] = problem.loss(w);
+      worker.leave();
+    });
+  }
+
+  const std::vector<Spoil> spoils = hostile_spoils();
   // The attacker speaks the wire protocol directly on worker 3's rank.
   std::shared_ptr<Transport> attacker = hub.endpoint(4);
   test::RefWorker forger(model, config, 3, w0);
@@ -421,6 +428,68 @@ TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
   }
   EXPECT_EQ(stats.pushes, 3u * 150u);
   for (int k = 0; k < 3; ++k) EXPECT_LT(end_loss[k], 0.5 * start_loss[k]) << "worker " << k;
+}
+
+// The real Server (not the test harness): a rejected push from a joined
+// worker changes neither W, nor the version, nor that worker's replica —
+// the job goes on bitwise as if the messages had never been sent.
+TEST(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
+  const Segments model({400, 30, 1, 200});
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.05;
+  config.workers = 2;
+  const std::vector<float> w0 = random_model(model.total(), 40);
+  const Quadratic problem(model.total(), 41);
+  Job clean(config, model, w0);
+  Job attacked(config, model, w0);
+  set_log_level(LogLevel::off);
+  ServerThread serving_clean(*clean.server);
+  ServerThread serving_attacked(*attacked.server);
+  auto steps = [&](Job& job, int first, int count) {
+    for (int t = first; t < first + count; ++t) {
+      for (std::uint32_t k = 0; k < 2; ++k) {
+        job.workers[k]->step(problem.gradient(job.weights[k], t, k).data(), 0.02f);
+      }
+    }
+  };
+  for (Job* job : {&clean, &attacked}) {
+    for (auto& w : job->workers) w->join();
+    steps(*job, 0, 5);
+  }
+
+  // Worker 1's rank carries the forgeries between its steps.
+  std::shared_ptr<Transport> rank = attacked.hub.endpoint(2);
+  test::RefWorker forger(model, config, 1, w0);
+  test::Bytes reply(sparse_reply_layout(model, config).bytes);
+  std::mt19937_64 rng(42);
+  const std::vector<float> model_before = attacked.server_model();
+  const std::uint64_t version_before = attacked.server->version();
+  const std::uint64_t pushes_before = attacked.server->stats().pushes;
+  for (const Spoil& s : hostile_spoils()) {
+    test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.02f);
+    s.apply(push, forger.layout());
+    rank->send(0, push.data(), push.size());
+    const Receipt r = rank->recv(0, reply.data(), reply.size(), 20s);
+    ASSERT_EQ(r.status, Receipt::Status::message);
+    ASSERT_EQ(read_header(reply.data()).kind, MessageKind::reject);
+    EXPECT_EQ(read_reject_verdict(reply.data()).reason, s.reason) << field_name(s.reason);
+    EXPECT_TRUE(same_bits(attacked.server_model(), model_before)) << field_name(s.reason);
+    EXPECT_EQ(attacked.server->version(), version_before) << field_name(s.reason);
+    EXPECT_EQ(attacked.server->stats().pushes, pushes_before) << field_name(s.reason);
+    EXPECT_TRUE(attacked.server->is_live(1)) << field_name(s.reason);
+  }
+
+  for (Job* job : {&clean, &attacked}) steps(*job, 5, 10);
+  serving_clean.stop();
+  serving_attacked.stop();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(attacked.server->stats().rejected_total(), hostile_spoils().size());
+  EXPECT_EQ(attacked.server->version(), clean.server->version());
+  EXPECT_TRUE(same_bits(attacked.server_model(), clean.server_model()));
+  for (std::uint32_t k = 0; k < 2; ++k) {
+    EXPECT_TRUE(same_bits(attacked.weights[k], clean.weights[k])) << "worker " << k;
+  }
 }
 
 TEST(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
@@ -576,6 +645,120 @@ TEST(Runtime, TheSyncPeriodRefreshesReplicasDensely) {
   EXPECT_EQ(job.workers[0]->stats().dense_replies, 1u + 3u);  // join, versions 4, 8, 12
   EXPECT_EQ(job.workers[0]->stats().sparse_replies, 9u);
   EXPECT_TRUE(same_bits(job.weights[0], job.server_model()));
+}
+
+// The ratio schedules through a real Worker and Server: every push holds
+// the entries its step's ratio asks for, the server accepts the changing
+// ratio codes, and the worker's model equals its replica after every reply.
+void expect_schedule_end_to_end(Config config, const std::vector<float>& lrs) {
+  const Segments model({4000, 1000, 37});
+  config.method = Method::samomentum;
+  config.workers = 1;
+  const Quadratic problem(model.total(), 50);
+  std::vector<float> replica(model.total());
+  ServerOptions options;
+  options.on_reply = [&](std::uint32_t, std::uint64_t, const float* r) {
+    std::memcpy(replica.data(), r, replica.size() * sizeof(float));
+  };
+  Job job(config, model, random_model(model.total(), 51), options);
+  ServerThread serving(*job.server);
+  Worker& worker = *job.workers[0];
+  worker.join();
+  std::uint64_t entries = 0;
+  for (std::size_t t = 0; t < lrs.size(); ++t) {
+    const double ratio = config.ratio_at(t, lrs[t], lrs[0]);
+    const std::uint64_t expected = push_plan(model, config, encode_ratio(ratio)).total_target();
+    worker.step(problem.gradient(job.weights[0], static_cast<int>(t), 0).data(), lrs[t]);
+    EXPECT_EQ(worker.stats().entries_pushed - entries, expected) << "step " << t << ", ratio " << ratio;
+    entries = worker.stats().entries_pushed;
+    ASSERT_TRUE(same_bits(job.weights[0], replica)) << "step " << t;
+  }
+  worker.leave();
+  serving.stop();
+  EXPECT_EQ(job.server->stats().rejected_total(), 0u);
+  EXPECT_EQ(job.server->stats().pushes, lrs.size());
+}
+
+TEST(Runtime, TheWarmupScheduleRunsEndToEnd) {
+  Config config;
+  config.schedule = RatioSchedule::warmup;
+  config.warmup_ratios = {0.25, 0.0625};
+  config.warmup_steps = 3;
+  config.ratio = 0.01;
+  // Three steps at 25%, three at 6.25%, then 1% (the 37-parameter tensor: 1 entry).
+  expect_schedule_end_to_end(config, std::vector<float>(10, 0.01f));
+}
+
+TEST(Runtime, TheLrProportionalScheduleRunsEndToEnd) {
+  Config config;
+  config.schedule = RatioSchedule::lr_proportional;
+  config.ratio = 0.04;
+  // The learning rate decays in steps: the ratio follows it down, then a
+  // larger rate later is capped at `ratio`.
+  expect_schedule_end_to_end(config, {0.1f, 0.1f, 0.1f, 0.05f, 0.05f, 0.025f, 0.0125f, 0.1f, 0.2f});
+}
+
+// Sync rounds go on over the live workers when one stops answering.
+TEST(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
+  const Segments model({500, 60});
+  Config config;
+  config.method = Method::gmc;
+  config.mode = Mode::sync;
+  config.ratio = 0.05;
+  config.workers = 3;
+  const Quadratic problem(model.total(), 60);
+  const std::vector<float> w0 = random_model(model.total(), 61);
+  Job job(config, model, w0);
+  set_log_level(LogLevel::off);
+  ServerThread serving(*job.server);
+  for (auto& w : job.workers) w->join();
+  auto round = [&](std::uint32_t workers, int t) {
+    for (std::uint32_t k = 0; k < workers; ++k) {
+      job.workers[k]->push(problem.gradient(job.weights[k], t, k).data(), 0.05f);
+    }
+    for (std::uint32_t k = 0; k < workers; ++k) job.workers[k]->finish();
+  };
+  for (int t = 0; t < 5; ++t) round(3, t);
+  EXPECT_EQ(job.server->stats().rounds, 5u);
+  job.hub.close(3);  // worker 2 is gone, without a bye
+  for (int t = 5; t < 60; ++t) round(2, t);
+  job.workers[0]->leave();
+  job.workers[1]->leave();
+  serving.stop();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(job.server->stats().dropped, 1u);
+  EXPECT_FALSE(job.server->is_live(2));
+  EXPECT_EQ(job.server->stats().rounds, 60u);
+  EXPECT_EQ(job.server->stats().pushes, 5u * 3u + 55u * 2u);
+  EXPECT_LT(problem.loss(job.server_model()), 0.5 * problem.loss(w0));
+}
+
+// T_sync in sync mode refreshes every worker's replica densely every
+// sync_period rounds.
+TEST(Runtime, TheSyncPeriodRefreshesEveryWorkerInSyncMode) {
+  const Segments model({300, 20});
+  Config config;
+  config.mode = Mode::sync;
+  config.ratio = 0.02;
+  config.workers = 2;
+  ServerOptions options;
+  options.sync_period = 3;
+  const Quadratic problem(320, 62);
+  Job job(config, model, random_model(320, 63), options);
+  ServerThread serving(*job.server);
+  for (auto& w : job.workers) w->join();
+  for (int t = 0; t < 9; ++t) {
+    for (std::uint32_t k = 0; k < 2; ++k) {
+      job.workers[k]->push(problem.gradient(job.weights[k], t, k).data(), 0.01f);
+    }
+    for (auto& w : job.workers) w->finish();
+  }
+  serving.stop();
+  for (std::uint32_t k = 0; k < 2; ++k) {
+    EXPECT_EQ(job.workers[k]->stats().dense_replies, 1u + 3u) << "worker " << k;  // join, rounds 3, 6, 9
+    EXPECT_EQ(job.workers[k]->stats().sparse_replies, 6u) << "worker " << k;
+    EXPECT_TRUE(same_bits(job.weights[k], job.server_model())) << "worker " << k;
+  }
 }
 
 TEST(Runtime, TheWorkerRefusesCallsOutOfOrder) {
