@@ -1,5 +1,6 @@
 // Run as 3 (or more) processes with DGS_RANK, DGS_WORLD_SIZE and
-// DGS_RENDEZVOUS set: rank 0 hands out two blobs, every rank checks them.
+// DGS_RENDEZVOUS set, or under mpirun (built with MPI): rank 0 hands out two
+// blobs through dgs::make_bootstrap(), every rank checks them.
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -7,6 +8,12 @@
 
 #include "dgs/bootstrap.h"
 #include "dgs/error.h"
+#include "dgs/version.h"
+#if DGS_WITH_MPI
+#include <memory>
+
+#include "dgs/mpi.h"
+#endif
 
 namespace {
 
@@ -19,8 +26,15 @@ std::vector<unsigned char> blob(std::size_t bytes, unsigned seed) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   try {
+#if DGS_WITH_MPI
+    std::unique_ptr<dgs::MpiSession> mpi;
+    if (dgs::launched_by_mpi()) mpi = std::make_unique<dgs::MpiSession>(&argc, &argv);
+#else
+    (void)argc;
+    (void)argv;
+#endif
     auto bootstrap = dgs::make_bootstrap(std::chrono::seconds(60));
     const int rank = bootstrap->rank();
     bool ok = true;
@@ -33,6 +47,8 @@ int main() {
     }
     std::printf("rank %d of %d via %s: %s\n", rank, bootstrap->size(), bootstrap->name(),
                 ok ? "ok" : "WRONG BYTES");
+    // run_mpi.sh wants one result line (from rank 0).
+    if (rank == 0) std::printf("RESULT %s\n", ok ? "ok" : "failed");
     return ok ? 0 : 1;
   } catch (const dgs::Error& e) {
     std::fprintf(stderr, "bootstrap_check: %s\n", e.what());

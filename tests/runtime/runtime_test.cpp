@@ -567,6 +567,8 @@ TEST(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     o.timeout = 20s;
     Worker worker(config, model, backend, hub.endpoint(3), fresh.data(), o);
     worker.join();
+    EXPECT_EQ(worker.stats().dense_replies, 1u);  // the rejoining worker gets the whole model
+    EXPECT_LT(problem.loss(fresh), problem.loss(w0));  // the trained model, not the initial one
     loss_at_join = problem.loss(fresh);
     for (int t = 0; t < 200; ++t) worker.step(problem.gradient(fresh, t, 2).data(), 0.05f);
     worker.leave();
@@ -668,7 +670,10 @@ void expect_schedule_end_to_end(Config config, const std::vector<float>& lrs) {
   for (std::size_t t = 0; t < lrs.size(); ++t) {
     const double ratio = config.ratio_at(t, lrs[t], lrs[0]);
     const std::uint64_t expected = push_plan(model, config, encode_ratio(ratio)).total_target();
-    worker.step(problem.gradient(job.weights[0], static_cast<int>(t), 0).data(), lrs[t]);
+    const std::vector<float> gradient = problem.gradient(job.weights[0], static_cast<int>(t), 0);
+    const std::vector<float> gradient_copy = gradient;
+    worker.step(gradient.data(), lrs[t]);
+    ASSERT_TRUE(same_bits(gradient, gradient_copy)) << "the worker wrote into the gradient";
     EXPECT_EQ(worker.stats().entries_pushed - entries, expected) << "step " << t << ", ratio " << ratio;
     entries = worker.stats().entries_pushed;
     ASSERT_TRUE(same_bits(job.weights[0], replica)) << "step " << t;
