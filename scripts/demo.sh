@@ -10,13 +10,7 @@
 # one, a perceptron on the host backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
-if [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
-  sudo=""
-  [[ $(id -u) -ne 0 ]] && sudo="sudo"
-  echo "dgs: installing the Fashion-MNIST data set (dataset-fashion-mnist)"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends dataset-fashion-mnist
-fi
+scripts/install-deps.sh dataset-fashion-mnist  # the data set: /usr/share/datasets/fashion-mnist
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
 build_dir=$(scripts/configure.sh)
 cmake --build "$build_dir" -j"$(nproc)" --target train_fmnist

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages dgs builds and tests with, when they are missing.
+# Installs the Debian packages dgs builds and tests with, when they are missing,
+# and any further packages named on the command line:
+#   scripts/install-deps.sh [dataset-fashion-mnist ...]
 # Needs root (or sudo) only if something has to be installed. The CUDA toolkit
 # itself (nvcc, NCCL, cuDNN) is expected in /usr/local/cuda or on PATH.
 set -euo pipefail
 
-packages=(cmake g++ make libgtest-dev libbenchmark-dev openmpi-bin libopenmpi-dev zlib1g-dev)
+packages=(cmake g++ make libgtest-dev libbenchmark-dev openmpi-bin libopenmpi-dev zlib1g-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
