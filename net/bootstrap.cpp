@@ -297,7 +297,7 @@ class TcpBootstrap final : public Bootstrap {
 
 }  // namespace
 
-LaunchInfo detect_launch() {
+std::optional<LaunchInfo> find_launch() {
   static const char* const kPairs[][2] = {{"DGS_RANK", "DGS_WORLD_SIZE"},
                                           {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
                                           {"PMI_RANK", "PMI_SIZE"},
@@ -318,6 +318,11 @@ LaunchInfo detect_launch() {
     }
     return info;
   }
+  return std::nullopt;
+}
+
+LaunchInfo detect_launch() {
+  if (std::optional<LaunchInfo> info = find_launch()) return *info;
   throw Error(ErrorCode::invalid_argument,
               "dgs bootstrap: no rank and world size in the environment; set DGS_RANK and "
               "DGS_WORLD_SIZE (or launch with mpirun, srun or torchrun)");

@@ -254,13 +254,7 @@ class NcclTransport final : public Transport {
         if (link.receive == Link::Receive::enqueuing) {
           // Connecting (the peer has not reached its side yet): poll until
           // the receive is on the stream, then watch its event.
-          ncclResult_t state = ncclSuccess;
-          if (ncclCommGetAsyncError(link.comm, &state) != ncclSuccess) state = ncclInternalError;
-          if (state == ncclSuccess) {
-            record(p, link);
-          } else if (state != ncclInProgress) {
-            fail(p, link);
-          }
+          if (poll(p, link) == ncclSuccess) record(p, link);
           continue;
         }
         const cudaError_t e = cudaEventQuery(link.done);
@@ -278,13 +272,20 @@ class NcclTransport final : public Transport {
           return r;
         }
         if (e != cudaErrorNotReady) cuda_check(e, "cudaEventQuery", rank_, p);
-        ncclResult_t state = ncclSuccess;
-        ncclCommGetAsyncError(link.comm, &state);
-        if (state != ncclSuccess && state != ncclInProgress) fail(p, link);
+        poll(p, link);
       }
       if (Clock::now() > deadline) return Receipt{};
       std::this_thread::yield();
     }
+  }
+
+  // The pair's async state (ncclSuccess, ncclInProgress or an error); a pair
+  // in error is failed here.
+  ncclResult_t poll(int peer, Link& link) {
+    ncclResult_t state = ncclSuccess;
+    if (ncclCommGetAsyncError(link.comm, &state) != ncclSuccess) state = ncclInternalError;
+    if (state != ncclSuccess && state != ncclInProgress) fail(peer, link);
+    return state;
   }
 
   void record(int peer, Link& link) {

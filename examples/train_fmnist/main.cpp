@@ -19,6 +19,7 @@
 #include <fstream>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -426,14 +427,12 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
 }
 
 // Part of a multi-process job: started by mpirun/srun, or a launcher set a
-// rank and a world of more than one process (DGS_RANK, SLURM_PROCID, RANK,
-// ...; dgs::detect_launch says what is inconsistent).
+// rank and a world of more than one process (DGS_RANK/DGS_WORLD_SIZE,
+// SLURM_PROCID/SLURM_NTASKS, RANK/WORLD_SIZE, ...: dgs::find_launch).
 bool launched_job() {
   if (dgs::launched_by_mpi()) return true;
-  for (const char* name : {"DGS_RANK", "PMI_RANK", "SLURM_PROCID", "RANK"}) {
-    if (std::getenv(name) != nullptr) return dgs::detect_launch().size > 1;
-  }
-  return false;
+  const std::optional<dgs::LaunchInfo> launch = dgs::find_launch();
+  return launch && launch->size > 1;
 }
 
 int run(int argc, char** argv) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace dgs {
@@ -23,6 +24,10 @@ struct LaunchInfo {
 /// order listed above. Throws dgs::Error (invalid_argument) naming the
 /// variables it looked for when none are set, or when they are inconsistent.
 LaunchInfo detect_launch();
+
+/// The same, but nullopt when no pair of variables is set (throws only when
+/// they are inconsistent): for programs that also run without a launcher.
+std::optional<LaunchInfo> find_launch();
 
 /// True when the process was started by mpirun or srun under an MPI launcher.
 bool launched_by_mpi() noexcept;

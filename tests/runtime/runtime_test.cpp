@@ -1,7 +1,9 @@
 // The Worker and Server runtime on the host backend and the in-process
 // transport: protocol, exactness, checkpoints, bad input and faults.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -141,12 +143,15 @@ TEST(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
   EXPECT_EQ(job.server->stats().dense_replies, (40u + 1u) * kWorkers);  // rho = 1: all dense
 }
 
-// Runs `steps` steps of every worker, in a fixed order.
-void run_steps(Job& job, const Quadratic& problem, int first, int steps, float lr) {
+// Runs `steps` steps of the first `workers` workers (all by default), in a
+// fixed order; in sync mode each step is one round.
+void run_steps(Job& job, const Quadratic& problem, int first, int steps, float lr,
+               std::size_t workers = SIZE_MAX) {
   const bool sync = job.config.mode == Mode::sync;
+  workers = std::min(workers, job.workers.size());
   for (int t = first; t < first + steps; ++t) {
-    std::vector<std::vector<float>> grads(job.workers.size());
-    for (std::size_t k = 0; k < job.workers.size(); ++k) {
+    std::vector<std::vector<float>> grads(workers);
+    for (std::size_t k = 0; k < workers; ++k) {
       grads[k] = problem.gradient(job.weights[k], t, static_cast<std::uint32_t>(k));
       if (sync) {
         job.workers[k]->push(grads[k].data(), lr);
@@ -155,7 +160,7 @@ void run_steps(Job& job, const Quadratic& problem, int first, int steps, float l
       }
     }
     if (sync) {
-      for (auto& w : job.workers) w->finish();
+      for (std::size_t k = 0; k < workers; ++k) job.workers[k]->finish();
     }
   }
 }
@@ -361,6 +366,21 @@ std::vector<Spoil> hostile_spoils() {
   };
 }
 
+// Forges a push as `forger` (worker `id`), spoils it with `s`, sends it on
+// `rank` and expects the server's reject verdict to name s.reason.
+void expect_spoiled_push_rejected(Transport& rank, test::RefWorker& forger, std::uint32_t id,
+                                  const Spoil& s, std::mt19937_64& rng, test::Bytes& reply,
+                                  std::uint64_t parameters) {
+  test::Bytes push = forger.push(test::random_normal(rng, parameters), 0.01f);
+  s.apply(push, forger.layout());
+  rank.send(0, push.data(), push.size());
+  const Receipt r = rank.recv(0, reply.data(), reply.size(), 20s);
+  ASSERT_EQ(r.status, Receipt::Status::message) << field_name(s.reason);
+  ASSERT_EQ(read_header(reply.data()).kind, MessageKind::reject) << field_name(s.reason);
+  EXPECT_EQ(read_reject_verdict(reply.data()).reason, s.reason)
+      << read_reject_verdict(reply.data()).describe(id);
+}
+
 TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
   const Segments model({400, 30, 1, 200});
   Config config;
@@ -399,14 +419,7 @@ TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
   test::Bytes reply(reply_layout.bytes);
   std::mt19937_64 rng(10);
   for (const Spoil& s : spoils) {
-    test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.01f);
-    s.apply(push, forger.layout());
-    attacker->send(0, push.data(), push.size());
-    const Receipt r = attacker->recv(0, reply.data(), reply.size(), 20s);
-    ASSERT_EQ(r.status, Receipt::Status::message);
-    ASSERT_EQ(read_header(reply.data()).kind, MessageKind::reject);
-    EXPECT_EQ(read_reject_verdict(reply.data()).reason, s.reason)
-        << read_reject_verdict(reply.data()).describe(3);
+    expect_spoiled_push_rejected(*attacker, forger, 3, s, rng, reply, model.total());
   }
   // A buffer of the wrong size, and a well-formed push from a worker that never joined.
   test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.01f);
@@ -446,16 +459,9 @@ TEST(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
   set_log_level(LogLevel::off);
   ServerThread serving_clean(*clean.server);
   ServerThread serving_attacked(*attacked.server);
-  auto steps = [&](Job& job, int first, int count) {
-    for (int t = first; t < first + count; ++t) {
-      for (std::uint32_t k = 0; k < 2; ++k) {
-        job.workers[k]->step(problem.gradient(job.weights[k], t, k).data(), 0.02f);
-      }
-    }
-  };
   for (Job* job : {&clean, &attacked}) {
     for (auto& w : job->workers) w->join();
-    steps(*job, 0, 5);
+    run_steps(*job, problem, 0, 5, 0.02f);
   }
 
   // Worker 1's rank carries the forgeries between its steps.
@@ -467,20 +473,14 @@ TEST(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
   const std::uint64_t version_before = attacked.server->version();
   const std::uint64_t pushes_before = attacked.server->stats().pushes;
   for (const Spoil& s : hostile_spoils()) {
-    test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.02f);
-    s.apply(push, forger.layout());
-    rank->send(0, push.data(), push.size());
-    const Receipt r = rank->recv(0, reply.data(), reply.size(), 20s);
-    ASSERT_EQ(r.status, Receipt::Status::message);
-    ASSERT_EQ(read_header(reply.data()).kind, MessageKind::reject);
-    EXPECT_EQ(read_reject_verdict(reply.data()).reason, s.reason) << field_name(s.reason);
+    expect_spoiled_push_rejected(*rank, forger, 1, s, rng, reply, model.total());
     EXPECT_TRUE(same_bits(attacked.server_model(), model_before)) << field_name(s.reason);
     EXPECT_EQ(attacked.server->version(), version_before) << field_name(s.reason);
     EXPECT_EQ(attacked.server->stats().pushes, pushes_before) << field_name(s.reason);
     EXPECT_TRUE(attacked.server->is_live(1)) << field_name(s.reason);
   }
 
-  for (Job* job : {&clean, &attacked}) steps(*job, 5, 10);
+  for (Job* job : {&clean, &attacked}) run_steps(*job, problem, 5, 10, 0.02f);
   serving_clean.stop();
   serving_attacked.stop();
   set_log_level(LogLevel::warning);
@@ -717,16 +717,10 @@ TEST(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
   set_log_level(LogLevel::off);
   ServerThread serving(*job.server);
   for (auto& w : job.workers) w->join();
-  auto round = [&](std::uint32_t workers, int t) {
-    for (std::uint32_t k = 0; k < workers; ++k) {
-      job.workers[k]->push(problem.gradient(job.weights[k], t, k).data(), 0.05f);
-    }
-    for (std::uint32_t k = 0; k < workers; ++k) job.workers[k]->finish();
-  };
-  for (int t = 0; t < 5; ++t) round(3, t);
+  run_steps(job, problem, 0, 5, 0.05f);
   EXPECT_EQ(job.server->stats().rounds, 5u);
   job.hub.close(3);  // worker 2 is gone, without a bye
-  for (int t = 5; t < 60; ++t) round(2, t);
+  run_steps(job, problem, 5, 55, 0.05f, 2);
   job.workers[0]->leave();
   job.workers[1]->leave();
   serving.stop();
@@ -752,12 +746,7 @@ TEST(Runtime, TheSyncPeriodRefreshesEveryWorkerInSyncMode) {
   Job job(config, model, random_model(320, 63), options);
   ServerThread serving(*job.server);
   for (auto& w : job.workers) w->join();
-  for (int t = 0; t < 9; ++t) {
-    for (std::uint32_t k = 0; k < 2; ++k) {
-      job.workers[k]->push(problem.gradient(job.weights[k], t, k).data(), 0.01f);
-    }
-    for (auto& w : job.workers) w->finish();
-  }
+  run_steps(job, problem, 0, 9, 0.01f);
   serving.stop();
   for (std::uint32_t k = 0; k < 2; ++k) {
     EXPECT_EQ(job.workers[k]->stats().dense_replies, 1u + 3u) << "worker " << k;  // join, rounds 3, 6, 9
