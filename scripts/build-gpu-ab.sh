@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Builds the GPU tests and benchmarks of several commits side by side, so one
-# call on a lent GPU machine can check each against the host reference and
-# time them in the same session (a kernel change is merged only when it is
-# bit-exact there and faster):
+# Builds the GPU tests and benchmarks of several commits side by side, so
+# device calls on a lent GPU machine can check each against the host
+# reference and time them in the same session (a kernel change is merged
+# only when it is bit-exact there and faster):
 #
 #   scripts/build-gpu-ab.sh main wip/fused-candidates
-#       -> gpu-ab/main/, gpu-ab/wip-fused-candidates/ (about 10 MB each)
+#       -> gpu-ab/main/, gpu-ab/wip-fused-candidates/ (about 8 MB each)
 #
-# and then, with `gpu-ab` in the device tool's carry:
+# and then, with `gpu-ab` in the device tool's carry, one call per part (see
+# bench/README.md):
 #
-#   for d in gpu-ab/*/; do CARRY=$d OUT=$OUT/$(basename $d) SANITIZE=0 REPS=5 \
-#     TEST_FILTER='CudaBackendTest.*' BENCH_FILTER='resnet50/P=100000000/' \
-#     bench/run_gpu.sh tests bench; done
+#   for d in gpu-ab/*/; do CARRY=$d OUT=$OUT/$(basename $d) SANITIZE=0 \
+#     TEST_FILTER='CudaBackendTest.*' bench/run_gpu.sh tests; done
+#   for d in gpu-ab/*/; do CARRY=$d OUT=$OUT/$(basename $d) REPS=5 \
+#     BENCH_FILTER='(worker_step/samomentum|server_push)/resnet50/P=100000000/' \
+#     bench/run_gpu.sh bench; done
 #
 # The commits are checked out in a separate worktree (build-ab/tree) and
 # built in one reused build directory (build-ab/build), so the working tree is
