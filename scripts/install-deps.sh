@@ -6,7 +6,7 @@
 # itself (nvcc, NCCL, cuDNN) is expected in /usr/local/cuda or on PATH.
 set -euo pipefail
 
-packages=(cmake g++ make libgtest-dev libbenchmark-dev openmpi-bin libopenmpi-dev zlib1g-dev "$@")
+packages=(cmake g++ make python3 libgtest-dev libbenchmark-dev openmpi-bin libopenmpi-dev zlib1g-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

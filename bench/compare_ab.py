@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Compares the GPU runs of several commits made in one session
+(scripts/build-gpu-ab.sh, then bench/run_gpu.sh with OUT=$OUT/NAME per
+commit): tests run and failed, and each benchmark's median time next to the
+first directory's, with its multiple of the byte floor.
+
+    python3 bench/compare_ab.py OUT/main OUT/wip-fused-candidates ...
+
+Each directory may hold tests.json (gtest), gpu_bench.json (dgs_bench_gpu)
+and device.txt (device and commit). Missing parts are left blank.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from summarize import medians  # noqa: E402
+
+
+def commit_of(directory):
+    try:
+        for line in open(os.path.join(directory, "device.txt")):
+            if line.startswith("commit "):
+                return line.split()[1][:7]
+    except OSError:
+        pass
+    return "?"
+
+
+def test_counts(directory):
+    path = os.path.join(directory, "tests.json")
+    if not os.path.exists(path):
+        return ""
+    try:
+        report = json.load(open(path))
+    except json.JSONDecodeError:
+        return "unreadable"
+    run = skipped = failed = 0
+    failures = []
+    for suite in report.get("testsuites", []):
+        for t in suite.get("testsuite", []):
+            if t.get("result") == "SKIPPED" or t.get("status") == "NOTRUN":
+                skipped += 1
+                continue
+            run += 1
+            if t.get("failures"):
+                failed += 1
+                failures.append(f"{suite['name']}.{t['name']}")
+    text = f"{run} run, {skipped} skipped, {failed} failed"
+    return text + (" (" + ", ".join(failures) + ")" if failures else "")
+
+
+def main():
+    directories = sys.argv[1:]
+    if not directories:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    names = [os.path.basename(os.path.normpath(d)) for d in directories]
+    print("| commit | directory | tests |")
+    print("|---|---|---|")
+    for d, name in zip(directories, names):
+        print(f"| {commit_of(d)} | {name} | {test_counts(d)} |")
+    runs = []
+    for d in directories:
+        path = os.path.join(d, "gpu_bench.json")
+        runs.append(medians([path])[1] if os.path.exists(path) else {})
+    benchmarks = sorted({b for r in runs for b in r if b.startswith(("worker_step", "server_push"))})
+    if not benchmarks:
+        return 0
+    print()
+    print("| benchmark | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for b in benchmarks:
+        base = runs[0].get(b)
+        cells = []
+        for r in runs:
+            row = r.get(b)
+            if row is None:
+                cells.append("")
+                continue
+            cell = f"{row['seconds'] * 1e3:.3f} ms"
+            if row.get("floor_s"):
+                cell += f", {row['seconds'] / row['floor_s']:.2f}× floor"
+            if base is not None and row is not base:
+                cell += f", {base['seconds'] / row['seconds']:.2f}× faster"
+            if "pass0_from_list" in row:
+                cell += f", list {row['pass0_from_list']:.0%}"
+            cells.append(cell)
+        print(f"| {b} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
