@@ -27,15 +27,10 @@ def commit_of(directory):
     return "?"
 
 
-def test_counts(directory):
-    path = os.path.join(directory, "tests.json")
-    if not os.path.exists(path):
-        return ""
-    try:
-        report = json.load(open(path))
-    except json.JSONDecodeError:
-        return "unreadable"
-    run = skipped = failed = 0
+def count_tests(path):
+    """Tests run, skipped and failed in a gtest JSON report, and the failed names."""
+    report = json.load(open(path))
+    run = skipped = 0
     failures = []
     for suite in report.get("testsuites", []):
         for t in suite.get("testsuite", []):
@@ -44,8 +39,18 @@ def test_counts(directory):
                 continue
             run += 1
             if t.get("failures"):
-                failed += 1
                 failures.append(f"{suite['name']}.{t['name']}")
+    return run, skipped, len(failures), failures
+
+
+def test_counts(directory):
+    path = os.path.join(directory, "tests.json")
+    if not os.path.exists(path):
+        return ""
+    try:
+        run, skipped, failed, failures = count_tests(path)
+    except json.JSONDecodeError:
+        return "unreadable"
     text = f"{run} run, {skipped} skipped, {failed} failed"
     return text + (" (" + ", ".join(failures) + ")" if failures else "")
 

@@ -35,19 +35,9 @@ case $part in
     "$carry/dgs_tests" --gtest_output="json:$out/tests.json" ${TEST_FILTER:+--gtest_filter="$TEST_FILTER"} \
       > "$out/tests.log" 2>&1
     echo "dgs_tests exit $?"
-    python3 - "$out/tests.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-run = skipped = failed = 0
-for suite in r["testsuites"]:
-    for t in suite["testsuite"]:
-        if t.get("result") == "SKIPPED" or t.get("status") == "NOTRUN":
-            skipped += 1
-        else:
-            run += 1
-            failed += bool(t.get("failures"))
-print(f"tests run {run}, skipped {skipped}, failed {failed}")
-PY
+    python3 -c 'import sys; sys.path.insert(0, "bench"); from compare_ab import count_tests
+run, skipped, failed, _ = count_tests(sys.argv[1])
+print(f"tests run {run}, skipped {skipped}, failed {failed}")' "$out/tests.json"
     grep -E "^\[  FAILED|Failure" "$out/tests.log" | head -40
     filter='CudaBackendTest.ServerKernelsMatchTheHost:CudaBackendTest.ReplyFoldAndEvaluationPointMatchTheHost:CudaBackendTest.ValidationReportsWhatTheHostReports:CudaBackendTest.NarrowWireValuesAndSchedulesMatchTheHost'
     [[ ${SANITIZE:-1} == 1 ]] && for tool in memcheck racecheck; do
