@@ -23,6 +23,7 @@
 
 #include "cub_baseline.cuh"
 #include "fill.cuh"
+#include "update_pass.cuh"
 #include "dgs/dgs.h"
 #include "kernels/server_host.h"
 #include "runtime/backend.h"
@@ -195,6 +196,42 @@ void BM_WorkerStep(benchmark::State& state, std::string shape, std::uint64_t p, 
   }
 }
 
+// The worker's update pass alone (bench/update_pass.cuh), timed against the
+// bytes it must move. Between passes, untimed, the fused variant runs the
+// selection a step would, so each pass starts from a step's state.
+void BM_UpdatePass(benchmark::State& state, std::string shape, std::uint64_t p, double ratio,
+                   bench::UpdateVariant variant) {
+  const Segments model = segments_for(shape, p);
+  bench::UpdatePass pass(model, ratio, variant);
+  float* grad = random_device(p, 1);
+  float* u = random_device(p, 2);
+  std::uint32_t* mask = nullptr;
+  check(cudaMalloc(&mask, (p + 31) / 32 * 4), "cudaMalloc");
+  check(cudaMemset(mask, 0, (p + 31) / 32 * 4), "cudaMemset");
+  cudaStream_t stream;
+  cudaStreamCreate(&stream);
+  Timer timer;
+  for (int warm = 0; warm < 3; ++warm) {
+    pass.prepare(stream);
+    pass.run(grad, u, mask, 0.01f, 0.9f, stream);
+    pass.settle(u, stream);
+  }
+  for (auto _ : state) {
+    pass.prepare(stream);
+    timer.start(stream);
+    pass.run(grad, u, mask, 0.01f, 0.9f, stream);
+    state.SetIterationTime(timer.stop(stream));
+    pass.settle(u, stream);
+  }
+  check(cudaStreamSynchronize(stream), "update_pass");
+  report(state, bench::UpdatePass::bytes(p), p);
+  state.counters["segments"] = static_cast<double>(model.count());
+  cudaStreamDestroy(stream);
+  for (void* ptr : {static_cast<void*>(grad), static_cast<void*>(u), static_cast<void*>(mask)}) {
+    cudaFree(ptr);
+  }
+}
+
 void BM_CubBaseline(benchmark::State& state, std::string shape, std::uint64_t p, double ratio) {
   if (p >= (std::uint64_t{1} << 31) || !fits(p * 4 * 8)) {
     state.SkipWithError("too large for the CUB baseline here");
@@ -346,6 +383,14 @@ int main(int argc, char** argv) {
                                       std::string("resnet50"), std::uint64_t{100000000}, 0.01));
   common(benchmark::RegisterBenchmark("server_push/resnet50/P=100000000/ratio=0.010", BM_ServerPush,
                                       std::string("resnet50"), std::uint64_t{100000000}, 0.01));
+  // Where the worker step's update pass stands against its own bytes.
+  for (bench::UpdateVariant v : {bench::UpdateVariant::streaming, bench::UpdateVariant::plain,
+                                 bench::UpdateVariant::fused}) {
+    common(benchmark::RegisterBenchmark(
+        (std::string("update_pass/") + bench::to_string(v) + "/resnet50/P=100000000/ratio=0.010")
+            .c_str(),
+        BM_UpdatePass, std::string("resnet50"), std::uint64_t{100000000}, 0.01, v));
+  }
   for (const char* shape : {"resnet50", "gpt2", "gpt2-xl", "flat"}) {
     for (std::uint64_t p : sizes) {
       if (p > g_max_p) continue;

@@ -13,7 +13,7 @@
 #   for d in gpu-ab/*/; do CARRY=$d OUT=$OUT/$(basename $d) SANITIZE=0 \
 #     TEST_FILTER='CudaBackendTest.*' bench/run_gpu.sh tests; done
 #   for d in gpu-ab/*/; do CARRY=$d OUT=$OUT/$(basename $d) REPS=5 \
-#     BENCH_FILTER='(worker_step/samomentum|server_push)/resnet50/P=100000000/' \
+#     BENCH_FILTER='(worker_step/samomentum|server_push|update_pass)/resnet50/P=100000000/' \
 #     bench/run_gpu.sh bench; done
 #
 # The commits are checked out in a separate worktree (build-ab/tree) and
