@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Compares the GPU runs of several commits made in one session
-(scripts/build-gpu-ab.sh, then bench/run_gpu.sh with OUT=$OUT/NAME per
-commit): tests run and failed, and each benchmark's median time next to the
-first directory's, with its multiple of the byte floor.
+(scripts/build-gpu-ab.sh, then bench/run_ab.sh there, which runs
+bench/run_gpu.sh with OUT=.../NAME per commit and prints this table too):
+tests run and failed, and each benchmark's median time next to the first
+directory's, with its multiple of the byte floor.
 
     python3 bench/compare_ab.py OUT/main OUT/wip-fused-candidates ...
 
@@ -69,7 +70,8 @@ def main():
     for d in directories:
         path = os.path.join(d, "gpu_bench.json")
         runs.append(medians([path])[1] if os.path.exists(path) else {})
-    benchmarks = sorted({b for r in runs for b in r if b.startswith(("worker_step", "server_push"))})
+    benchmarks = sorted(
+        {b for r in runs for b in r if b.startswith(("worker_step", "server_push", "update_pass"))})
     if not benchmarks:
         return 0
     print()

@@ -5,16 +5,15 @@
 # only when it is bit-exact there and faster):
 #
 #   scripts/build-gpu-ab.sh main wip/fused-candidates
-#       -> gpu-ab/main/, gpu-ab/wip-fused-candidates/ (about 8 MB each)
+#       -> gpu-ab/main/, gpu-ab/wip-fused-candidates/ (about 8 MB each),
+#          all packed in gpu-ab.tar.xz (about 0.6 MB per commit: the builds
+#          share most of their bytes)
 #
-# and then, with `gpu-ab` in the device tool's carry, one call per part (see
-# bench/README.md):
+# and then, with `gpu-ab.tar.xz` in the device tool's carry, one device call
+# per part (bench/run_ab.sh; see bench/README.md):
 #
-#   for d in gpu-ab/*/; do CARRY=$d OUT=$OUT/$(basename $d) SANITIZE=0 \
-#     TEST_FILTER='CudaBackendTest.*' bench/run_gpu.sh tests; done
-#   for d in gpu-ab/*/; do CARRY=$d OUT=$OUT/$(basename $d) REPS=5 \
-#     BENCH_FILTER='(worker_step/samomentum|server_push|update_pass)/resnet50/P=100000000/' \
-#     bench/run_gpu.sh bench; done
+#   bench/run_ab.sh tests [NAME...]
+#   bench/run_ab.sh bench [NAME...]
 #
 # The commits are checked out in a separate worktree (build-ab/tree) and
 # built in one reused build directory (build-ab/build), so the working tree is
@@ -37,8 +36,10 @@ if [[ ! -e $tree/.git ]]; then
   git worktree add --detach "$tree" HEAD >/dev/null
 fi
 mkdir -p "$(git rev-parse --git-path info)"
-grep -qx "/gpu-ab/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null ||
-  echo "/gpu-ab/" >> "$(git rev-parse --git-path info/exclude)"
+for ignored in /gpu-ab/ /gpu-ab.tar.xz; do
+  grep -qx "$ignored" "$(git rev-parse --git-path info/exclude)" 2>/dev/null ||
+    echo "$ignored" >> "$(git rev-parse --git-path info/exclude)"
+done
 for ref in "$@"; do
   name=$(echo "$ref" | tr '/ ' '--')
   commit=$(git rev-parse "$ref^{commit}")
@@ -55,6 +56,14 @@ for ref in "$@"; do
   strip "$out/dgs_tests" "$out/dgs_bench_gpu"
   cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$out/lib/"
   echo "$commit $ref" > "$out/COMMIT"
+  # The order bench/run_ab.sh runs them in: the latest build last.
+  { grep -vx "$name" gpu-ab/ORDER 2>/dev/null || true; echo "$name"; } > gpu-ab/ORDER.new
+  mv gpu-ab/ORDER.new gpu-ab/ORDER
 done
 cd "$root"
 du -sh gpu-ab/*
+# Every build in gpu-ab/ (earlier runs' too), in one archive: a 64 MiB
+# dictionary finds what the builds share, so dozens fit the device tool's
+# 64 MiB carry where seven unpacked ones would not.
+tar -C gpu-ab -cf - . | xz -9e --lzma2=dict=64MiB > gpu-ab.tar.xz
+echo "gpu-ab.tar.xz: $(du -h gpu-ab.tar.xz | cut -f1) for $(ls -d gpu-ab/*/ | wc -l) builds"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The A/B part of a device session, from the repository root on the lent GPU
+# machine, with gpu-ab.tar.xz (made here by scripts/build-gpu-ab.sh) carried
+# along: unpacks the builds, runs one part of bench/run_gpu.sh for each of
+# them (or for the named ones, in that order), prints the comparison, and
+# packs every output into one file, $OUT/ab_PART.tar.xz (the device tool
+# brings back at most 8 files).
+#
+#   bench/run_ab.sh tests [NAME...]   # CudaBackendTest and CollectPolicy, no sanitizers
+#   bench/run_ab.sh bench [NAME...]   # the targets' benchmarks and update_pass, 5 repetitions
+#
+# NAME is a folder of gpu-ab/ (main, wip-fused-candidates, a short hash...);
+# by default main, then the others in the order they were built. TEST_FILTER,
+# SANITIZE, BENCH_FILTER and REPS override the defaults. Each call must end
+# within 10 minutes: name fewer builds when many are carried. Back here:
+#
+#   mkdir -p ab && tar -xJf FILES_AT/ab_bench.tar.xz -C ab && python3 bench/compare_ab.py ab/main ab/NAME...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+part=${1:-}
+[[ $part == tests || $part == bench ]] || { echo "usage: bench/run_ab.sh tests|bench [NAME...]" >&2; exit 2; }
+shift
+out=${OUT:-out}
+work=$(mktemp -d /tmp/dgs-ab.XXXXXX)
+mkdir -p "$out" gpu-ab
+if [[ -f gpu-ab.tar.xz ]]; then
+  python3 - <<'PY' || { echo "run_ab: cannot unpack gpu-ab.tar.xz" >&2; exit 1; }
+import tarfile
+with tarfile.open("gpu-ab.tar.xz") as archive:
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    archive.extractall("gpu-ab", **safe)
+PY
+fi
+names=("$@")
+if [[ ${#names[@]} == 0 ]]; then
+  [[ -d gpu-ab/main ]] && names+=(main)
+  while read -r name; do
+    [[ $name != main && -d gpu-ab/$name ]] && names+=("$name")
+  done < <(cat gpu-ab/ORDER 2>/dev/null)
+fi
+[[ ${#names[@]} -gt 0 ]] || { echo "run_ab: no builds in gpu-ab/ (carry gpu-ab.tar.xz)" >&2; exit 1; }
+for name in "${names[@]}"; do
+  [[ -x gpu-ab/$name/dgs_tests ]] || { echo "run_ab: no build gpu-ab/$name" >&2; exit 1; }
+done
+
+started=$SECONDS
+for name in "${names[@]}"; do
+  echo "== $name: $(cat "gpu-ab/$name/COMMIT") ($((SECONDS - started)) s into the call)"
+  if [[ $part == tests ]]; then
+    CARRY=gpu-ab/$name OUT=$work/$name SANITIZE=${SANITIZE:-0} \
+      TEST_FILTER=${TEST_FILTER:-CudaBackendTest.*:CollectPolicy.*} bench/run_gpu.sh tests
+  else
+    CARRY=gpu-ab/$name OUT=$work/$name REPS=${REPS:-5} \
+      BENCH_FILTER=${BENCH_FILTER:-(worker_step/samomentum|server_push|update_pass)/resnet50/P=100000000/} \
+      bench/run_gpu.sh bench
+  fi
+done
+echo
+python3 bench/compare_ab.py "${names[@]/#/$work/}"
+tar -C "$work" -cJf "$out/ab_$part.tar.xz" .
+echo "outputs: $out/ab_$part.tar.xz ($(du -h "$out/ab_$part.tar.xz" | cut -f1))"
