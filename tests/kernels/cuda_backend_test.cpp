@@ -2,9 +2,12 @@
 // inputs, outputs poisoned first, results compared bit for bit. Skips cleanly
 // where no GPU is present.
 #include <cuda_runtime_api.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -437,10 +440,14 @@ TEST_F(CudaBackendTest, ValidationReportsWhatTheHostReports) {
 }
 
 // A whole job (server thread, three workers in a fixed order) on each
-// backend: the cuda run must equal the host run bit for bit.
+// backend: the cuda run must equal the host run bit for bit. With
+// `restore_at` in [1, steps), after that many steps the server and every
+// worker save a checkpoint, and a new server and new workers, started from
+// other weights, restore them and go on.
 std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Backend> backend,
                                         const Config& config, const Segments& model, int steps,
-                                        std::vector<std::shared_ptr<Transport>> endpoints = {}) {
+                                        std::vector<std::shared_ptr<Transport>> endpoints = {},
+                                        int restore_at = -1) {
   const std::uint64_t p = model.total();
   const MemoryKind memory = memory_of(*backend);
   LocalHub hub(static_cast<int>(config.workers) + 1, memory);
@@ -449,22 +456,47 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
   }
   std::mt19937_64 rng(16);
   const std::vector<float> w0 = test::random_normal(rng, p);
-  Server server(config, model, backend, endpoints[0], w0.data());
-  test::ServerThread serving(server);
+  auto server = std::make_unique<Server>(config, model, backend, endpoints[0], w0.data());
+  auto serving = std::make_unique<test::ServerThread>(*server);
   std::vector<detail::Buffer> weights, grads;
-  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::unique_ptr<Worker>> workers(config.workers);
+  auto make_worker = [&](std::uint32_t k) {
+    WorkerOptions o;
+    o.id = k;
+    workers[k] = std::make_unique<Worker>(config, model, backend, endpoints[k + 1],
+                                          weights[k].as<float>(), o);
+  };
   for (std::uint32_t k = 0; k < config.workers; ++k) {
     weights.emplace_back(backend_ref, p * sizeof(float));
     grads.emplace_back(backend_ref, p * sizeof(float));
-    WorkerOptions o;
-    o.id = k;
-    workers.push_back(std::make_unique<Worker>(config, model, backend, endpoints[k + 1],
-                                               weights.back().as<float>(), o));
-    workers.back()->join();
+    make_worker(k);
+    workers[k]->join();
   }
   const test::Quadratic problem(p, 17);
   std::vector<float> w(p);
   for (int t = 0; t < steps; ++t) {
+    if (t == restore_at) {
+      serving->stop();
+      const std::string path = ::testing::TempDir() + "dgs_gpu_job_" + std::to_string(::getpid());
+      server->save(path + "_server");
+      for (std::uint32_t k = 0; k < config.workers; ++k) {
+        workers[k]->save(path + "_worker" + std::to_string(k));
+      }
+      for (auto& worker : workers) worker.reset();
+      serving.reset();
+      server.reset();
+      const std::vector<float> other(p, 7.0f);
+      server = std::make_unique<Server>(config, model, backend, endpoints[0], other.data());
+      server->restore(path + "_server");
+      std::remove((path + "_server").c_str());
+      for (std::uint32_t k = 0; k < config.workers; ++k) {
+        backend_ref.upload(weights[k].data(), other.data(), p * sizeof(float), nullptr);
+        make_worker(k);
+        workers[k]->restore(path + "_worker" + std::to_string(k));
+        std::remove((path + "_worker" + std::to_string(k)).c_str());
+      }
+      serving = std::make_unique<test::ServerThread>(*server);
+    }
     for (std::uint32_t k = 0; k < config.workers; ++k) {
       backend_ref.download(w.data(), weights[k].data(), p * sizeof(float), nullptr);
       const std::vector<float> g = problem.gradient(w, t, k);
@@ -479,15 +511,20 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
       for (auto& worker : workers) worker->finish();
     }
   }
-  serving.stop();
+  serving->stop();
   std::vector<std::vector<float>> out;
   for (auto& b : weights) {
     out.emplace_back(p);
     backend_ref.download(out.back().data(), b.data(), p * sizeof(float), nullptr);
   }
   out.emplace_back(p);
-  server.copy_model(out.back().data());
+  server->copy_model(out.back().data());
   return out;
+}
+
+// Element i of two run_job results differs: which process it is.
+std::string job_part(std::size_t i, std::size_t parts) {
+  return i + 1 == parts ? std::string("server model") : "worker " + std::to_string(i);
 }
 
 TEST_F(CudaBackendTest, AWholeJobOnTheGpuEqualsTheHostRunBitForBit) {
@@ -506,9 +543,32 @@ TEST_F(CudaBackendTest, AWholeJobOnTheGpuEqualsTheHostRunBitForBit) {
       for (std::size_t i = 0; i < on_host.size(); ++i) {
         EXPECT_EQ(std::memcmp(on_host[i].data(), on_gpu[i].data(), on_host[i].size() * 4), 0)
             << to_string(method) << " " << to_string(mode) << ": "
-            << (i + 1 == on_host.size() ? std::string("server model")
-                                        : "worker " + std::to_string(i))
-            << " differs";
+            << job_part(i, on_host.size()) << " differs";
+      }
+    }
+  }
+}
+
+// Checkpoints of a GPU job (server model, replicas, worker state and the
+// last reply, all in device memory) restore into new processes that go on
+// exactly as the uninterrupted host run.
+TEST_F(CudaBackendTest, AGpuJobRestoredFromCheckpointsContinuesLikeTheHostRun) {
+  const Segments model = random_model(24, 20, 20000);
+  for (Mode mode : {Mode::async, Mode::sync}) {
+    for (Method method : {Method::samomentum, Method::gmc}) {
+      Config config;
+      config.method = method;
+      config.mode = mode;
+      config.ratio = 0.02;
+      config.server_ratio = 0.05;
+      config.workers = 3;
+      const auto on_host = run_job(*host_, host_, config, model, 16);
+      const auto restored = run_job(*backend_, backend_, config, model, 16, {}, 7);
+      ASSERT_EQ(on_host.size(), restored.size());
+      for (std::size_t i = 0; i < on_host.size(); ++i) {
+        EXPECT_EQ(std::memcmp(on_host[i].data(), restored[i].data(), on_host[i].size() * 4), 0)
+            << to_string(method) << " " << to_string(mode) << ": " << job_part(i, on_host.size())
+            << " differs after the restore";
       }
     }
   }
