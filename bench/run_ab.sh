@@ -8,6 +8,7 @@
 #
 #   bench/run_ab.sh tests [NAME...]   # CudaBackendTest and CollectPolicy, no sanitizers
 #   bench/run_ab.sh bench [NAME...]   # the targets' benchmarks and update_pass, 5 repetitions
+#   bench/run_ab.sh profile NAME...   # Nsight Compute kernel tables (bench/run_gpu.sh profile)
 #
 # NAME is a folder of gpu-ab/ (main, wip-fused-candidates, a short hash...);
 # by default main, then the others in the order they were built. TEST_FILTER,
@@ -18,7 +19,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-}
-[[ $part == tests || $part == bench ]] || { echo "usage: bench/run_ab.sh tests|bench [NAME...]" >&2; exit 2; }
+[[ $part == tests || $part == bench || $part == profile ]] ||
+  { echo "usage: bench/run_ab.sh tests|bench|profile [NAME...]" >&2; exit 2; }
 shift
 out=${OUT:-out}
 work=$(mktemp -d /tmp/dgs-ab.XXXXXX)
@@ -49,6 +51,8 @@ for name in "${names[@]}"; do
   if [[ $part == tests ]]; then
     CARRY=gpu-ab/$name OUT=$work/$name SANITIZE=${SANITIZE:-0} \
       TEST_FILTER=${TEST_FILTER:-CudaBackendTest.*:CollectPolicy.*} bench/run_gpu.sh tests
+  elif [[ $part == profile ]]; then
+    CARRY=gpu-ab/$name OUT=$work/$name bench/run_gpu.sh profile
   else
     CARRY=gpu-ab/$name OUT=$work/$name REPS=${REPS:-5} \
       BENCH_FILTER=${BENCH_FILTER:-(worker_step/samomentum|server_push|update_pass)/resnet50/P=100000000/} \

@@ -8,6 +8,8 @@
 #   bench/run_gpu.sh baselines   # PyTorch baselines
 #   bench/run_gpu.sh summary     # the table and targets from bench + baselines
 #   bench/run_gpu.sh demo        # Fashion-MNIST CNN: 4 and 16 workers, NCCL loopback
+#   bench/run_gpu.sh profile     # Nsight Compute: each kernel of a worker step and a
+#                                # server push, and the update pass's stall reasons
 #
 # Parts can be combined (bench/run_gpu.sh baselines demo); each fits one
 # device call (under 10 minutes): bench/run_gpu.sh baselines bench summary
@@ -75,6 +77,37 @@ print(f"tests run {run}, skipped {skipped}, failed {failed}")' "$out/tests.json"
       --json "$out/fmnist_cuda_nccl_loopback.json" > "$out/fmnist_nccl.log" 2>&1
     echo "train_fmnist --transport nccl (one-GPU loopback) exit $?"; tail -3 "$out/fmnist_nccl.log"
     ;;
-  *) echo "unknown part $part (tests, bench, baselines or demo)"; exit 2 ;;
+  profile)
+    # Time, DRAM bytes and grid of each kernel over about two worker steps and
+    # two server pushes (P = 1e8, ResNet-50 tensors, 1%), kernels serialized
+    # by Nsight Compute (PROFILE_SKIP and PROFILE_COUNT move the window of
+    # launches past the setup and warm-up), then the update pass's speed of
+    # light, memory workload, occupancy and warp stall reasons.
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    if [[ -z $ncu ]]; then
+      echo "profile: no ncu (Nsight Compute) on this machine"
+    else
+      for target in worker_step/samomentum server_push; do
+        name=${target%%/*}
+        "$ncu" --csv --page raw --metrics gpu__time_duration.sum,dram__bytes.sum,launch__grid_size \
+          --launch-skip "${PROFILE_SKIP:-200}" --launch-count "${PROFILE_COUNT:-90}" \
+          --log-file "$out/ncu_$name.csv" \
+          "$carry/dgs_bench_gpu" --shapes=bench/shapes --repetitions=1 \
+          --benchmark_filter="^$target/resnet50/P=100000000/ratio=0.010" > "$out/ncu_$name.log" 2>&1
+        echo "ncu $target exit $?"
+        python3 bench/ncu_table.py "$out/ncu_$name.csv" | tail -30
+      done
+      "$ncu" --kernel-name regex:update_kernel --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --section LaunchStats --section WarpStateStats \
+        "$carry/dgs_bench_gpu" --shapes=bench/shapes --repetitions=1 \
+        --benchmark_filter="^worker_step/samomentum/resnet50/P=100000000/ratio=0.010" \
+        > "$out/ncu_update_pass.txt" 2>&1
+      echo "ncu update_kernel exit $?"
+      grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Stall|Warp Cycles" \
+        "$out/ncu_update_pass.txt" | head -30
+    fi
+    ;;
+  *) echo "unknown part $part (tests, bench, baselines, summary, demo or profile)"; exit 2 ;;
 esac
 done

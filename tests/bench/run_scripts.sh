@@ -32,4 +32,22 @@ expect() {
 expect "| 7c4525b | same | 2 run, 1 skipped, 1 failed (CudaBackendTest.B) |"
 expect "| worker_step/samomentum/resnet50/P=100000000/ratio=0.010 | 1.408 ms, 2.63× floor | 1.408 ms, 2.63× floor, 1.00× faster |"
 expect "| server_push/resnet50/P=100000000/ratio=0.010 | 1.517 ms, 5.55× floor | 1.517 ms, 5.55× floor, 1.00× faster |"
+# ncu_table.py on the shape of Nsight Compute's raw CSV: profiler lines
+# around it, a units row, thousands separators, kernel names with
+# namespaces, templates and parameters.
+cat > "$tmp/ncu.csv" <<'CSV'
+==PROF== Connected to process 4242 (dgs_bench_gpu)
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","dram__bytes.sum","gpu__time_duration.sum","launch__grid_size"
+"","","","","","","","","","","","Mbyte","usecond",""
+"0","4242","dgs_bench_gpu","h","void dgs::cuda::(anonymous namespace)::update_kernel<(dgs::Method)3>(dgs::cuda::UpdateArgs, const dgs::cuda::Tile *)","1","13","(256, 1, 1)","(396, 1, 1)","0","9.0","1,198.25","576.12","396"
+"1","4242","dgs_bench_gpu","h","void dgs::cuda::(anonymous namespace)::resolve_kernel(dgs::cuda::SetView, unsigned int, int, bool)","1","13","(256, 1, 1)","(211, 1, 1)","0","9.0","0.46","4.40","211"
+"2","4242","dgs_bench_gpu","h","void dgs::cuda::(anonymous namespace)::resolve_kernel(dgs::cuda::SetView, unsigned int, int, bool)","1","13","(256, 1, 1)","(211, 1, 1)","0","9.0","0.35","4.60","211"
+==PROF== Disconnected from process 4242
+CSV
+python3 "$src/bench/ncu_table.py" "$tmp/ncu.csv" > "$tmp/ncu.md"
+expect_ncu() {
+  grep -qF "$1" "$tmp/ncu.md" || { echo "ncu_table.py: missing '$1'"; cat "$tmp/ncu.md"; exit 1; }
+}
+expect_ncu "| 0 | update_kernel | 396 | 576.12 | 1198.25 |"
+expect_ncu "| resolve_kernel | 2 | 9.0 | 0.8 |"
 echo "bench scripts: ok"
