@@ -522,29 +522,37 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
   return out;
 }
 
-// Element i of two run_job results differs: which process it is.
-std::string job_part(std::size_t i, std::size_t parts) {
-  return i + 1 == parts ? std::string("server model") : "worker " + std::to_string(i);
+// Three workers, 2% pushes and 5% replies.
+Config job_config(Method method, Mode mode) {
+  Config config;
+  config.method = method;
+  config.mode = mode;
+  config.ratio = 0.02;
+  config.server_ratio = 0.05;
+  config.workers = 3;
+  return config;
+}
+
+// Two run_job results hold the same bits, process by process.
+void expect_same_job(const std::vector<std::vector<float>>& want,
+                     const std::vector<std::vector<float>>& got, const Config& config,
+                     const char* what) {
+  ASSERT_EQ(want.size(), got.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(std::memcmp(want[i].data(), got[i].data(), want[i].size() * sizeof(float)), 0)
+        << to_string(config.method) << " " << to_string(config.mode) << ": "
+        << (i + 1 == want.size() ? std::string("server model") : "worker " + std::to_string(i))
+        << " differs " << what;
+  }
 }
 
 TEST_F(CudaBackendTest, AWholeJobOnTheGpuEqualsTheHostRunBitForBit) {
   const Segments model = random_model(18, 30, 20000);
   for (Mode mode : {Mode::async, Mode::sync}) {
     for (Method method : {Method::samomentum, Method::gmc_plus, Method::dgc}) {
-      Config config;
-      config.method = method;
-      config.mode = mode;
-      config.ratio = 0.02;
-      config.server_ratio = 0.05;
-      config.workers = 3;
-      const auto on_host = run_job(*host_, host_, config, model, 20);
-      const auto on_gpu = run_job(*backend_, backend_, config, model, 20);
-      ASSERT_EQ(on_host.size(), on_gpu.size());
-      for (std::size_t i = 0; i < on_host.size(); ++i) {
-        EXPECT_EQ(std::memcmp(on_host[i].data(), on_gpu[i].data(), on_host[i].size() * 4), 0)
-            << to_string(method) << " " << to_string(mode) << ": "
-            << job_part(i, on_host.size()) << " differs";
-      }
+      const Config config = job_config(method, mode);
+      expect_same_job(run_job(*host_, host_, config, model, 20),
+                      run_job(*backend_, backend_, config, model, 20), config, "on the GPU");
     }
   }
 }
@@ -556,20 +564,10 @@ TEST_F(CudaBackendTest, AGpuJobRestoredFromCheckpointsContinuesLikeTheHostRun) {
   const Segments model = random_model(24, 20, 20000);
   for (Mode mode : {Mode::async, Mode::sync}) {
     for (Method method : {Method::samomentum, Method::gmc}) {
-      Config config;
-      config.method = method;
-      config.mode = mode;
-      config.ratio = 0.02;
-      config.server_ratio = 0.05;
-      config.workers = 3;
-      const auto on_host = run_job(*host_, host_, config, model, 16);
-      const auto restored = run_job(*backend_, backend_, config, model, 16, {}, 7);
-      ASSERT_EQ(on_host.size(), restored.size());
-      for (std::size_t i = 0; i < on_host.size(); ++i) {
-        EXPECT_EQ(std::memcmp(on_host[i].data(), restored[i].data(), on_host[i].size() * 4), 0)
-            << to_string(method) << " " << to_string(mode) << ": " << job_part(i, on_host.size())
-            << " differs after the restore";
-      }
+      const Config config = job_config(method, mode);
+      expect_same_job(run_job(*host_, host_, config, model, 16),
+                      run_job(*backend_, backend_, config, model, 16, {}, 7), config,
+                      "after the restore");
     }
   }
 }
@@ -578,17 +576,11 @@ TEST_F(CudaBackendTest, AGpuJobRestoredFromCheckpointsContinuesLikeTheHostRun) {
 TEST_F(CudaBackendTest, AWholeJobOverTheNcclLoopbackEqualsTheHostRun) {
   const Segments model = random_model(19, 20, 10000);
   for (Mode mode : {Mode::async, Mode::sync}) {
-    Config config;
-    config.method = Method::samomentum;
-    config.mode = mode;
-    config.ratio = 0.02;
-    config.workers = 3;
-    const auto on_host = run_job(*host_, host_, config, model, 10);
-    const auto over_nccl = run_job(*backend_, backend_, config, model, 10, make_nccl_loopback(3));
-    for (std::size_t i = 0; i < on_host.size(); ++i) {
-      EXPECT_EQ(std::memcmp(on_host[i].data(), over_nccl[i].data(), on_host[i].size() * 4), 0)
-          << to_string(mode) << ": part " << i << " differs";
-    }
+    Config config = job_config(Method::samomentum, mode);
+    config.server_ratio = 0.0;  // replies at the push ratio
+    expect_same_job(run_job(*host_, host_, config, model, 10),
+                    run_job(*backend_, backend_, config, model, 10, make_nccl_loopback(3)), config,
+                    "over the NCCL loopback");
   }
 }
 #endif
