@@ -3,7 +3,9 @@
 (scripts/build-gpu-ab.sh, then bench/run_ab.sh there, which runs
 bench/run_gpu.sh with OUT=.../NAME per commit and prints this table too):
 tests run and failed, and each benchmark's median time next to the first
-directory's, with its multiple of the byte floor.
+directory's, with its multiple of the byte floor; last, for the worker step
+and the server push, the fastest build and the fastest whose tests passed
+(unpack the tests and bench archives into the same folders for that).
 
     python3 bench/compare_ab.py OUT/main OUT/wip-fused-candidates ...
 
@@ -94,6 +96,25 @@ def main():
                 cell += f", list {row['pass0_from_list']:.0%}"
             cells.append(cell)
         print(f"| {b} | " + " | ".join(cells) + " |")
+    # The candidates to land: the fastest build of each target benchmark, and
+    # the fastest whose GPU tests ran and passed (tests.json in the same folder).
+    passed = {}
+    for d, name in zip(directories, names):
+        path = os.path.join(d, "tests.json")
+        try:
+            run, _, failed, _ = count_tests(path)
+            passed[name] = run > 0 and failed == 0
+        except (OSError, json.JSONDecodeError):
+            passed[name] = False
+    print()
+    for b in benchmarks:
+        if not b.startswith(("worker_step/samomentum", "server_push")):
+            continue
+        timed = sorted((r[b]["seconds"], name) for r, name in zip(runs, names) if b in r)
+        exact = [(t, name) for t, name in timed if passed[name]]
+        fastest = f"{timed[0][1]} ({timed[0][0] * 1e3:.3f} ms)"
+        best = f"{exact[0][1]} ({exact[0][0] * 1e3:.3f} ms)" if exact else "none"
+        print(f"- {b}: fastest {fastest}; fastest with passing tests {best}")
     return 0
 
 

@@ -15,7 +15,8 @@
 # SANITIZE, BENCH_FILTER and REPS override the defaults. Each call must end
 # within 10 minutes: name fewer builds when many are carried. Back here:
 #
-#   mkdir -p ab && tar -xJf FILES_AT/ab_bench.tar.xz -C ab && python3 bench/compare_ab.py ab/main ab/NAME...
+#   mkdir -p ab && for f in FILES_AT/ab_*.tar.xz; do tar -xJf "$f" -C ab; done
+#   python3 bench/compare_ab.py ab/main ab/NAME...   # with tests and timings side by side
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-}
