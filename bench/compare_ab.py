@@ -47,15 +47,16 @@ def count_tests(path):
 
 
 def test_counts(directory):
+    """The tests of a folder's tests.json in words, and whether they ran and passed."""
     path = os.path.join(directory, "tests.json")
     if not os.path.exists(path):
-        return ""
+        return "", False
     try:
         run, skipped, failed, failures = count_tests(path)
     except json.JSONDecodeError:
-        return "unreadable"
+        return "unreadable", False
     text = f"{run} run, {skipped} skipped, {failed} failed"
-    return text + (" (" + ", ".join(failures) + ")" if failures else "")
+    return text + (" (" + ", ".join(failures) + ")" if failures else ""), run > 0 and failed == 0
 
 
 def main():
@@ -66,8 +67,10 @@ def main():
     names = [os.path.basename(os.path.normpath(d)) for d in directories]
     print("| commit | directory | tests |")
     print("|---|---|---|")
+    passed = {}
     for d, name in zip(directories, names):
-        print(f"| {commit_of(d)} | {name} | {test_counts(d)} |")
+        text, passed[name] = test_counts(d)
+        print(f"| {commit_of(d)} | {name} | {text} |")
     runs = []
     for d in directories:
         path = os.path.join(d, "gpu_bench.json")
@@ -98,14 +101,6 @@ def main():
         print(f"| {b} | " + " | ".join(cells) + " |")
     # The candidates to land: the fastest build of each target benchmark, and
     # the fastest whose GPU tests ran and passed (tests.json in the same folder).
-    passed = {}
-    for d, name in zip(directories, names):
-        path = os.path.join(d, "tests.json")
-        try:
-            run, _, failed, _ = count_tests(path)
-            passed[name] = run > 0 and failed == 0
-        except (OSError, json.JSONDecodeError):
-            passed[name] = False
     print()
     for b in benchmarks:
         if not b.startswith(("worker_step/samomentum", "server_push")):

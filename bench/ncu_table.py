@@ -4,10 +4,9 @@ gpu__time_duration.sum,dram__bytes.sum,launch__grid_size ...) into a table of
 kernels: time, DRAM bytes and grid of each launch, in launch order, and the
 totals per kernel name. bench/run_gpu.sh profile writes such CSVs.
 
-    python3 bench/ncu_table.py ncu_worker_step.csv [--json out.json]
+    python3 bench/ncu_table.py ncu_worker_step.csv
 """
 import csv
-import json
 import re
 import sys
 from collections import OrderedDict
@@ -38,16 +37,17 @@ def read(path):
         raise SystemExit(f"{path}: no ncu CSV header (is ncu there, and did it profile anything?)")
     header = rows[header_at]
     col = {name: header.index(name) for name in header}
-    units = {}
+    scale_time, scale_bytes = 1e-3, 1e-6  # ncu's default units: nanoseconds, bytes
     launches = []
     for r in rows[header_at + 1:]:
         if len(r) != len(header):
             continue
         if not r[col["ID"]].strip():  # the units row
             units = {name: r[i] for name, i in col.items()}
+            scale_time = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(units.get(TIME), 1e-3)
+            scale_bytes = {"byte": 1e-6, "Kbyte": 1e-3, "Mbyte": 1.0, "Gbyte": 1e3}.get(
+                units.get(BYTES), 1e-6)
             continue
-        scale_time = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(units.get(TIME, "nsecond"), 1e-3)
-        scale_bytes = {"byte": 1e-6, "Kbyte": 1e-3, "Mbyte": 1.0, "Gbyte": 1e3}.get(units.get(BYTES, "byte"), 1e-6)
         t = number(r[col[TIME]]) if TIME in col else None
         b = number(r[col[BYTES]]) if BYTES in col else None
         g = number(r[col[GRID]]) if GRID in col else None
@@ -62,11 +62,6 @@ def read(path):
 
 def main():
     args = sys.argv[1:]
-    out = None
-    if "--json" in args:
-        at = args.index("--json")
-        out = args[at + 1]
-        del args[at:at + 2]
     if len(args) != 1:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -87,8 +82,6 @@ def main():
     print("|---|---:|---:|---:|")
     for name, t in totals.items():
         print(f"| {name} | {t['launches']} | {t['us']:.1f} | {t['dram_MB']:.1f} |")
-    if out:
-        json.dump({"launches": launches, "totals": totals}, open(out, "w"), indent=1)
     return 0
 
 

@@ -2,12 +2,12 @@
 #include "update_pass.cuh"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 
 #include "dgs/config.h"
 #include "dgs/message.h"
 #include "dgs/plan.h"
+#include "kernels/cuda_check.h"
 #include "kernels/kernels.cuh"
 #include "kernels/select.cuh"
 
@@ -43,13 +43,6 @@ __global__ void streaming_tail_kernel(const float* g, float* u, const u32* mask,
   if (i < p) u[i] = momentum_update(u[i], g[i], (mask[i >> 5] >> (i & 31)) & 1u, lr, m);
 }
 
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("update_pass: ") + what + ": " +
-                             cudaGetErrorString(status));
-  }
-}
-
 Config samomentum(double ratio) {
   Config c;
   c.method = Method::samomentum;
@@ -80,8 +73,8 @@ struct UpdatePass::Impl {
         selector(s, plan.total_capacity(), push_layout(s, samomentum(ratio)).index_type) {
     selector.set_plan(plan, samomentum(ratio).threshold_sample);
     int device = 0;
-    check(cudaGetDevice(&device), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "SM count");
+    DGS_CUDA_TRY(cudaGetDevice(&device));
+    DGS_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   }
   Segments segments;
   UpdateVariant variant;
@@ -111,10 +104,10 @@ void UpdatePass::run(const float* grad, float* u, const std::uint32_t* mask, flo
     streaming_update_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const float4*>(grad),
                                                          reinterpret_cast<float4*>(u), mask, quads,
                                                          lr, m);
-    check(cudaGetLastError(), "streaming_update_kernel");
+    DGS_CUDA_LAUNCHED("streaming_update_kernel", "quads " + std::to_string(quads));
     if (p % 4 != 0) {
       streaming_tail_kernel<<<1, 4, 0, stream>>>(grad, u, mask, quads * 4, p, lr, m);
-      check(cudaGetLastError(), "streaming_tail_kernel");
+      DGS_CUDA_LAUNCHED("streaming_tail_kernel", "from " + std::to_string(quads * 4));
     }
     return;
   }

@@ -9,10 +9,14 @@ results=$src/bench/results
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# expect FILE TEXT: the report FILE holds the line TEXT.
+expect() {
+  grep -qF -- "$2" "$1" || { echo "$(basename "$1"): missing '$2'"; cat "$1"; exit 1; }
+}
+
 python3 "$src/bench/summarize.py" "$results/h100_2026-11-23_gpu_bench.json" \
   "$results/h100_2026-11-23_torch_resnet50.json" > "$tmp/summary.md"
-grep -qF "| worker_step/samomentum | resnet50 | 640 | 1.0e+08 | 0.010 | 1.408 | 1136 | 2.63 |" "$tmp/summary.md" ||
-  { echo "summarize.py: the P=1e8 samomentum row is missing or wrong"; cat "$tmp/summary.md"; exit 1; }
+expect "$tmp/summary.md" "| worker_step/samomentum | resnet50 | 640 | 1.0e+08 | 0.010 | 1.408 | 1136 | 2.63 |"
 
 mkdir -p "$tmp/main" "$tmp/same" "$tmp/good"
 for d in main same good; do
@@ -30,15 +34,11 @@ cat > "$tmp/good/tests.json" <<'JSON'
 JSON
 python3 "$src/bench/compare_ab.py" "$tmp/main" "$tmp/same" > "$tmp/ab.md"
 python3 "$src/bench/compare_ab.py" "$tmp/main" "$tmp/same" "$tmp/good" > "$tmp/ab_good.md"
-grep -qF -- "- server_push/resnet50/P=100000000/ratio=0.010: fastest good (1.517 ms); fastest with passing tests good (1.517 ms)" "$tmp/ab_good.md" ||
-  { echo "compare_ab.py: the passing build is not named"; cat "$tmp/ab_good.md"; exit 1; }
-expect() {
-  grep -qF -- "$1" "$tmp/ab.md" || { echo "compare_ab.py: missing '$1'"; cat "$tmp/ab.md"; exit 1; }
-}
-expect "| 7c4525b | same | 2 run, 1 skipped, 1 failed (CudaBackendTest.B) |"
-expect "| worker_step/samomentum/resnet50/P=100000000/ratio=0.010 | 1.408 ms, 2.63× floor | 1.408 ms, 2.63× floor, 1.00× faster |"
-expect "| server_push/resnet50/P=100000000/ratio=0.010 | 1.517 ms, 5.55× floor | 1.517 ms, 5.55× floor, 1.00× faster |"
-expect "- worker_step/samomentum/resnet50/P=100000000/ratio=0.010: fastest main (1.408 ms); fastest with passing tests none"
+expect "$tmp/ab_good.md" "- server_push/resnet50/P=100000000/ratio=0.010: fastest good (1.517 ms); fastest with passing tests good (1.517 ms)"
+expect "$tmp/ab.md" "| 7c4525b | same | 2 run, 1 skipped, 1 failed (CudaBackendTest.B) |"
+expect "$tmp/ab.md" "| worker_step/samomentum/resnet50/P=100000000/ratio=0.010 | 1.408 ms, 2.63× floor | 1.408 ms, 2.63× floor, 1.00× faster |"
+expect "$tmp/ab.md" "| server_push/resnet50/P=100000000/ratio=0.010 | 1.517 ms, 5.55× floor | 1.517 ms, 5.55× floor, 1.00× faster |"
+expect "$tmp/ab.md" "- worker_step/samomentum/resnet50/P=100000000/ratio=0.010: fastest main (1.408 ms); fastest with passing tests none"
 # ncu_table.py on the shape of Nsight Compute's raw CSV: profiler lines
 # around it, a units row, thousands separators, kernel names with
 # namespaces, templates and parameters.
@@ -52,9 +52,6 @@ cat > "$tmp/ncu.csv" <<'CSV'
 ==PROF== Disconnected from process 4242
 CSV
 python3 "$src/bench/ncu_table.py" "$tmp/ncu.csv" > "$tmp/ncu.md"
-expect_ncu() {
-  grep -qF -- "$1" "$tmp/ncu.md" || { echo "ncu_table.py: missing '$1'"; cat "$tmp/ncu.md"; exit 1; }
-}
-expect_ncu "| 0 | update_kernel | 396 | 576.12 | 1198.25 |"
-expect_ncu "| resolve_kernel | 2 | 9.0 | 0.8 |"
+expect "$tmp/ncu.md" "| 0 | update_kernel | 396 | 576.12 | 1198.25 |"
+expect "$tmp/ncu.md" "| resolve_kernel | 2 | 9.0 | 0.8 |"
 echo "bench scripts: ok"
