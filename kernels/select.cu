@@ -519,6 +519,9 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
   DGS_CUDA_TRY(
       cudaMalloc(&threshold_keys_, std::max<std::size_t>(1, segments.count()) * sizeof(u32)));
   DGS_CUDA_TRY(cudaMalloc(&stats_dev_, 2 * sizeof(u64)));
+  // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
+  // estimated (sample_); with every segment taken whole they stay zero, so start them there.
+  DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
   const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
   if (index_type == IndexType::u64) {
     cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u64*>(nullptr),
