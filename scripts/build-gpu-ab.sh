@@ -47,7 +47,7 @@ for ref in "$@"; do
   git -C "$tree" checkout --quiet --detach "$commit"
   cmake -S "$tree" -B build-ab/build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DDGS_STATIC_CUDART=ON -DDGS_BUILD_TESTS=ON -DDGS_BUILD_BENCH=ON -DDGS_BUILD_EXAMPLES=OFF \
-    -DDGS_WITH_CUDNN=OFF -DDGS_WITH_NCCL=ON -DDGS_WITH_MPI=OFF >/dev/null
+    -DDGS_WITH_CUDNN=OFF -DDGS_WITH_NCCL=ON -DDGS_WITH_MPI=OFF -DDGS_CUDA_EMULATION=OFF >/dev/null
   cmake --build build-ab/build -j"$(nproc)" --target dgs_tests dgs_bench_gpu
   out=gpu-ab/$name
   rm -rf "$out"

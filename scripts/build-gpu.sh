@@ -14,7 +14,7 @@ fi
 build=build-gpu
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DDGS_STATIC_CUDART=ON -DDGS_BUILD_TESTS=ON -DDGS_BUILD_BENCH=ON -DDGS_BUILD_EXAMPLES=ON \
-  -DDGS_WITH_CUDNN=ON -DDGS_WITH_NCCL=ON -DDGS_WITH_MPI=OFF >/dev/null
+  -DDGS_WITH_CUDNN=ON -DDGS_WITH_NCCL=ON -DDGS_WITH_MPI=OFF -DDGS_CUDA_EMULATION=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target dgs_tests dgs_bench_gpu train_fmnist
 carry=gpu-carry
 rm -rf "$carry"

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Rewrites CUDA launches for the CPU emulation (include/dgs_emu/emu.h).
+
+    callee<<<grid, block, smem, stream>>>(args)
+becomes
+    ::dgs_emu::launch(grid, block, smem, stream)([=](auto... p) { callee(p...); }, args)
+
+so the arguments are evaluated once, at the launch, and a kernel template's
+arguments are deduced from them as in the CUDA call. Line breaks are kept,
+so compiler messages point at the original lines (a #line directive names
+the original file).
+
+usage: rewrite_launches.py SOURCE OUTPUT
+"""
+import sys
+
+
+def callee_start(text, end):
+    """Start of the callee expression that ends just before `end`."""
+    i = end
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    if i > 0 and text[i - 1] == '>':  # template arguments: match the brackets back
+        depth = 0
+        while i > 0:
+            i -= 1
+            if text[i] == '>':
+                depth += 1
+            elif text[i] == '<':
+                depth -= 1
+                if depth == 0:
+                    break
+        while i > 0 and text[i - 1].isspace():
+            i -= 1
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] in '_:'):
+        i -= 1
+    return i
+
+
+def matching(text, start, open_ch, close_ch):
+    """Index of the bracket closing the one at `start`."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == open_ch:
+            depth += 1
+        elif text[i] == close_ch:
+            depth -= 1
+            if depth == 0:
+                return i
+    raise SystemExit(f"unbalanced {open_ch}{close_ch} after offset {start}")
+
+
+def rewrite(text, name):
+    out = []
+    pos = 0
+    count = 0
+    while True:
+        at = text.find('<<<', pos)
+        if at < 0:
+            break
+        begin = callee_start(text, at)
+        callee = text[begin:at].strip()
+        if not callee:
+            raise SystemExit(f"{name}: no kernel before the launch at offset {at}")
+        close = text.find('>>>', at + 3)
+        if close < 0:
+            raise SystemExit(f"{name}: no >>> after offset {at}")
+        config = text[at + 3:close]
+        paren = close + 3
+        while text[paren].isspace():
+            paren += 1
+        if text[paren] != '(':
+            raise SystemExit(f"{name}: no argument list after the launch of {callee}")
+        end = matching(text, paren, '(', ')')
+        args = text[paren + 1:end]
+        out.append(text[pos:begin])
+        sep = ', ' if args.strip() else ''
+        out.append(f"::dgs_emu::launch({config})([=](auto... dgs_emu_p) {{ {callee}(dgs_emu_p...); }}"
+                   f"{sep}{args})")
+        pos = end + 1
+        count += 1
+    out.append(text[pos:])
+    return ''.join(out), count
+
+
+def main():
+    source, output = sys.argv[1], sys.argv[2]
+    with open(source) as f:
+        text = f.read()
+    result, _ = rewrite(text, source)
+    with open(output, 'w') as f:
+        f.write(f'#line 1 "{source}"\n')
+        f.write(result)
+
+
+if __name__ == '__main__':
+    main()
