@@ -23,6 +23,18 @@
 #include <ucontext.h>
 #endif
 
+// Built with -fsanitize=address (DGS_CUDA_EMULATION_ASAN): ASan is told of
+// every fiber switch, a reused fiber stack starts unpoisoned, and the bytes an
+// allocation is rounded up by are poisoned, so a kernel's access outside its
+// buffers, or outside a __shared__ array, is reported where it happens.
+#if defined(__SANITIZE_ADDRESS__)
+#define DGS_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#else
+#define DGS_EMU_ASAN 0
+#endif
+
 namespace dgs_emu {
 
 Thread* g_thread = nullptr;
@@ -93,6 +105,7 @@ dgs_emu_trampoline:
 
 struct Fiber {
   char* stack = nullptr;  // kStackBytes above a guard page
+  void* asan_fake_stack = nullptr;
 #if defined(__x86_64__)
   void* sp = nullptr;
 #else
@@ -108,6 +121,12 @@ void* g_scheduler_sp = nullptr;
 ucontext_t g_scheduler_context;
 #endif
 Fiber g_fibers[kMaxThreads];
+#if DGS_EMU_ASAN
+// The stack of the host thread running the grid now (the scheduler's).
+const void* g_scheduler_bottom = nullptr;
+std::size_t g_scheduler_size = 0;
+void* g_scheduler_fake_stack = nullptr;
+#endif
 
 void fiber_main(void* arg);
 
@@ -122,6 +141,12 @@ char* make_stack() {
 
 void start_fiber(Fiber& f, Thread* thread) {
   if (f.stack == nullptr) f.stack = make_stack();
+#if DGS_EMU_ASAN
+  // The previous fiber on this stack never returned: its frames' redzones
+  // are still poisoned.
+  __asan_unpoison_memory_region(f.stack, kStackBytes);
+  f.asan_fake_stack = nullptr;
+#endif
 #if defined(__x86_64__)
   auto top = reinterpret_cast<std::uintptr_t>(f.stack + kStackBytes) & ~std::uintptr_t{15};
   auto* frame = reinterpret_cast<std::uint64_t*>(top) - 8;
@@ -153,18 +178,34 @@ void start_fiber(Fiber& f, Thread* thread) {
 }
 
 void enter_fiber(Fiber& f) {
+#if DGS_EMU_ASAN
+  __sanitizer_start_switch_fiber(&g_scheduler_fake_stack, f.stack, kStackBytes);
+#endif
 #if defined(__x86_64__)
   dgs_emu_switch(&g_scheduler_sp, f.sp);
 #else
   swapcontext(&g_scheduler_context, &f.context);
 #endif
+#if DGS_EMU_ASAN
+  __sanitizer_finish_switch_fiber(g_scheduler_fake_stack, nullptr, nullptr);
+#endif
 }
 
-void leave_fiber(Fiber& f) {
+// `finished`: the fiber will not run again (its fake stack can go).
+void leave_fiber(Fiber& f, bool finished = false) {
+#if DGS_EMU_ASAN
+  __sanitizer_start_switch_fiber(finished ? nullptr : &f.asan_fake_stack, g_scheduler_bottom,
+                                 g_scheduler_size);
+#else
+  (void)finished;
+#endif
 #if defined(__x86_64__)
   dgs_emu_switch(&f.sp, g_scheduler_sp);
 #else
   swapcontext(&f.context, &g_scheduler_context);
+#endif
+#if DGS_EMU_ASAN
+  __sanitizer_finish_switch_fiber(f.asan_fake_stack, &g_scheduler_bottom, &g_scheduler_size);
 #endif
 }
 
@@ -207,6 +248,9 @@ void release_barrier(Block& b) {
 }
 
 void fiber_main(void* arg) {
+#if DGS_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &g_scheduler_bottom, &g_scheduler_size);
+#endif
   auto* thread = static_cast<Thread*>(arg);
   (*thread->block->body)();
   Block& b = *thread->block;
@@ -214,7 +258,7 @@ void fiber_main(void* arg) {
   slot.wait = Wait::done;
   --b.live;
   if (b.arrived > 0 && b.arrived == b.live) release_barrier(b);
-  leave_fiber(g_fibers[thread->linear]);
+  leave_fiber(g_fibers[thread->linear], true);
   fatal("a finished fiber was resumed");
 }
 
@@ -621,6 +665,9 @@ cudaError_t allocate(void** pointer, std::size_t bytes, bool managed) {
   // Fresh device memory is not zero: code that reads it before writing it
   // shows up as a mismatch instead of passing by luck.
   std::memset(p, 0x5A, rounded);
+#if DGS_EMU_ASAN
+  __asan_poison_memory_region(static_cast<char*>(p) + bytes, rounded - bytes);
+#endif
   std::lock_guard<std::mutex> lock(dgs_emu::g_memory_mutex);
   dgs_emu::g_allocations[reinterpret_cast<std::uintptr_t>(p)] = {rounded, managed};
   *pointer = p;
@@ -636,14 +683,21 @@ cudaError_t cudaMallocManaged(void** pointer, std::size_t bytes, unsigned int) {
 cudaError_t cudaFree(void* pointer) {
   if (pointer == nullptr) return cudaSuccess;
   if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
+  std::size_t rounded = 0;
   {
     std::lock_guard<std::mutex> lock(dgs_emu::g_memory_mutex);
     auto it = dgs_emu::g_allocations.find(reinterpret_cast<std::uintptr_t>(pointer));
     if (it == dgs_emu::g_allocations.end()) return fail(cudaErrorInvalidValue);
-    dgs_emu::g_used -= it->second.bytes;
+    rounded = it->second.bytes;
+    dgs_emu::g_used -= rounded;
     dgs_emu::g_allocations.erase(it);
   }
   std::lock_guard<std::mutex> lock(dgs_emu::g_execute);  // no grid is using it now
+#if DGS_EMU_ASAN
+  __asan_unpoison_memory_region(pointer, rounded);
+#else
+  (void)rounded;
+#endif
   std::free(pointer);
   return cudaSuccess;
 }
