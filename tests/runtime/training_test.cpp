@@ -12,12 +12,11 @@
 
 #include <gtest/gtest.h>
 
-#include <cuda_runtime.h>
-
 #include "dgs/backend.h"
 #include "dgs/server.h"
 #include "dgs/transport.h"
 #include "dgs/worker.h"
+#include "runtime/backend.h"
 #include "runtime/checkpoint.h"
 #include "support/softmax.h"
 
@@ -49,7 +48,8 @@ std::vector<float> initial_model() {
 
 // Trains with `workers` threads for `steps` steps each; checks after every
 // reply that the worker's model equals the server's replica of it.
-Outcome train(Config config, int workers, int steps, float lr, BackendKind kind = BackendKind::host) {
+Outcome train(Config config, int workers, int steps, float lr,
+              BackendKind kind = BackendKind::host) {
   static const SoftmaxProblem problem;
   const Segments model = SoftmaxProblem::segments();
   const std::size_t p = model.total();
@@ -58,14 +58,11 @@ Outcome train(Config config, int workers, int steps, float lr, BackendKind kind 
   auto backend = make_backend(kind);
   const bool device = kind == BackendKind::cuda;
   LocalHub hub(workers + 1, device ? MemoryKind::device : MemoryKind::host);
-  // Host copies of backend memory (the identity on the host backend).
+  // Host copies of backend memory, through the backend (checked copies that
+  // throw dgs::Error on a CUDA failure; plain copies on the host backend).
   auto to_host = [&](const float* data, std::vector<float>& out) {
     out.resize(p);
-    if (device) {
-      cudaMemcpy(out.data(), data, p * sizeof(float), cudaMemcpyDeviceToHost);
-    } else {
-      std::copy(data, data + p, out.begin());
-    }
+    backend->download(out.data(), data, p * sizeof(float), nullptr);
   };
 
   std::mutex mutex;
@@ -87,14 +84,16 @@ Outcome train(Config config, int workers, int steps, float lr, BackendKind kind 
   std::vector<WorkerStats> worker_stats(workers);
   std::atomic<std::uint64_t> checked{0};
   for (int k = 0; k < workers; ++k) {
+    // A failed CUDA call throws dgs::Error, which ends the test process with
+    // its message (the server would wait for this worker otherwise).
     threads.emplace_back([&, k] {
-      std::vector<float> host_weights(p, 0.0f), grad(p), point(p);
-      float* weights = host_weights.data();
-      float* device_grad = nullptr;
-      if (device) {
-        cudaMalloc(&weights, p * sizeof(float));
-        cudaMalloc(&device_grad, p * sizeof(float));
-      }
+      std::vector<float> grad(p), point(p);
+      // The worker's model and gradient in the backend's memory.
+      detail::Buffer weight_buffer(*backend, p * sizeof(float));
+      detail::Buffer grad_buffer(*backend, p * sizeof(float));
+      float* weights = weight_buffer.as<float>();
+      backend->zero(weights, p * sizeof(float), nullptr);
+      backend->synchronize(nullptr);
       WorkerOptions wo;
       wo.id = static_cast<std::uint32_t>(k);
       Worker worker(config, model, backend, hub.endpoint(k + 1), weights, wo);
@@ -115,16 +114,12 @@ Outcome train(Config config, int workers, int steps, float lr, BackendKind kind 
       for (int t = 0; t < steps; ++t) {
         to_host(worker.evaluation_point(), point);
         problem.gradient(point.data(), k + t * workers * 8, 1, 8, grad.data());
-        if (device) cudaMemcpy(device_grad, grad.data(), p * sizeof(float), cudaMemcpyHostToDevice);
-        worker.step(device ? device_grad : grad.data(), lr);
+        backend->upload(grad_buffer.data(), grad.data(), p * sizeof(float), nullptr);
+        worker.step(grad_buffer.as<float>(), lr);
         check("after a step");
       }
       worker.leave();
       worker_stats[k] = worker.stats();
-      if (device) {
-        cudaFree(weights);
-        cudaFree(device_grad);
-      }
     });
   }
   for (auto& t : threads) t.join();
