@@ -1,0 +1,206 @@
+// Tests of the CPU emulation itself (docs/emulation.md): the warp intrinsics,
+// barriers and CUB calls give CUDA's results, and the runtime refuses what
+// CUDA refuses. Built like the kernels: launches rewritten, emu.h in front.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <cub/block/block_scan.cuh>
+#include <cub/device/device_radix_sort.cuh>
+#include <cuda_runtime.h>
+
+namespace {
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+// Every lane of a 64-thread block: five exchanges of its value.
+__global__ void warp_kernel(const unsigned* in, unsigned* out) {
+  const unsigned t = threadIdx.x;
+  const unsigned v = in[t];
+  unsigned* o = out + t * 6;
+  o[0] = __shfl_sync(0xFFFFFFFFu, v, static_cast<int>((t + 5) % 32));
+  o[1] = __shfl_up_sync(0xFFFFFFFFu, v, 3);
+  o[2] = __shfl_down_sync(0xFFFFFFFFu, v, 3, 16);
+  o[3] = __shfl_xor_sync(0xFFFFFFFFu, v, 5);
+  o[4] = __ballot_sync(0xFFFFFFFFu, v % 3 == 0);
+  o[5] = __shfl_sync(0xFFFFFFFFu, v, 2, 8);
+}
+
+TEST(Emulation, WarpIntrinsicsGiveCudasResults) {
+  std::mt19937 rng(1);
+  std::vector<unsigned> in(64);
+  for (auto& v : in) v = rng();
+  unsigned *d_in, *d_out;
+  CUDA_OK(cudaMalloc(&d_in, in.size() * 4));
+  CUDA_OK(cudaMalloc(&d_out, in.size() * 24));
+  CUDA_OK(cudaMemcpy(d_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice));
+  warp_kernel<<<1, 64>>>(d_in, d_out);
+  CUDA_OK(cudaGetLastError());
+  std::vector<unsigned> out(in.size() * 6);
+  CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+  for (unsigned t = 0; t < 64; ++t) {
+    const unsigned warp = t & ~31u, lane = t & 31u;
+    unsigned ballot = 0;
+    for (unsigned l = 0; l < 32; ++l) ballot |= (in[warp + l] % 3 == 0 ? 1u : 0u) << l;
+    const unsigned seg16 = lane & ~15u;
+    EXPECT_EQ(out[t * 6 + 0], in[warp + (lane + 5) % 32]) << t;
+    EXPECT_EQ(out[t * 6 + 1], lane < 3 ? in[t] : in[t - 3]) << t;
+    EXPECT_EQ(out[t * 6 + 2], (lane - seg16) + 3 < 16 ? in[t + 3] : in[t]) << t;
+    EXPECT_EQ(out[t * 6 + 3], in[warp + (lane ^ 5u)]) << t;
+    EXPECT_EQ(out[t * 6 + 4], ballot) << t;
+    EXPECT_EQ(out[t * 6 + 5], in[warp + (lane & ~7u) + 2]) << t;
+  }
+  CUDA_OK(cudaFree(d_in));
+  CUDA_OK(cudaFree(d_out));
+}
+
+// Each thread writes its slot, waits, then reads its neighbour's; then a
+// block scan of the values read.
+__global__ void barrier_scan_kernel(const unsigned long long* in, unsigned long long* out) {
+  using Scan = cub::BlockScan<unsigned long long, 256>;
+  __shared__ unsigned long long slots[256];
+  __shared__ typename Scan::TempStorage scan;
+  const unsigned t = threadIdx.x;
+  slots[t] = in[blockIdx.x * 256 + t];
+  __syncthreads();
+  const unsigned long long neighbour = slots[(t + 1) % 256];
+  unsigned long long exclusive, total;
+  Scan(scan).ExclusiveSum(neighbour, exclusive, total);
+  __syncthreads();
+  unsigned long long inclusive;
+  Scan(scan).InclusiveSum(neighbour, inclusive);
+  unsigned long long* o = out + (blockIdx.x * 256 + t) * 4;
+  o[0] = neighbour;
+  o[1] = exclusive;
+  o[2] = total;
+  o[3] = inclusive;
+}
+
+TEST(Emulation, BarriersAndBlockScansGiveCudasResults) {
+  constexpr int kBlocks = 3;
+  std::mt19937_64 rng(2);
+  std::vector<unsigned long long> in(kBlocks * 256);
+  for (auto& v : in) v = rng() >> 8;
+  unsigned long long *d_in, *d_out;
+  CUDA_OK(cudaMalloc(&d_in, in.size() * 8));
+  CUDA_OK(cudaMalloc(&d_out, in.size() * 32));
+  CUDA_OK(cudaMemcpy(d_in, in.data(), in.size() * 8, cudaMemcpyHostToDevice));
+  barrier_scan_kernel<<<kBlocks, 256>>>(d_in, d_out);
+  CUDA_OK(cudaGetLastError());
+  std::vector<unsigned long long> out(in.size() * 4);
+  CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 8, cudaMemcpyDeviceToHost));
+  for (int b = 0; b < kBlocks; ++b) {
+    unsigned long long total = 0;
+    for (int t = 0; t < 256; ++t) total += in[b * 256 + t];
+    unsigned long long sum = 0;
+    for (int t = 0; t < 256; ++t) {
+      const unsigned long long want = in[b * 256 + (t + 1) % 256];
+      const unsigned long long* o = &out[(b * 256 + t) * 4];
+      EXPECT_EQ(o[0], want) << b << " " << t;
+      EXPECT_EQ(o[1], sum) << b << " " << t;
+      EXPECT_EQ(o[2], total) << b << " " << t;
+      sum += want;
+      EXPECT_EQ(o[3], sum) << b << " " << t;
+    }
+  }
+  CUDA_OK(cudaFree(d_in));
+  CUDA_OK(cudaFree(d_out));
+}
+
+TEST(Emulation, RadixSortIsStableOnItsBitRange) {
+  std::mt19937 rng(3);
+  std::vector<unsigned> keys(1000);
+  for (auto& k : keys) k = rng();
+  unsigned *d_in, *d_out;
+  CUDA_OK(cudaMalloc(&d_in, keys.size() * 4));
+  CUDA_OK(cudaMalloc(&d_out, keys.size() * 4));
+  CUDA_OK(cudaMemcpy(d_in, keys.data(), keys.size() * 4, cudaMemcpyHostToDevice));
+  std::size_t temp_bytes = 0;
+  CUDA_OK(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, d_in, d_out,
+                                         static_cast<int>(keys.size()), 4, 9));
+  void* temp;
+  CUDA_OK(cudaMalloc(&temp, temp_bytes));
+  CUDA_OK(cub::DeviceRadixSort::SortKeys(temp, temp_bytes, d_in, d_out,
+                                         static_cast<int>(keys.size()), 4, 9));
+  std::vector<unsigned> got(keys.size());
+  CUDA_OK(cudaMemcpy(got.data(), d_out, got.size() * 4, cudaMemcpyDeviceToHost));
+  std::vector<unsigned> want = keys;
+  std::stable_sort(want.begin(), want.end(),
+                   [](unsigned a, unsigned b) { return ((a >> 4) & 31u) < ((b >> 4) & 31u); });
+  EXPECT_EQ(got, want);
+  for (void* p : {static_cast<void*>(d_in), static_cast<void*>(d_out), temp}) {
+    CUDA_OK(cudaFree(p));
+  }
+}
+
+// Thread 0 waits at the barrier; the rest of its warp waits for lane 0 in a
+// warp exchange: neither can go on.
+__global__ void deadlock_kernel() {
+  if (threadIdx.x == 0) {
+    __syncthreads();
+  } else {
+    __syncwarp();
+  }
+}
+
+TEST(EmulationDeathTest, ADeadlockedBlockIsReportedByName) {
+  EXPECT_DEATH(
+      {
+        deadlock_kernel<<<dim3(2, 1, 1), 32>>>();
+        (void)cudaDeviceSynchronize();
+      },
+      "deadlock in block \\(0, 0, 0\\): 1 threads wait at __syncthreads and 31 in a warp "
+      "exchange");
+}
+
+TEST(Emulation, TheRuntimeRefusesWhatCudaRefuses) {
+  // A launch larger than a block may be.
+  deadlock_kernel<<<1, 2048>>>();
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // read once, then cleared
+
+  // Fresh memory holds 0x5A bytes, not zeros; copies stay inside allocations.
+  unsigned char* d = nullptr;
+  CUDA_OK(cudaMalloc(&d, 100));
+  std::vector<unsigned char> host(100, 0);
+  CUDA_OK(cudaMemcpy(host.data(), d, 100, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(host, std::vector<unsigned char>(100, 0x5A));
+  EXPECT_EQ(cudaMemcpy(host.data(), d + 1, 300, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemset(d + 50, 0, 300), cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+
+  // Inside a global-mode capture: no allocation, no synchronous copy, and the
+  // capture is invalidated.
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, 16), cudaErrorStreamCaptureUnsupported);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+
+  // A valid capture replays its work each launch.
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  CUDA_OK(cudaMemsetAsync(d, 7, 10, stream));
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_OK(cudaMemcpy(host.data(), d, 100, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(host[0], 0x5A);  // recorded, not run
+  CUDA_OK(cudaGraphLaunch(exec, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaMemcpy(host.data(), d, 100, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(host[9], 7);
+  EXPECT_EQ(host[10], 0x5A);
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+  CUDA_OK(cudaStreamDestroy(stream));
+  CUDA_OK(cudaFree(d));
+}
+
+}  // namespace
