@@ -474,14 +474,20 @@ int multiprocessors() {
   return count;
 }
 
+// The allocation holding address `at`, or null. Call with g_memory_mutex held.
+const std::pair<const std::uintptr_t, Allocation>* allocation_at(std::uintptr_t at) {
+  auto it = g_allocations.upper_bound(at);
+  if (it == g_allocations.begin()) return nullptr;
+  --it;
+  return at < it->first + it->second.bytes ? &*it : nullptr;
+}
+
 // Whether [p, p + bytes) lies inside one allocation.
 bool inside_allocation(const void* p, std::size_t bytes) {
   const auto at = reinterpret_cast<std::uintptr_t>(p);
   std::lock_guard<std::mutex> lock(g_memory_mutex);
-  auto it = g_allocations.upper_bound(at);
-  if (it == g_allocations.begin()) return false;
-  --it;
-  return at >= it->first && at + bytes <= it->first + it->second.bytes;
+  const auto* a = allocation_at(at);
+  return a != nullptr && at + bytes <= a->first + a->second.bytes;
 }
 
 // Captures in global mode in progress: while there is one, calls that could
@@ -705,16 +711,13 @@ cudaError_t cudaFree(void* pointer) {
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* pointer) {
   if (attributes == nullptr) return fail(cudaErrorInvalidValue);
   *attributes = {cudaMemoryTypeUnregistered, -2, nullptr, nullptr};
-  const auto at = reinterpret_cast<std::uintptr_t>(pointer);
   std::lock_guard<std::mutex> lock(dgs_emu::g_memory_mutex);
-  auto it = dgs_emu::g_allocations.upper_bound(at);
-  if (it == dgs_emu::g_allocations.begin()) return cudaSuccess;
-  --it;
-  if (at >= it->first + it->second.bytes) return cudaSuccess;
-  attributes->type = it->second.managed ? cudaMemoryTypeManaged : cudaMemoryTypeDevice;
+  const auto* a = dgs_emu::allocation_at(reinterpret_cast<std::uintptr_t>(pointer));
+  if (a == nullptr) return cudaSuccess;
+  attributes->type = a->second.managed ? cudaMemoryTypeManaged : cudaMemoryTypeDevice;
   attributes->device = 0;
   attributes->devicePointer = const_cast<void*>(pointer);
-  attributes->hostPointer = it->second.managed ? const_cast<void*>(pointer) : nullptr;
+  attributes->hostPointer = a->second.managed ? const_cast<void*>(pointer) : nullptr;
   return cudaSuccess;
 }
 
@@ -733,13 +736,8 @@ cudaError_t check_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpy
 }
 }  // namespace
 
-cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
-  if (cudaError_t e = check_copy(dst, src, bytes, kind); e != cudaSuccess) return e;
-  if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(dgs_emu::g_execute);
-  if (bytes > 0) std::memmove(dst, src, bytes);
-  return cudaSuccess;
-}
+// The synchronous forms are the asynchronous ones on the legacy stream,
+// refused first inside any global capture (they would synchronise).
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (cudaError_t e = check_copy(dst, src, bytes, kind); e != cudaSuccess) return e;
@@ -747,18 +745,21 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
     if (bytes > 0) std::memmove(dst, src, bytes);
   });
 }
-cudaError_t cudaMemset(void* dst, int value, std::size_t bytes) {
-  if (!dgs_emu::device_range_ok(dst, bytes)) return fail(cudaErrorInvalidValue);
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  if (cudaError_t e = check_copy(dst, src, bytes, kind); e != cudaSuccess) return e;
   if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(dgs_emu::g_execute);
-  if (bytes > 0) std::memset(dst, value, bytes);
-  return cudaSuccess;
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t stream) {
   if (!dgs_emu::device_range_ok(dst, bytes)) return fail(cudaErrorInvalidValue);
   return dgs_emu::enqueue(stream, [dst, value, bytes]() {
     if (bytes > 0) std::memset(dst, value, bytes);
   });
+}
+cudaError_t cudaMemset(void* dst, int value, std::size_t bytes) {
+  if (!dgs_emu::device_range_ok(dst, bytes)) return fail(cudaErrorInvalidValue);
+  if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
+  return cudaMemsetAsync(dst, value, bytes, nullptr);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) {
@@ -769,15 +770,27 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
   return cudaStreamCreate(stream);
 }
+namespace {
+// Ends a stream's capture (a global one stops counting) and hands back what
+// it recorded.
+CUgraph_st* stop_capture(cudaStream_t stream) {
+  {
+    std::lock_guard<std::mutex> lock(dgs_emu::g_capture_mutex);
+    auto& c = dgs_emu::g_capturing;
+    const auto at = std::remove(c.begin(), c.end(), stream);
+    if (at != c.end()) --dgs_emu::g_global_captures;
+    c.erase(at, c.end());
+  }
+  stream->capturing = false;
+  CUgraph_st* captured = stream->graph;
+  stream->graph = nullptr;
+  return captured;
+}
+}  // namespace
+
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (stream == nullptr) return fail(cudaErrorInvalidResourceHandle);
-  if (stream->capturing) {
-    std::lock_guard<std::mutex> lock(dgs_emu::g_capture_mutex);
-    --dgs_emu::g_global_captures;
-    auto& c = dgs_emu::g_capturing;
-    c.erase(std::remove(c.begin(), c.end(), stream), c.end());
-    delete stream->graph;
-  }
+  if (stream->capturing) delete stop_capture(stream);
   delete stream;
   return cudaSuccess;
 }
@@ -800,16 +813,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   if (stream == nullptr || graph == nullptr || !stream->capturing) return fail(cudaErrorInvalidValue);
-  {
-    std::lock_guard<std::mutex> lock(dgs_emu::g_capture_mutex);
-    auto& c = dgs_emu::g_capturing;
-    const auto at = std::remove(c.begin(), c.end(), stream);
-    if (at != c.end()) --dgs_emu::g_global_captures;
-    c.erase(at, c.end());
-  }
-  stream->capturing = false;
-  CUgraph_st* captured = stream->graph;
-  stream->graph = nullptr;
+  CUgraph_st* captured = stop_capture(stream);
   if (stream->invalidated) {
     delete captured;
     *graph = nullptr;

@@ -200,6 +200,16 @@ TEST(Emulation, TheRuntimeRefusesWhatCudaRefuses) {
   CUDA_OK(cudaGraphExecDestroy(exec));
   CUDA_OK(cudaGraphDestroy(graph));
   CUDA_OK(cudaStreamDestroy(stream));
+
+  // A relaxed capture refuses nothing, and destroying its stream mid-capture
+  // leaves no global capture behind.
+  CUDA_OK(cudaStreamCreate(&stream));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+  CUDA_OK(cudaMalloc(&p, 16));
+  CUDA_OK(cudaFree(p));
+  CUDA_OK(cudaStreamDestroy(stream));
+  CUDA_OK(cudaMalloc(&p, 16));
+  CUDA_OK(cudaFree(p));
   CUDA_OK(cudaFree(d));
 }
 

@@ -53,7 +53,6 @@ def matching(text, start, open_ch, close_ch):
 def rewrite(text, name):
     out = []
     pos = 0
-    count = 0
     while True:
         at = text.find('<<<', pos)
         if at < 0:
@@ -78,16 +77,15 @@ def rewrite(text, name):
         out.append(f"::dgs_emu::launch({config})([=](auto... dgs_emu_p) {{ {callee}(dgs_emu_p...); }}"
                    f"{sep}{args})")
         pos = end + 1
-        count += 1
     out.append(text[pos:])
-    return ''.join(out), count
+    return ''.join(out)
 
 
 def main():
     source, output = sys.argv[1], sys.argv[2]
     with open(source) as f:
         text = f.read()
-    result, _ = rewrite(text, source)
+    result = rewrite(text, source)
     with open(output, 'w') as f:
         f.write(f'#line 1 "{source}"\n')
         f.write(result)

@@ -237,59 +237,33 @@ inline int __all_sync(unsigned int mask, int predicate) {
 inline unsigned int __activemask() { return 0xFFFFFFFFu; }
 
 // ---- atomics: plain read-modify-writes, returning the old value -------------
-template <typename T, typename U>
-T atomicAdd(T* p, U v) {
+namespace dgs_emu {
+template <typename T, typename Next>
+T read_modify_write(T* p, Next next) {
   const T old = *p;
-  *p = static_cast<T>(old + static_cast<T>(v));
+  *p = next(old);
   return old;
 }
-template <typename T, typename U>
-T atomicSub(T* p, U v) {
-  const T old = *p;
-  *p = static_cast<T>(old - static_cast<T>(v));
-  return old;
-}
-template <typename T, typename U>
-T atomicOr(T* p, U v) {
-  const T old = *p;
-  *p = old | static_cast<T>(v);
-  return old;
-}
-template <typename T, typename U>
-T atomicAnd(T* p, U v) {
-  const T old = *p;
-  *p = old & static_cast<T>(v);
-  return old;
-}
-template <typename T, typename U>
-T atomicXor(T* p, U v) {
-  const T old = *p;
-  *p = old ^ static_cast<T>(v);
-  return old;
-}
-template <typename T, typename U>
-T atomicMin(T* p, U v) {
-  const T old = *p;
-  if (static_cast<T>(v) < old) *p = static_cast<T>(v);
-  return old;
-}
-template <typename T, typename U>
-T atomicMax(T* p, U v) {
-  const T old = *p;
-  if (static_cast<T>(v) > old) *p = static_cast<T>(v);
-  return old;
-}
-template <typename T, typename U>
-T atomicExch(T* p, U v) {
-  const T old = *p;
-  *p = static_cast<T>(v);
-  return old;
-}
+}  // namespace dgs_emu
+#define DGS_EMU_ATOMIC(name, expression)                                                  \
+  template <typename T, typename U>                                                       \
+  T name(T* p, U value) {                                                                 \
+    const T v = static_cast<T>(value);                                                    \
+    return ::dgs_emu::read_modify_write(p, [v]([[maybe_unused]] T old) { return static_cast<T>(expression); }); \
+  }
+DGS_EMU_ATOMIC(atomicAdd, old + v)
+DGS_EMU_ATOMIC(atomicSub, old - v)
+DGS_EMU_ATOMIC(atomicOr, old | v)
+DGS_EMU_ATOMIC(atomicAnd, old & v)
+DGS_EMU_ATOMIC(atomicXor, old ^ v)
+DGS_EMU_ATOMIC(atomicMin, v < old ? v : old)
+DGS_EMU_ATOMIC(atomicMax, v > old ? v : old)
+DGS_EMU_ATOMIC(atomicExch, v)
+#undef DGS_EMU_ATOMIC
 template <typename T, typename U, typename V>
-T atomicCAS(T* p, U compare, V v) {
-  const T old = *p;
-  if (old == static_cast<T>(compare)) *p = static_cast<T>(v);
-  return old;
+T atomicCAS(T* p, U compare, V value) {
+  const T c = static_cast<T>(compare), v = static_cast<T>(value);
+  return ::dgs_emu::read_modify_write(p, [c, v](T old) { return old == c ? v : old; });
 }
 
 // ---- integer and float intrinsics --------------------------------------------
