@@ -1,5 +1,8 @@
-// The Worker and Server runtime on the host backend and the in-process
-// transport: protocol, exactness, checkpoints, bad input and faults.
+// The Worker and Server runtime on the in-process transport: protocol,
+// exactness, checkpoints, bad input and faults. Every test runs on both
+// backends: `host`, and `cuda` (the CUDA kernels on a GPU, or their CPU
+// emulation in dgs_emulated_tests; skipped where there is neither), with the
+// models, gradients and message buffers in the backend's memory.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -8,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <thread>
@@ -21,11 +25,18 @@
 #include "dgs/server.h"
 #include "dgs/transport.h"
 #include "dgs/worker.h"
+#include "runtime/backend.h"
 #include "support/host_job.h"
 #include "support/random.h"
 #include "support/server_thread.h"
 
 namespace dgs {
+
+// Test names and failures say "host" or "cuda" for the backend parameter.
+void PrintTo(BackendKind kind, std::ostream* out) {
+  *out << to_string(kind);
+}
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -36,13 +47,72 @@ std::string temp_path(const std::string& name) {
   return ::testing::TempDir() + "dgs_" + name + "_" + std::to_string(::getpid());
 }
 
-// A job on the in-process transport: one server (rank 0) and N workers.
+// Floats in a backend's memory (device memory on the cuda backend), written
+// and read from the host through the backend's checked copies.
+class Floats {
+ public:
+  Floats(Backend& backend, std::size_t n) : backend_(&backend), n_(n), buffer_(backend, bytes()) {
+    backend.zero(buffer_.data(), bytes(), nullptr);
+    backend.synchronize(nullptr);
+  }
+  Floats(Backend& backend, const std::vector<float>& values) : Floats(backend, values.size()) {
+    assign(values);
+  }
+
+  float* data() const noexcept { return buffer_.as<float>(); }
+  std::vector<float> host() const {
+    std::vector<float> out(n_);
+    backend_->download(out.data(), data(), bytes(), nullptr);
+    return out;
+  }
+  void assign(const std::vector<float>& values) {
+    if (values.size() != n_) throw std::invalid_argument("Floats::assign: wrong size");
+    backend_->upload(data(), values.data(), bytes(), nullptr);
+  }
+
+ private:
+  std::size_t bytes() const noexcept { return n_ * sizeof(float); }
+
+  Backend* backend_;
+  std::size_t n_;
+  detail::Buffer buffer_;
+};
+
+// Raw wire bytes sent and received on a rank, through a buffer in the
+// transport's memory (the backend's).
+class Wire {
+ public:
+  Wire(std::shared_ptr<Transport> rank, Backend& backend, std::size_t capacity)
+      : rank_(std::move(rank)), backend_(&backend), buffer_(backend, capacity) {}
+
+  void send(const test::Bytes& message, std::size_t bytes) {
+    backend_->upload(buffer_.data(), message.data(), bytes, nullptr);
+    rank_->send(0, buffer_.data(), bytes);
+  }
+  void send(const test::Bytes& message) { send(message, message.size()); }
+  Receipt recv(test::Bytes& out) {
+    const Receipt r = rank_->recv(0, buffer_.data(), out.size(), 20s);
+    if (r.status == Receipt::Status::message) {
+      backend_->download(out.data(), buffer_.data(), std::min(r.bytes, out.size()), nullptr);
+    }
+    return r;
+  }
+
+ private:
+  std::shared_ptr<Transport> rank_;
+  Backend* backend_;
+  detail::Buffer buffer_;
+};
+
+// A job on the in-process transport: one server (rank 0) and N workers,
+// each with its model and gradient in the backend's memory.
 struct Job {
-  Job(const Config& c, const Segments& m, std::vector<float> w0, ServerOptions options = {})
+  Job(std::shared_ptr<Backend> b, const Config& c, const Segments& m, std::vector<float> w0,
+      ServerOptions options = {})
       : config(c),
         model(m),
-        hub(static_cast<int>(c.workers) + 1, MemoryKind::host),
-        backend(make_backend(BackendKind::host)),
+        backend(std::move(b)),
+        hub(static_cast<int>(c.workers) + 1, memory_of(*backend)),
         initial(std::move(w0)),
         server(std::make_unique<Server>(c, m, backend, hub.endpoint(0), initial.data(),
                                         std::move(options))) {
@@ -52,15 +122,30 @@ struct Job {
   Worker& add_worker(std::uint32_t k) {
     if (weights.size() <= k) {
       weights.resize(k + 1);
+      grads.resize(k + 1);
       workers.resize(k + 1);
     }
-    weights[k].assign(model.total(), 0.0f);
+    workers[k].reset();
+    weights[k] = std::make_unique<Floats>(*backend, model.total());
+    grads[k] = std::make_unique<Floats>(*backend, model.total());
     WorkerOptions o;
     o.id = k;
     o.timeout = 20s;
     workers[k] = std::make_unique<Worker>(
-        config, model, backend, hub.endpoint(static_cast<int>(k) + 1), weights[k].data(), o);
+        config, model, backend, hub.endpoint(static_cast<int>(k) + 1), weights[k]->data(), o);
     return *workers[k];
+  }
+
+  /// Worker k's model, copied to the host.
+  std::vector<float> weights_of(std::size_t k) const { return weights[k]->host(); }
+  /// Worker k's step (or push) on the gradient `g`, copied to its gradient buffer.
+  void step(std::size_t k, const std::vector<float>& g, float lr) {
+    grads[k]->assign(g);
+    workers[k]->step(grads[k]->data(), lr);
+  }
+  void push(std::size_t k, const std::vector<float>& g, float lr) {
+    grads[k]->assign(g);
+    workers[k]->push(grads[k]->data(), lr);
   }
 
   std::vector<float> server_model() const {
@@ -71,11 +156,12 @@ struct Job {
 
   Config config;
   Segments model;
-  LocalHub hub;
   std::shared_ptr<Backend> backend;
+  LocalHub hub;
   std::vector<float> initial;
   std::unique_ptr<Server> server;
-  std::vector<std::vector<float>> weights;
+  // Declared before the workers, which keep pointers into them.
+  std::vector<std::unique_ptr<Floats>> weights, grads;
   std::vector<std::unique_ptr<Worker>> workers;
 };
 
@@ -88,9 +174,30 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// The backend of the test's parameter; a cuda test skips without a device.
+class OnBackend : public ::testing::TestWithParam<BackendKind> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == BackendKind::cuda && !cuda_available()) GTEST_SKIP() << "no CUDA device";
+    backend = make_backend(GetParam());
+  }
+  std::shared_ptr<Backend> backend;
+};
+
+class Runtime : public OnBackend {};
+class Checkpoint : public OnBackend {};
+
+std::string backend_name(const ::testing::TestParamInfo<BackendKind>& info) {
+  return to_string(info.param);
+}
+INSTANTIATE_TEST_SUITE_P(Backend, Runtime, ::testing::Values(BackendKind::host, BackendKind::cuda),
+                         backend_name);
+INSTANTIATE_TEST_SUITE_P(Backend, Checkpoint,
+                         ::testing::Values(BackendKind::host, BackendKind::cuda), backend_name);
+
 // ---------------------------------------------------------------------------
 
-TEST(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
+TEST_P(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
   constexpr std::uint32_t kWorkers = 3;
   constexpr float kLr = 0.05f, kBeta = 0.9f, kDecay = 1e-3f;
   const Segments model({300, 17, 1, 64});
@@ -103,7 +210,7 @@ TEST(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
   config.weight_decay = kDecay;
   const std::vector<float> w0 = random_model(model.total(), 1);
   const Quadratic problem(model.total(), 2);
-  Job job(config, model, w0);
+  Job job(backend, config, model, w0);
   ServerThread serving(*job.server);
   for (auto& w : job.workers) w->join();
 
@@ -126,14 +233,12 @@ TEST(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
     for (std::size_t i = 0; i < w.size(); ++i) change[i] = next[i] - w[i];
     w = next;
 
-    std::vector<std::vector<float>> grads;
     for (std::uint32_t k = 0; k < kWorkers; ++k) {
-      grads.push_back(problem.gradient(job.weights[k], t, k));
-      job.workers[k]->push(grads.back().data(), kLr);
+      job.push(k, problem.gradient(job.weights_of(k), t, k), kLr);
     }
     for (auto& worker : job.workers) worker->finish();
     for (std::uint32_t k = 0; k < kWorkers; ++k) {
-      ASSERT_TRUE(same_bits(job.weights[k], w)) << "worker " << k << " at step " << t;
+      ASSERT_TRUE(same_bits(job.weights_of(k), w)) << "worker " << k << " at step " << t;
     }
   }
   for (auto& worker : job.workers) worker->leave();
@@ -150,13 +255,13 @@ void run_steps(Job& job, const Quadratic& problem, int first, int steps, float l
   const bool sync = job.config.mode == Mode::sync;
   workers = std::min(workers, job.workers.size());
   for (int t = first; t < first + steps; ++t) {
-    std::vector<std::vector<float>> grads(workers);
     for (std::size_t k = 0; k < workers; ++k) {
-      grads[k] = problem.gradient(job.weights[k], t, static_cast<std::uint32_t>(k));
+      const std::vector<float> g =
+          problem.gradient(job.weights_of(k), t, static_cast<std::uint32_t>(k));
       if (sync) {
-        job.workers[k]->push(grads[k].data(), lr);
+        job.push(k, g, lr);
       } else {
-        job.workers[k]->step(grads[k].data(), lr);
+        job.step(k, g, lr);
       }
     }
     if (sync) {
@@ -165,7 +270,7 @@ void run_steps(Job& job, const Quadratic& problem, int first, int steps, float l
   }
 }
 
-void expect_restore_continues_bitwise(Config config) {
+void expect_restore_continues_bitwise(const std::shared_ptr<Backend>& backend, Config config) {
   const Segments model({500, 40, 1, 260});
   config.workers = 3;
   const std::vector<float> w0 = random_model(model.total(), 3);
@@ -173,7 +278,7 @@ void expect_restore_continues_bitwise(Config config) {
   constexpr float kLr = 0.02f;
 
   // Uninterrupted: 30 steps.
-  Job straight(config, model, w0);
+  Job straight(backend, config, model, w0);
   {
     ServerThread serving(*straight.server);
     for (auto& w : straight.workers) w->join();
@@ -181,9 +286,10 @@ void expect_restore_continues_bitwise(Config config) {
   }
 
   // Interrupted after 12 steps: save everything, rebuild from scratch, restore.
-  const std::string dir = temp_path(std::string("ckpt_") + to_string(config.method));
+  const std::string dir = temp_path(std::string("ckpt_") + to_string(config.method) + "_" +
+                                    to_string(kind_of(*backend)));
   {
-    Job first(config, model, w0);
+    Job first(backend, config, model, w0);
     ServerThread serving(*first.server);
     for (auto& w : first.workers) w->join();
     run_steps(first, problem, 0, 12, kLr);
@@ -193,7 +299,7 @@ void expect_restore_continues_bitwise(Config config) {
       first.workers[k]->save(dir + "_worker" + std::to_string(k));
     }
   }
-  Job second(config, model, std::vector<float>(model.total(), 7.0f));
+  Job second(backend, config, model, std::vector<float>(model.total(), 7.0f));
   second.server->restore(dir + "_server");
   for (std::size_t k = 0; k < second.workers.size(); ++k) {
     second.workers[k]->restore(dir + "_worker" + std::to_string(k));
@@ -206,39 +312,39 @@ void expect_restore_continues_bitwise(Config config) {
   EXPECT_TRUE(same_bits(second.server_model(), straight.server_model()));
   EXPECT_EQ(second.server->version(), straight.server->version());
   for (std::size_t k = 0; k < second.workers.size(); ++k) {
-    EXPECT_TRUE(same_bits(second.weights[k], straight.weights[k])) << "worker " << k;
+    EXPECT_TRUE(same_bits(second.weights_of(k), straight.weights_of(k))) << "worker " << k;
     EXPECT_EQ(second.workers[k]->steps(), 30u);
   }
   std::remove((dir + "_server").c_str());
   for (int k = 0; k < 3; ++k) std::remove((dir + "_worker" + std::to_string(k)).c_str());
 }
 
-TEST(Checkpoint, SyncRunRestoredFromACheckpointContinuesBitwise) {
+TEST_P(Checkpoint, SyncRunRestoredFromACheckpointContinuesBitwise) {
   for (Method m : {Method::gmc, Method::samomentum}) {
     Config config;
     config.method = m;
     config.mode = Mode::sync;
     config.ratio = 0.1;
-    expect_restore_continues_bitwise(config);
+    expect_restore_continues_bitwise(backend, config);
   }
 }
 
-TEST(Checkpoint, AsyncRunWithAFixedArrivalOrderContinuesBitwise) {
+TEST_P(Checkpoint, AsyncRunWithAFixedArrivalOrderContinuesBitwise) {
   for (Method m : {Method::samomentum, Method::gmc_plus, Method::dgc, Method::gd}) {
     Config config;
     config.method = m;
     config.ratio = 0.05;
     config.server_ratio = 0.2;
-    expect_restore_continues_bitwise(config);
+    expect_restore_continues_bitwise(backend, config);
   }
 }
 
-TEST(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
+TEST_P(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
   const Segments model({100, 20});
   Config config;
   config.workers = 1;
   const std::vector<float> w0 = random_model(model.total(), 5);
-  Job job(config, model, w0);
+  Job job(backend, config, model, w0);
   const std::string good = temp_path("good");
   job.server->save(good);
   std::ifstream in(good, std::ios::binary);
@@ -274,7 +380,7 @@ TEST(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
   const std::string worker_file = temp_path("worker");
   job.workers[0]->save(worker_file);
   expect_refused(worker_file, "written by a worker, not a server", restore_server);
-  Job other(config, Segments({100, 21}), random_model(121, 6));
+  Job other(backend, config, Segments({100, 21}), random_model(121, 6));
   expect_refused(good, "another model or configuration",
                  [&](const std::string& p) { other.server->restore(p); });
   EXPECT_TRUE(same_bits(job.server_model(), w0)) << "a refused restore changed the model";
@@ -368,20 +474,20 @@ std::vector<Spoil> hostile_spoils() {
 
 // Forges a push as `forger` (worker `id`), spoils it with `s`, sends it on
 // `rank` and expects the server's reject verdict to name s.reason.
-void expect_spoiled_push_rejected(Transport& rank, test::RefWorker& forger, std::uint32_t id,
+void expect_spoiled_push_rejected(Wire& rank, test::RefWorker& forger, std::uint32_t id,
                                   const Spoil& s, std::mt19937_64& rng, test::Bytes& reply,
                                   std::uint64_t parameters) {
   test::Bytes push = forger.push(test::random_normal(rng, parameters), 0.01f);
   s.apply(push, forger.layout());
-  rank.send(0, push.data(), push.size());
-  const Receipt r = rank.recv(0, reply.data(), reply.size(), 20s);
+  rank.send(push);
+  const Receipt r = rank.recv(reply);
   ASSERT_EQ(r.status, Receipt::Status::message) << field_name(s.reason);
   ASSERT_EQ(read_header(reply.data()).kind, MessageKind::reject) << field_name(s.reason);
   EXPECT_EQ(read_reject_verdict(reply.data()).reason, s.reason)
       << read_reject_verdict(reply.data()).describe(id);
 }
 
-TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
+TEST_P(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
   const Segments model({400, 30, 1, 200});
   Config config;
   config.method = Method::samomentum;
@@ -389,8 +495,7 @@ TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
   config.workers = 4;  // workers 0-2 train; rank 4 (worker 3) is the attacker
   const std::vector<float> w0 = random_model(model.total(), 8);
   const Quadratic problem(model.total(), 9);
-  LocalHub hub(5, MemoryKind::host);
-  auto backend = make_backend(BackendKind::host);
+  LocalHub hub(5, memory_of(*backend));
   set_log_level(LogLevel::off);
   Server server(config, model, backend, hub.endpoint(0), w0.data());
   std::thread serving([&] { server.run(); });
@@ -399,36 +504,40 @@ TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
   std::vector<double> start_loss(3), end_loss(3);
   for (std::uint32_t k = 0; k < 3; ++k) {
     trainers.emplace_back([&, k] {
-      std::vector<float> w(model.total());
+      Floats w(*backend, model.total()), g(*backend, model.total());
       WorkerOptions o;
       o.id = k;
       Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
       worker.join();
-      start_loss[k] = problem.loss(w);
-      for (int t = 0; t < 150; ++t) worker.step(problem.gradient(w, t, k).data(), 0.01f);
-      end_loss[k] = problem.loss(w);
+      start_loss[k] = problem.loss(w.host());
+      for (int t = 0; t < 150; ++t) {
+        g.assign(problem.gradient(w.host(), t, k));
+        worker.step(g.data(), 0.01f);
+      }
+      end_loss[k] = problem.loss(w.host());
       worker.leave();
     });
   }
 
   const std::vector<Spoil> spoils = hostile_spoils();
   // The attacker speaks the wire protocol directly on worker 3's rank.
-  std::shared_ptr<Transport> attacker = hub.endpoint(4);
   test::RefWorker forger(model, config, 3, w0);
   const MessageLayout reply_layout = sparse_reply_layout(model, config);
   test::Bytes reply(reply_layout.bytes);
+  Wire attacker(hub.endpoint(4), *backend,
+                std::max<std::size_t>(forger.layout().bytes, reply_layout.bytes));
   std::mt19937_64 rng(10);
   for (const Spoil& s : spoils) {
-    expect_spoiled_push_rejected(*attacker, forger, 3, s, rng, reply, model.total());
+    expect_spoiled_push_rejected(attacker, forger, 3, s, rng, reply, model.total());
   }
   // A buffer of the wrong size, and a well-formed push from a worker that never joined.
   test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.01f);
-  attacker->send(0, push.data(), push.size() - 16);
-  attacker->recv(0, reply.data(), reply.size(), 20s);
+  attacker.send(push, push.size() - 16);
+  ASSERT_EQ(attacker.recv(reply).status, Receipt::Status::message);
   EXPECT_EQ(read_reject_verdict(reply.data()).reason, RejectReason::size);
   push = forger.push(test::random_normal(rng, model.total()), 0.01f);
-  attacker->send(0, push.data(), push.size());
-  attacker->recv(0, reply.data(), reply.size(), 20s);
+  attacker.send(push);
+  ASSERT_EQ(attacker.recv(reply).status, Receipt::Status::message);
   EXPECT_EQ(read_reject_verdict(reply.data()).reason, RejectReason::kind);
 
   for (auto& t : trainers) t.join();
@@ -446,7 +555,7 @@ TEST(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn) {
 // The real Server (not the test harness): a rejected push from a joined
 // worker changes neither W, nor the version, nor that worker's replica —
 // the job goes on bitwise as if the messages had never been sent.
-TEST(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
+TEST_P(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
   const Segments model({400, 30, 1, 200});
   Config config;
   config.method = Method::samomentum;
@@ -454,8 +563,8 @@ TEST(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
   config.workers = 2;
   const std::vector<float> w0 = random_model(model.total(), 40);
   const Quadratic problem(model.total(), 41);
-  Job clean(config, model, w0);
-  Job attacked(config, model, w0);
+  Job clean(backend, config, model, w0);
+  Job attacked(backend, config, model, w0);
   set_log_level(LogLevel::off);
   ServerThread serving_clean(*clean.server);
   ServerThread serving_attacked(*attacked.server);
@@ -465,15 +574,15 @@ TEST(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
   }
 
   // Worker 1's rank carries the forgeries between its steps.
-  std::shared_ptr<Transport> rank = attacked.hub.endpoint(2);
   test::RefWorker forger(model, config, 1, w0);
   test::Bytes reply(sparse_reply_layout(model, config).bytes);
+  Wire rank(attacked.hub.endpoint(2), *backend, std::max(forger.layout().bytes, reply.size()));
   std::mt19937_64 rng(42);
   const std::vector<float> model_before = attacked.server_model();
   const std::uint64_t version_before = attacked.server->version();
   const std::uint64_t pushes_before = attacked.server->stats().pushes;
   for (const Spoil& s : hostile_spoils()) {
-    expect_spoiled_push_rejected(*rank, forger, 1, s, rng, reply, model.total());
+    expect_spoiled_push_rejected(rank, forger, 1, s, rng, reply, model.total());
     EXPECT_TRUE(same_bits(attacked.server_model(), model_before)) << field_name(s.reason);
     EXPECT_EQ(attacked.server->version(), version_before) << field_name(s.reason);
     EXPECT_EQ(attacked.server->stats().pushes, pushes_before) << field_name(s.reason);
@@ -488,20 +597,20 @@ TEST(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
   EXPECT_EQ(attacked.server->version(), clean.server->version());
   EXPECT_TRUE(same_bits(attacked.server_model(), clean.server_model()));
   for (std::uint32_t k = 0; k < 2; ++k) {
-    EXPECT_TRUE(same_bits(attacked.weights[k], clean.weights[k])) << "worker " << k;
+    EXPECT_TRUE(same_bits(attacked.weights_of(k), clean.weights_of(k))) << "worker " << k;
   }
 }
 
-TEST(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
+TEST_P(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
   const Segments model({100, 10});
   Config config;
   config.workers = 1;
-  Job job(config, model, random_model(model.total(), 11));
+  Job job(backend, config, model, random_model(model.total(), 11));
   ServerThread serving(*job.server);
   set_log_level(LogLevel::off);
   Config wrong = config;
   wrong.compressor = Compressor::randk;
-  std::vector<float> w(model.total());
+  Floats w(*backend, model.total());
   WorkerOptions o;
   o.timeout = 20s;
   Worker stranger(wrong, model, job.backend, job.hub.endpoint(1), w.data(), o);
@@ -519,7 +628,7 @@ TEST(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
 // ---------------------------------------------------------------------------
 // Faults.
 
-TEST(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
+TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
   const Segments model({600, 50});
   Config config;
   config.method = Method::gd;
@@ -527,39 +636,44 @@ TEST(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
   config.workers = 3;
   const Quadratic problem(model.total(), 12);
   const std::vector<float> w0 = random_model(model.total(), 13);
-  LocalHub hub(4, MemoryKind::host);
-  auto backend = make_backend(BackendKind::host);
+  LocalHub hub(4, memory_of(*backend));
   set_log_level(LogLevel::off);
   Server server(config, model, backend, hub.endpoint(0), w0.data());
   std::thread serving([&] { server.run(); });
 
-  auto train = [&](std::uint32_t k, int steps, std::vector<float>& w) {
+  // One step of `worker` on the gradient at `w`, through the buffer `g`.
+  auto step = [&](Worker& worker, const Floats& w, Floats& g, int t, std::uint32_t k) {
+    g.assign(problem.gradient(w.host(), t, k));
+    worker.step(g.data(), 0.05f);
+  };
+  auto train = [&](std::uint32_t k, int steps) {
     WorkerOptions o;
     o.id = k;
     o.timeout = 20s;
+    Floats w(*backend, model.total()), g(*backend, model.total());
     Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
     worker.join();
-    for (int t = 0; t < steps; ++t) worker.step(problem.gradient(w, t, k).data(), 0.05f);
+    for (int t = 0; t < steps; ++t) step(worker, w, g, t, k);
     worker.leave();
   };
-  std::vector<std::vector<float>> w(3, std::vector<float>(model.total()));
-  std::thread a([&] { train(0, 400, w[0]); });
-  std::thread b([&] { train(1, 400, w[1]); });
+  std::thread a([&] { train(0, 400); });
+  std::thread b([&] { train(1, 400); });
+  Floats g(*backend, model.total());
   // Worker 2 dies after 30 steps, without saying bye.
   {
     WorkerOptions o;
     o.id = 2;
-    std::vector<float> doomed(model.total());
+    Floats doomed(*backend, model.total());
     Worker worker(config, model, backend, hub.endpoint(3), doomed.data(), o);
     worker.join();
-    for (int t = 0; t < 30; ++t) worker.step(problem.gradient(doomed, t, 2).data(), 0.05f);
+    for (int t = 0; t < 30; ++t) step(worker, doomed, g, t, 2);
     hub.close(3);
-    EXPECT_THROW(worker.step(problem.gradient(doomed, 30, 2).data(), 0.05f), Error);
+    EXPECT_THROW(step(worker, doomed, g, 30, 2), Error);
   }
   while (server.is_live(2)) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(server.stats().dropped, 1u);
   // A new worker takes its place and trains.
-  std::vector<float> fresh(model.total());
+  Floats fresh(*backend, model.total());
   double loss_at_join = 0.0;
   {
     WorkerOptions o;
@@ -568,16 +682,16 @@ TEST(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     Worker worker(config, model, backend, hub.endpoint(3), fresh.data(), o);
     worker.join();
     EXPECT_EQ(worker.stats().dense_replies, 1u);  // the rejoining worker gets the whole model
-    EXPECT_LT(problem.loss(fresh), problem.loss(w0));  // the trained model, not the initial one
-    loss_at_join = problem.loss(fresh);
-    for (int t = 0; t < 200; ++t) worker.step(problem.gradient(fresh, t, 2).data(), 0.05f);
+    loss_at_join = problem.loss(fresh.host());
+    EXPECT_LT(loss_at_join, problem.loss(w0));  // the trained model, not the initial one
+    for (int t = 0; t < 200; ++t) step(worker, fresh, g, t, 2);
     worker.leave();
   }
   a.join();
   b.join();
   serving.join();
   set_log_level(LogLevel::warning);
-  EXPECT_LT(problem.loss(fresh), loss_at_join);
+  EXPECT_LT(problem.loss(fresh.host()), loss_at_join);
   std::vector<float> final_model(model.total());
   server.copy_model(final_model.data());
   EXPECT_LT(problem.loss(final_model), 0.2 * problem.loss(w0));
@@ -585,13 +699,13 @@ TEST(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
   EXPECT_EQ(server.live_workers(), 0u);
 }
 
-TEST(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
+TEST_P(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
   const Segments model({64});
   Config config;
   config.workers = 2;
   ServerOptions options;
   options.worker_timeout = 150ms;
-  Job job(config, model, random_model(64, 14), options);
+  Job job(backend, config, model, random_model(64, 14), options);
   set_log_level(LogLevel::off);
   ServerThread serving(*job.server);
   job.workers[0]->join();
@@ -599,7 +713,7 @@ TEST(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
   const std::vector<float> g = random_model(64, 15);
   const auto until = std::chrono::steady_clock::now() + 600ms;
   while (std::chrono::steady_clock::now() < until) {  // worker 0 keeps pushing, 1 is silent
-    job.workers[0]->step(g.data(), 1e-3f);
+    job.step(0, g, 1e-3f);
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_TRUE(job.server->is_live(0));
@@ -608,51 +722,52 @@ TEST(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
   set_log_level(LogLevel::warning);
 }
 
-TEST(Runtime, AStalePushIsAnsweredWithADenseRefresh) {
+TEST_P(Runtime, AStalePushIsAnsweredWithADenseRefresh) {
   const Segments model({500});
   Config config;
   config.ratio = 0.01;
   config.workers = 2;
   ServerOptions options;
   options.staleness_bound = 5;
-  Job job(config, model, random_model(500, 16), options);
+  Job job(backend, config, model, random_model(500, 16), options);
   ServerThread serving(*job.server);
   for (auto& w : job.workers) w->join();
   const std::vector<float> g = random_model(500, 17);
-  for (int t = 0; t < 8; ++t) job.workers[0]->step(g.data(), 0.01f);  // worker 1 falls 8 behind
-  job.workers[1]->step(g.data(), 0.01f);
+  for (int t = 0; t < 8; ++t) job.step(0, g, 0.01f);  // worker 1 falls 8 behind
+  job.step(1, g, 0.01f);
   serving.stop();
   EXPECT_EQ(job.server->stats().stale_refreshes, 1u);
   EXPECT_EQ(job.workers[1]->stats().dense_replies, 2u);  // the join and the refresh
-  EXPECT_TRUE(same_bits(job.weights[1], job.server_model()));
+  EXPECT_TRUE(same_bits(job.weights_of(1), job.server_model()));
   EXPECT_EQ(job.workers[0]->stats().staleness_max, 0u);
   EXPECT_EQ(job.workers[1]->stats().staleness_max, 8u);
 }
 
-TEST(Runtime, TheSyncPeriodRefreshesReplicasDensely) {
+TEST_P(Runtime, TheSyncPeriodRefreshesReplicasDensely) {
   const Segments model({300, 20});
   Config config;
   config.ratio = 0.02;
   config.workers = 1;
   ServerOptions options;
   options.sync_period = 4;
-  Job job(config, model, random_model(320, 18), options);
+  Job job(backend, config, model, random_model(320, 18), options);
   ServerThread serving(*job.server);
   job.workers[0]->join();
   const Quadratic problem(320, 19);
   for (int t = 0; t < 12; ++t) {
-    job.workers[0]->step(problem.gradient(job.weights[0], t, 0).data(), 0.01f);
+    job.step(0, problem.gradient(job.weights_of(0), t, 0), 0.01f);
   }
   serving.stop();
   EXPECT_EQ(job.workers[0]->stats().dense_replies, 1u + 3u);  // join, versions 4, 8, 12
   EXPECT_EQ(job.workers[0]->stats().sparse_replies, 9u);
-  EXPECT_TRUE(same_bits(job.weights[0], job.server_model()));
+  EXPECT_TRUE(same_bits(job.weights_of(0), job.server_model()));
 }
 
 // The ratio schedules through a real Worker and Server: every push holds
 // the entries its step's ratio asks for, the server accepts the changing
 // ratio codes, and the worker's model equals its replica after every reply.
-void expect_schedule_end_to_end(Config config, const std::vector<float>& lrs) {
+void expect_schedule_end_to_end(const std::shared_ptr<Backend>& backend, Config config,
+                                const std::vector<float>& lrs) {
   const Segments model({4000, 1000, 37});
   config.method = Method::samomentum;
   config.workers = 1;
@@ -660,9 +775,9 @@ void expect_schedule_end_to_end(Config config, const std::vector<float>& lrs) {
   std::vector<float> replica(model.total());
   ServerOptions options;
   options.on_reply = [&](std::uint32_t, std::uint64_t, const float* r) {
-    std::memcpy(replica.data(), r, replica.size() * sizeof(float));
+    backend->download(replica.data(), r, replica.size() * sizeof(float), nullptr);
   };
-  Job job(config, model, random_model(model.total(), 51), options);
+  Job job(backend, config, model, random_model(model.total(), 51), options);
   ServerThread serving(*job.server);
   Worker& worker = *job.workers[0];
   worker.join();
@@ -670,13 +785,13 @@ void expect_schedule_end_to_end(Config config, const std::vector<float>& lrs) {
   for (std::size_t t = 0; t < lrs.size(); ++t) {
     const double ratio = config.ratio_at(t, lrs[t], lrs[0]);
     const std::uint64_t expected = push_plan(model, config, encode_ratio(ratio)).total_target();
-    const std::vector<float> gradient = problem.gradient(job.weights[0], static_cast<int>(t), 0);
-    const std::vector<float> gradient_copy = gradient;
-    worker.step(gradient.data(), lrs[t]);
-    ASSERT_TRUE(same_bits(gradient, gradient_copy)) << "the worker wrote into the gradient";
-    EXPECT_EQ(worker.stats().entries_pushed - entries, expected) << "step " << t << ", ratio " << ratio;
+    const std::vector<float> gradient = problem.gradient(job.weights_of(0), static_cast<int>(t), 0);
+    job.step(0, gradient, lrs[t]);
+    ASSERT_TRUE(same_bits(job.grads[0]->host(), gradient)) << "the worker wrote into the gradient";
+    EXPECT_EQ(worker.stats().entries_pushed - entries, expected)
+        << "step " << t << ", ratio " << ratio;
     entries = worker.stats().entries_pushed;
-    ASSERT_TRUE(same_bits(job.weights[0], replica)) << "step " << t;
+    ASSERT_TRUE(same_bits(job.weights_of(0), replica)) << "step " << t;
   }
   worker.leave();
   serving.stop();
@@ -684,27 +799,28 @@ void expect_schedule_end_to_end(Config config, const std::vector<float>& lrs) {
   EXPECT_EQ(job.server->stats().pushes, lrs.size());
 }
 
-TEST(Runtime, TheWarmupScheduleRunsEndToEnd) {
+TEST_P(Runtime, TheWarmupScheduleRunsEndToEnd) {
   Config config;
   config.schedule = RatioSchedule::warmup;
   config.warmup_ratios = {0.25, 0.0625};
   config.warmup_steps = 3;
   config.ratio = 0.01;
   // Three steps at 25%, three at 6.25%, then 1% (the 37-parameter tensor: 1 entry).
-  expect_schedule_end_to_end(config, std::vector<float>(10, 0.01f));
+  expect_schedule_end_to_end(backend, config, std::vector<float>(10, 0.01f));
 }
 
-TEST(Runtime, TheLrProportionalScheduleRunsEndToEnd) {
+TEST_P(Runtime, TheLrProportionalScheduleRunsEndToEnd) {
   Config config;
   config.schedule = RatioSchedule::lr_proportional;
   config.ratio = 0.04;
   // The learning rate decays in steps: the ratio follows it down, then a
   // larger rate later is capped at `ratio`.
-  expect_schedule_end_to_end(config, {0.1f, 0.1f, 0.1f, 0.05f, 0.05f, 0.025f, 0.0125f, 0.1f, 0.2f});
+  expect_schedule_end_to_end(backend, config,
+                             {0.1f, 0.1f, 0.1f, 0.05f, 0.05f, 0.025f, 0.0125f, 0.1f, 0.2f});
 }
 
 // Sync rounds go on over the live workers when one stops answering.
-TEST(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
+TEST_P(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
   const Segments model({500, 60});
   Config config;
   config.method = Method::gmc;
@@ -713,7 +829,7 @@ TEST(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
   config.workers = 3;
   const Quadratic problem(model.total(), 60);
   const std::vector<float> w0 = random_model(model.total(), 61);
-  Job job(config, model, w0);
+  Job job(backend, config, model, w0);
   set_log_level(LogLevel::off);
   ServerThread serving(*job.server);
   for (auto& w : job.workers) w->join();
@@ -734,7 +850,7 @@ TEST(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
 
 // T_sync in sync mode refreshes every worker's replica densely every
 // sync_period rounds.
-TEST(Runtime, TheSyncPeriodRefreshesEveryWorkerInSyncMode) {
+TEST_P(Runtime, TheSyncPeriodRefreshesEveryWorkerInSyncMode) {
   const Segments model({300, 20});
   Config config;
   config.mode = Mode::sync;
@@ -743,24 +859,25 @@ TEST(Runtime, TheSyncPeriodRefreshesEveryWorkerInSyncMode) {
   ServerOptions options;
   options.sync_period = 3;
   const Quadratic problem(320, 62);
-  Job job(config, model, random_model(320, 63), options);
+  Job job(backend, config, model, random_model(320, 63), options);
   ServerThread serving(*job.server);
   for (auto& w : job.workers) w->join();
   run_steps(job, problem, 0, 9, 0.01f);
   serving.stop();
   for (std::uint32_t k = 0; k < 2; ++k) {
-    EXPECT_EQ(job.workers[k]->stats().dense_replies, 1u + 3u) << "worker " << k;  // join, rounds 3, 6, 9
+    EXPECT_EQ(job.workers[k]->stats().dense_replies, 1u + 3u)
+        << "worker " << k;  // join, rounds 3, 6, 9
     EXPECT_EQ(job.workers[k]->stats().sparse_replies, 6u) << "worker " << k;
-    EXPECT_TRUE(same_bits(job.weights[k], job.server_model())) << "worker " << k;
+    EXPECT_TRUE(same_bits(job.weights_of(k), job.server_model())) << "worker " << k;
   }
 }
 
-TEST(Runtime, TheWorkerRefusesCallsOutOfOrder) {
+TEST_P(Runtime, TheWorkerRefusesCallsOutOfOrder) {
   const Segments model({32});
   Config config;
-  Job job(config, model, random_model(32, 20));
+  Job job(backend, config, model, random_model(32, 20));
   Worker& w = *job.workers[0];
-  const std::vector<float> g(32, 1.0f);
+  const Floats g(*backend, std::vector<float>(32, 1.0f));
   EXPECT_THROW(w.push(g.data(), 0.1f), Error);  // before join
   EXPECT_THROW(w.finish(), Error);
   ServerThread serving(*job.server);
@@ -771,22 +888,22 @@ TEST(Runtime, TheWorkerRefusesCallsOutOfOrder) {
   w.finish();
   WorkerOptions bad;
   bad.id = 1;
-  std::vector<float> other(32);
+  Floats other(*backend, 32);
   EXPECT_THROW(Worker(config, model, job.backend, job.hub.endpoint(1), other.data(), bad), Error);
 }
 
-TEST(Runtime, StatisticsCountBytesDensityAndReplies) {
+TEST_P(Runtime, StatisticsCountBytesDensityAndReplies) {
   const Segments model({1000, 10});
   Config config;
   config.method = Method::gd;
   config.ratio = 0.01;
   config.workers = 1;
-  Job job(config, model, random_model(1010, 21));
+  Job job(backend, config, model, random_model(1010, 21));
   ServerThread serving(*job.server);
   Worker& w = *job.workers[0];
   w.join();
   const Quadratic problem(1010, 22);
-  for (int t = 0; t < 5; ++t) w.step(problem.gradient(job.weights[0], t, 0).data(), 0.01f);
+  for (int t = 0; t < 5; ++t) job.step(0, problem.gradient(job.weights_of(0), t, 0), 0.01f);
   w.leave();
   while (job.server->live_workers() > 0) std::this_thread::sleep_for(1ms);  // bye has no reply
   serving.stop();
