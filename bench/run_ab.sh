@@ -6,7 +6,8 @@
 # packs every output into one file, $OUT/ab_PART.tar.xz (the device tool
 # brings back at most 8 files).
 #
-#   bench/run_ab.sh tests [NAME...]   # CudaBackendTest and CollectPolicy, no sanitizers
+#   bench/run_ab.sh tests [NAME...]   # the GPU tests (CudaBackendTest, the runtime's cuda
+#                                     # variants) and CollectPolicy, no sanitizers
 #   bench/run_ab.sh bench [NAME...]   # the targets' benchmarks and update_pass, 5 repetitions
 #   bench/run_ab.sh profile NAME...   # Nsight Compute kernel tables (bench/run_gpu.sh profile)
 #
@@ -51,7 +52,7 @@ for name in "${names[@]}"; do
   echo "== $name: $(cat "gpu-ab/$name/COMMIT") ($((SECONDS - started)) s into the call)"
   if [[ $part == tests ]]; then
     CARRY=gpu-ab/$name OUT=$work/$name SANITIZE=${SANITIZE:-0} \
-      TEST_FILTER=${TEST_FILTER:-CudaBackendTest.*:CollectPolicy.*} bench/run_gpu.sh tests
+      TEST_FILTER=${TEST_FILTER:-CudaBackendTest.*:Backend/*.*/cuda:CollectPolicy.*} bench/run_gpu.sh tests
   elif [[ $part == profile ]]; then
     CARRY=gpu-ab/$name OUT=$work/$name bench/run_gpu.sh profile
   else
