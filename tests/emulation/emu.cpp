@@ -126,6 +126,17 @@ Fiber g_fibers[kMaxThreads];
 const void* g_scheduler_bottom = nullptr;
 std::size_t g_scheduler_size = 0;
 void* g_scheduler_fake_stack = nullptr;
+bool g_from_scheduler = false;  // the last switch left the scheduler
+
+// Completes a switch into a context with fake stack `fake`; a switch out of
+// the scheduler tells where the scheduler's stack is.
+void finish_switch(void* fake) {
+  if (g_from_scheduler) {
+    __sanitizer_finish_switch_fiber(fake, &g_scheduler_bottom, &g_scheduler_size);
+  } else {
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+  }
+}
 #endif
 
 void fiber_main(void* arg);
@@ -139,7 +150,7 @@ char* make_stack() {
   return static_cast<char*>(p) + page;
 }
 
-void start_fiber(Fiber& f, Thread* thread) {
+void start_fiber(Fiber& f) {
   if (f.stack == nullptr) f.stack = make_stack();
 #if DGS_EMU_ASAN
   // The previous fiber on this stack never returned: its frames' redzones
@@ -158,7 +169,7 @@ void start_fiber(Fiber& f, Thread* thread) {
   frame[1] = 0;                                             // r15
   frame[2] = 0;                                             // r14
   frame[3] = reinterpret_cast<std::uint64_t>(&fiber_main);  // r13: the function
-  frame[4] = reinterpret_cast<std::uint64_t>(thread);       // r12: its argument
+  frame[4] = reinterpret_cast<std::uint64_t>(&f);           // r12: its argument
   frame[5] = 0;                                             // rbx
   frame[6] = 0;                                             // rbp
   frame[7] = reinterpret_cast<std::uint64_t>(&dgs_emu_trampoline);
@@ -169,7 +180,7 @@ void start_fiber(Fiber& f, Thread* thread) {
   f.context.uc_stack.ss_size = kStackBytes;
   f.context.uc_link = nullptr;
   // makecontext passes int arguments: the pointer goes in two halves.
-  const auto bits = reinterpret_cast<std::uintptr_t>(thread);
+  const auto bits = reinterpret_cast<std::uintptr_t>(&f);
   makecontext(&f.context, reinterpret_cast<void (*)()>(+[](unsigned lo, unsigned hi) {
                 fiber_main(reinterpret_cast<void*>((std::uintptr_t{hi} << 32) | lo));
               }),
@@ -177,35 +188,30 @@ void start_fiber(Fiber& f, Thread* thread) {
 #endif
 }
 
-void enter_fiber(Fiber& f) {
+// Switches from `from` to `to`, each a fiber or nullptr for the scheduler
+// (the host thread running the grid), and returns when something switches
+// back to `from`. `finished`: `from` will not run again (ASan can drop its
+// fake stack).
+void switch_fiber(Fiber* from, Fiber* to, bool finished = false) {
 #if DGS_EMU_ASAN
-  __sanitizer_start_switch_fiber(&g_scheduler_fake_stack, f.stack, kStackBytes);
-#endif
-#if defined(__x86_64__)
-  dgs_emu_switch(&g_scheduler_sp, f.sp);
-#else
-  swapcontext(&g_scheduler_context, &f.context);
-#endif
-#if DGS_EMU_ASAN
-  __sanitizer_finish_switch_fiber(g_scheduler_fake_stack, nullptr, nullptr);
-#endif
-}
-
-// `finished`: the fiber will not run again (its fake stack can go).
-void leave_fiber(Fiber& f, bool finished = false) {
-#if DGS_EMU_ASAN
-  __sanitizer_start_switch_fiber(finished ? nullptr : &f.asan_fake_stack, g_scheduler_bottom,
-                                 g_scheduler_size);
+  void** fake = finished ? nullptr : from ? &from->asan_fake_stack : &g_scheduler_fake_stack;
+  g_from_scheduler = from == nullptr;
+  if (to == nullptr) {
+    __sanitizer_start_switch_fiber(fake, g_scheduler_bottom, g_scheduler_size);
+  } else {
+    __sanitizer_start_switch_fiber(fake, to->stack, kStackBytes);
+  }
 #else
   (void)finished;
 #endif
 #if defined(__x86_64__)
-  dgs_emu_switch(&f.sp, g_scheduler_sp);
+  dgs_emu_switch(from ? &from->sp : &g_scheduler_sp, to ? to->sp : g_scheduler_sp);
 #else
-  swapcontext(&f.context, &g_scheduler_context);
+  swapcontext(from ? &from->context : &g_scheduler_context,
+              to ? &to->context : &g_scheduler_context);
 #endif
 #if DGS_EMU_ASAN
-  __sanitizer_finish_switch_fiber(f.asan_fake_stack, &g_scheduler_bottom, &g_scheduler_size);
+  finish_switch(from ? from->asan_fake_stack : g_scheduler_fake_stack);
 #endif
 }
 
@@ -227,6 +233,10 @@ struct Block {
   unsigned int live = 0;     // threads that have not returned
   unsigned int arrived = 0;  // threads waiting at the barrier
   unsigned int generation = 0;
+  unsigned int started = 0;   // threads started, in the order they run in
+  unsigned int position = 0;  // in that order, the thread running now
+  unsigned int fibers = 0;    // fibers of g_fibers in use
+  bool reverse = false;
   std::function<void()>* body = nullptr;
   WarpState warps[kMaxThreads / 32];
 };
@@ -237,6 +247,7 @@ struct ThreadSlot {
   Thread thread;
   Wait wait = Wait::none;
   unsigned int wait_generation = 0;
+  Fiber* fiber = nullptr;  // the fiber running this thread, once started
 };
 
 Block g_block;
@@ -247,33 +258,9 @@ void release_barrier(Block& b) {
   ++b.generation;
 }
 
-void fiber_main(void* arg) {
-#if DGS_EMU_ASAN
-  __sanitizer_finish_switch_fiber(nullptr, &g_scheduler_bottom, &g_scheduler_size);
-#endif
-  auto* thread = static_cast<Thread*>(arg);
-  (*thread->block->body)();
-  Block& b = *thread->block;
-  ThreadSlot& slot = g_slots[thread->linear];
-  slot.wait = Wait::done;
-  --b.live;
-  if (b.arrived > 0 && b.arrived == b.live) release_barrier(b);
-  leave_fiber(g_fibers[thread->linear], true);
-  fatal("a finished fiber was resumed");
-}
-
-// DGS_EMU_ORDER=reverse runs the blocks of a grid, and the threads of a block
-// between two meeting points, last first. A kernel that reads what another
-// thread wrote without a barrier between, or that depends on the order blocks
-// run in, then sees different data in one of the two orders.
-bool reverse_order() {
-  static const bool reverse = [] {
-    const char* v = std::getenv("DGS_EMU_ORDER");
-    if (v == nullptr || std::strcmp(v, "forward") == 0) return false;
-    if (std::strcmp(v, "reverse") == 0) return true;
-    fatal("DGS_EMU_ORDER must be forward or reverse");
-  }();
-  return reverse;
+// The thread that runs `order` th (last first in reverse order).
+unsigned int thread_at(const Block& b, unsigned int order) {
+  return b.reverse ? b.threads - 1 - order : order;
 }
 
 bool runnable(const ThreadSlot& slot, const Block& b) {
@@ -292,12 +279,96 @@ bool runnable(const ThreadSlot& slot, const Block& b) {
   return false;
 }
 
+// A block runs in rounds over its threads, in order: each thread runs until
+// it waits (at __syncthreads or a warp exchange) or returns, then the next
+// one that can run in this round takes over, switching fiber to fiber. At the
+// end of a round the scheduler starts the next one from the first thread.
+
+// The first position from `from` on, in this round, whose thread can run
+// (or has not started); b.threads when none.
+unsigned int next_in_round(const Block& b, unsigned int from) {
+  for (unsigned int i = from; i < b.threads; ++i) {
+    const ThreadSlot& slot = g_slots[thread_at(b, i)];
+    if (slot.fiber == nullptr || runnable(slot, b)) return i;
+  }
+  return b.threads;
+}
+
+// Makes the thread at `position` current: a thread not started yet runs on
+// `reuse`, or else on a new fiber. Returns the thread's fiber.
+Fiber* take(Block& b, unsigned int position, Fiber* reuse = nullptr) {
+  b.position = position;
+  ThreadSlot& slot = g_slots[thread_at(b, position)];
+  g_thread = &slot.thread;
+  if (slot.fiber == nullptr) {
+    if (b.started != position) fatal("threads started out of order");
+    ++b.started;
+    if (reuse != nullptr) {
+      slot.fiber = reuse;
+    } else {
+      slot.fiber = &g_fibers[b.fibers++];
+      start_fiber(*slot.fiber);
+    }
+  } else {
+    slot.wait = Wait::none;
+  }
+  return slot.fiber;
+}
+
+// The running thread (on fiber `f`) waits or has returned: the next thread
+// of this round runs, or the scheduler starts the next round.
+void pass_on(Block& b, Fiber& f, bool finished) {
+  const unsigned int next = next_in_round(b, b.position + 1);
+  switch_fiber(&f, next < b.threads ? take(b, next) : nullptr, finished);
+}
+
+// A fiber runs its thread, and while threads return without waiting, the
+// threads after it, which have not started (the first round): most blocks'
+// threads never meet, and one fiber then runs them all, with no switch. A
+// thread that waits keeps its fiber.
+void fiber_main(void* arg) {
+#if DGS_EMU_ASAN
+  finish_switch(nullptr);
+#endif
+  Fiber& f = *static_cast<Fiber*>(arg);
+  Block& b = g_block;
+  for (;;) {
+    const Thread* thread = g_thread;
+    (*b.body)();
+    g_slots[thread->linear].wait = Wait::done;
+    --b.live;
+    if (b.arrived > 0 && b.arrived == b.live) release_barrier(b);
+    if (b.started == b.threads || b.started != b.position + 1) break;
+    take(b, b.position + 1, &f);
+  }
+  pass_on(b, f, true);
+  fatal("a finished fiber was resumed");
+}
+
+// DGS_EMU_ORDER=reverse runs the blocks of a grid, and the threads of a block
+// between two meeting points, last first. A kernel that reads what another
+// thread wrote without a barrier between, or that depends on the order blocks
+// run in, then sees different data in one of the two orders.
+bool reverse_order() {
+  static const bool reverse = [] {
+    const char* v = std::getenv("DGS_EMU_ORDER");
+    if (v == nullptr || std::strcmp(v, "forward") == 0) return false;
+    if (std::strcmp(v, "reverse") == 0) return true;
+    fatal("DGS_EMU_ORDER must be forward or reverse");
+  }();
+  return reverse;
+}
+
 void run_block(unsigned int threads) {
   Block& b = g_block;
   b.threads = threads;
   b.live = threads;
   b.arrived = 0;
   b.generation = 0;
+  b.started = 0;
+  b.position = 0;
+  b.fibers = 0;
+  b.reverse = reverse_order();
   for (unsigned int w = 0; w < (threads + 31) / 32; ++w) b.warps[w].arrived = b.warps[w].ready = 0;
   const dim3 dim = g_grid.block_dim;
   for (unsigned int t = 0; t < threads; ++t) {
@@ -306,21 +377,13 @@ void run_block(unsigned int threads) {
     slot.thread.linear = t;
     slot.thread.block = &b;
     slot.wait = Wait::none;
-    start_fiber(g_fibers[t], &slot.thread);
+    slot.fiber = nullptr;
   }
-  const bool reverse = reverse_order();
+  // Each switch to the first thread that can run starts a round; the last
+  // thread of the round to run switches back here.
   while (b.live > 0) {
-    bool progress = false;
-    for (unsigned int i = 0; i < threads; ++i) {
-      const unsigned int t = reverse ? threads - 1 - i : i;
-      ThreadSlot& slot = g_slots[t];
-      if (!runnable(slot, b)) continue;
-      slot.wait = slot.wait == Wait::done ? Wait::done : Wait::none;
-      g_thread = &slot.thread;
-      enter_fiber(g_fibers[t]);
-      progress = true;
-    }
-    if (!progress) {
+    const unsigned int first = next_in_round(b, 0);
+    if (first == threads) {
       unsigned int at_barrier = 0, at_warp = 0;
       for (unsigned int t = 0; t < threads; ++t) {
         at_barrier += g_slots[t].wait == Wait::barrier;
@@ -334,13 +397,16 @@ void run_block(unsigned int threads) {
           std::to_string(threads - b.live) + " of " + std::to_string(threads) + " returned";
       fatal(what.c_str());
     }
+    switch_fiber(nullptr, take(b, first));
   }
   g_thread = nullptr;
 }
 
 }  // namespace
 
-void yield() { leave_fiber(g_fibers[g_thread->linear]); }
+void yield() {
+  pass_on(g_block, *g_slots[g_thread->linear].fiber, false);
+}
 
 void sync_block() {
   Block& b = *g_thread->block;

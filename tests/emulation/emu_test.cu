@@ -137,6 +137,57 @@ TEST(Emulation, RadixSortIsStableOnItsBitRange) {
   }
 }
 
+// The thread after t that does not return at once.
+__host__ __device__ unsigned staying_after(unsigned t) {
+  unsigned next = (t + 1) % 256;
+  while (next % 3 == 0) next = (next + 1) % 256;
+  return next;
+}
+
+// Every third thread returns at once (its fiber runs on to the next thread),
+// the first and the last among them, so the last thread of each order
+// releases the first barrier by returning; the others meet at three
+// barriers, each time reading what the next staying thread wrote before it.
+__global__ void early_return_kernel(const unsigned* in, unsigned* out) {
+  __shared__ unsigned slots[256];
+  const unsigned t = threadIdx.x;
+  if (t % 3 == 0) return;
+  slots[t] = in[blockIdx.x * 256 + t];
+  __syncthreads();
+  const unsigned next = staying_after(t);
+  const unsigned a = slots[next];
+  __syncthreads();
+  slots[t] = a * 3u + t;
+  __syncthreads();
+  out[blockIdx.x * 256 + t] = slots[next];
+}
+
+TEST(Emulation, ThreadsThatReturnEarlyLeaveTheBarriersToTheOthers) {
+  constexpr int kBlocks = 2;
+  std::mt19937 rng(4);
+  std::vector<unsigned> in(kBlocks * 256);
+  for (auto& v : in) v = rng();
+  unsigned *d_in, *d_out;
+  CUDA_OK(cudaMalloc(&d_in, in.size() * 4));
+  CUDA_OK(cudaMalloc(&d_out, in.size() * 4));
+  CUDA_OK(cudaMemcpy(d_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemset(d_out, 0xEE, in.size() * 4));
+  early_return_kernel<<<kBlocks, 256>>>(d_in, d_out);
+  CUDA_OK(cudaGetLastError());
+  std::vector<unsigned> out(in.size());
+  CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+  for (unsigned b = 0; b < kBlocks; ++b) {
+    for (unsigned t = 0; t < 256; ++t) {
+      const unsigned next = staying_after(t);
+      const unsigned want =
+          t % 3 == 0 ? 0xEEEEEEEEu : in[b * 256 + staying_after(next)] * 3u + next;
+      EXPECT_EQ(out[b * 256 + t], want) << b << " " << t;
+    }
+  }
+  CUDA_OK(cudaFree(d_in));
+  CUDA_OK(cudaFree(d_out));
+}
+
 // Thread 0 waits at the barrier; the rest of its warp waits for lane 0 in a
 // warp exchange: neither can go on.
 __global__ void deadlock_kernel() {
@@ -153,7 +204,8 @@ TEST(EmulationDeathTest, ADeadlockedBlockIsReportedByName) {
         deadlock_kernel<<<dim3(2, 1, 1), 32>>>();
         (void)cudaDeviceSynchronize();
       },
-      "deadlock in block \\(0, 0, 0\\): 1 threads wait at __syncthreads and 31 in a warp "
+      // Block 0 runs first, or block 1 in reverse order (DGS_EMU_ORDER).
+      "deadlock in block \\([01], 0, 0\\): 1 threads wait at __syncthreads and 31 in a warp "
       "exchange");
 }
 
