@@ -6,6 +6,7 @@
 //
 //   mpirun -np 5 dgs_mpi_job [--method samomentum] [--steps 300]
 //                            [--kill-worker K --kill-after S] [--worker-timeout MS]
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "dgs/server.h"
 #include "dgs/worker.h"
 #include "support/softmax.h"
+#include "support/wait.h"
 
 namespace {
 
@@ -52,10 +54,20 @@ std::vector<float> initial_model() {
   return w;
 }
 
+// Workers of one process count themselves in after joining and leave only
+// when all have joined: server.run() returns once every worker that joined
+// has left (support/wait.h).
+struct JoinCount {
+  std::atomic<int> joined{0};
+  int workers = 0;
+};
+
 void train_worker(dgs::Worker& worker, std::vector<float>& weights, const SoftmaxProblem& problem,
-                  int k, int workers, int steps, float lr, int kill_after) {
+                  int k, int workers, int steps, float lr, int kill_after,
+                  JoinCount* count = nullptr) {
   std::vector<float> grad(weights.size());
   worker.join();
+  if (count != nullptr) ++count->joined;
   for (int t = 0; t < steps; ++t) {
     if (t == kill_after) {
       std::printf("worker %d: killing itself after %d steps\n", k, t);
@@ -64,6 +76,9 @@ void train_worker(dgs::Worker& worker, std::vector<float>& weights, const Softma
     }
     problem.gradient(worker.evaluation_point(), k + t * workers * 8, 1, 8, grad.data());
     worker.step(grad.data(), lr);
+  }
+  if (count != nullptr) {
+    dgs::test::wait_until([&] { return count->joined.load() == count->workers; });
   }
   worker.leave();
 }
@@ -78,13 +93,15 @@ double local_dense_loss(int workers, int steps, const SoftmaxProblem& problem) {
   dgs::Server server(config, model, backend, hub.endpoint(0), w0.data());
   std::thread serving([&] { server.run(); });
   std::vector<std::thread> threads;
+  JoinCount count;
+  count.workers = workers;
   for (int k = 0; k < workers; ++k) {
     threads.emplace_back([&, k] {
       std::vector<float> w(model.total());
       dgs::WorkerOptions o;
       o.id = static_cast<std::uint32_t>(k);
       dgs::Worker worker(config, model, backend, hub.endpoint(k + 1), w.data(), o);
-      train_worker(worker, w, problem, k, workers, steps, learning_rate(config), -1);
+      train_worker(worker, w, problem, k, workers, steps, learning_rate(config), -1, &count);
     });
   }
   for (auto& t : threads) t.join();

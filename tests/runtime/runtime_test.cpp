@@ -4,6 +4,7 @@
 // emulation in dgs_emulated_tests; skipped where there is neither), with the
 // models, gradients and message buffers in the backend's memory.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -29,6 +30,7 @@
 #include "support/host_job.h"
 #include "support/random.h"
 #include "support/server_thread.h"
+#include "support/wait.h"
 
 namespace dgs {
 
@@ -502,6 +504,9 @@ TEST_P(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn)
 
   std::vector<std::thread> trainers;
   std::vector<double> start_loss(3), end_loss(3);
+  // The trainers leave only after the attack: server.run() returns when
+  // every worker that joined has left (support/wait.h).
+  std::atomic<bool> attacked{false};
   for (std::uint32_t k = 0; k < 3; ++k) {
     trainers.emplace_back([&, k] {
       Floats w(*backend, model.total()), g(*backend, model.total());
@@ -515,6 +520,7 @@ TEST_P(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn)
         worker.step(g.data(), 0.01f);
       }
       end_loss[k] = problem.loss(w.host());
+      test::wait_until([&] { return attacked.load(); });
       worker.leave();
     });
   }
@@ -533,12 +539,13 @@ TEST_P(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn)
   // A buffer of the wrong size, and a well-formed push from a worker that never joined.
   test::Bytes push = forger.push(test::random_normal(rng, model.total()), 0.01f);
   attacker.send(push, push.size() - 16);
-  ASSERT_EQ(attacker.recv(reply).status, Receipt::Status::message);
+  EXPECT_EQ(attacker.recv(reply).status, Receipt::Status::message);
   EXPECT_EQ(read_reject_verdict(reply.data()).reason, RejectReason::size);
   push = forger.push(test::random_normal(rng, model.total()), 0.01f);
   attacker.send(push);
-  ASSERT_EQ(attacker.recv(reply).status, Receipt::Status::message);
+  EXPECT_EQ(attacker.recv(reply).status, Receipt::Status::message);
   EXPECT_EQ(read_reject_verdict(reply.data()).reason, RejectReason::kind);
+  attacked = true;
 
   for (auto& t : trainers) t.join();
   serving.join();
@@ -646,6 +653,11 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     g.assign(problem.gradient(w.host(), t, k));
     worker.step(g.data(), 0.05f);
   };
+  // server.run() returns when every worker that joined has left or was
+  // dropped (support/wait.h): worker 2 dies only after 0 and 1 have joined,
+  // and they leave only after its replacement has joined.
+  std::atomic<int> joined{0};
+  std::atomic<bool> replaced{false};
   auto train = [&](std::uint32_t k, int steps) {
     WorkerOptions o;
     o.id = k;
@@ -653,7 +665,9 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     Floats w(*backend, model.total()), g(*backend, model.total());
     Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
     worker.join();
+    ++joined;
     for (int t = 0; t < steps; ++t) step(worker, w, g, t, k);
+    test::wait_until([&] { return replaced.load(); });
     worker.leave();
   };
   std::thread a([&] { train(0, 400); });
@@ -667,6 +681,7 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     Worker worker(config, model, backend, hub.endpoint(3), doomed.data(), o);
     worker.join();
     for (int t = 0; t < 30; ++t) step(worker, doomed, g, t, 2);
+    test::wait_until([&] { return joined.load() == 2; });
     hub.close(3);
     EXPECT_THROW(step(worker, doomed, g, 30, 2), Error);
   }
@@ -681,6 +696,7 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     o.timeout = 20s;
     Worker worker(config, model, backend, hub.endpoint(3), fresh.data(), o);
     worker.join();
+    replaced = true;
     EXPECT_EQ(worker.stats().dense_replies, 1u);  // the rejoining worker gets the whole model
     loss_at_join = problem.loss(fresh.host());
     EXPECT_LT(loss_at_join, problem.loss(w0));  // the trained model, not the initial one

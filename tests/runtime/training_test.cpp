@@ -19,6 +19,7 @@
 #include "runtime/backend.h"
 #include "runtime/checkpoint.h"
 #include "support/softmax.h"
+#include "support/wait.h"
 
 namespace dgs {
 namespace {
@@ -83,6 +84,7 @@ Outcome train(Config config, int workers, int steps, float lr,
   std::vector<std::thread> threads;
   std::vector<WorkerStats> worker_stats(workers);
   std::atomic<std::uint64_t> checked{0};
+  std::atomic<int> joined{0};
   for (int k = 0; k < workers; ++k) {
     // A failed CUDA call throws dgs::Error, which ends the test process with
     // its message (the server would wait for this worker otherwise).
@@ -110,6 +112,7 @@ Outcome train(Config config, int workers, int steps, float lr,
         ++checked;
       };
       worker.join();
+      ++joined;
       check("after joining");
       for (int t = 0; t < steps; ++t) {
         to_host(worker.evaluation_point(), point);
@@ -118,6 +121,8 @@ Outcome train(Config config, int workers, int steps, float lr,
         worker.step(grad_buffer.as<float>(), lr);
         check("after a step");
       }
+      // No worker leaves before all have joined (support/wait.h).
+      test::wait_until([&] { return joined.load() == workers; });
       worker.leave();
       worker_stats[k] = worker.stats();
     });
