@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -16,6 +18,39 @@
 namespace {
 
 #define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+// Throws (the test fails there) when a CUDA call of DeviceArray fails.
+void check(cudaError_t status, const char* call) {
+  if (status != cudaSuccess) {
+    throw std::runtime_error(std::string(call) + ": " + cudaGetErrorString(status));
+  }
+}
+
+// n values of T in device memory, freed at the end of the scope.
+template <typename T>
+class DeviceArray {
+ public:
+  explicit DeviceArray(std::size_t n) : n_(n) { check(cudaMalloc(&data_, bytes()), "cudaMalloc"); }
+  explicit DeviceArray(const std::vector<T>& values) : DeviceArray(values.size()) {
+    check(cudaMemcpy(data_, values.data(), bytes(), cudaMemcpyHostToDevice),
+          "cudaMemcpy to device");
+  }
+  ~DeviceArray() { EXPECT_EQ(cudaFree(data_), cudaSuccess) << "cudaFree"; }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+
+  T* get() const noexcept { return data_; }
+  std::size_t bytes() const noexcept { return n_ * sizeof(T); }
+  std::vector<T> host() const {
+    std::vector<T> out(n_);
+    check(cudaMemcpy(out.data(), data_, bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+    return out;
+  }
+
+ private:
+  std::size_t n_;
+  T* data_ = nullptr;
+};
 
 // Every lane of a 64-thread block: five exchanges of its value.
 __global__ void warp_kernel(const unsigned* in, unsigned* out) {
@@ -34,14 +69,11 @@ TEST(Emulation, WarpIntrinsicsGiveCudasResults) {
   std::mt19937 rng(1);
   std::vector<unsigned> in(64);
   for (auto& v : in) v = rng();
-  unsigned *d_in, *d_out;
-  CUDA_OK(cudaMalloc(&d_in, in.size() * 4));
-  CUDA_OK(cudaMalloc(&d_out, in.size() * 24));
-  CUDA_OK(cudaMemcpy(d_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice));
-  warp_kernel<<<1, 64>>>(d_in, d_out);
+  const DeviceArray<unsigned> d_in(in);
+  const DeviceArray<unsigned> d_out(in.size() * 6);
+  warp_kernel<<<1, 64>>>(d_in.get(), d_out.get());
   CUDA_OK(cudaGetLastError());
-  std::vector<unsigned> out(in.size() * 6);
-  CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+  const std::vector<unsigned> out = d_out.host();
   for (unsigned t = 0; t < 64; ++t) {
     const unsigned warp = t & ~31u, lane = t & 31u;
     unsigned ballot = 0;
@@ -54,8 +86,6 @@ TEST(Emulation, WarpIntrinsicsGiveCudasResults) {
     EXPECT_EQ(out[t * 6 + 4], ballot) << t;
     EXPECT_EQ(out[t * 6 + 5], in[warp + (lane & ~7u) + 2]) << t;
   }
-  CUDA_OK(cudaFree(d_in));
-  CUDA_OK(cudaFree(d_out));
 }
 
 // Each thread writes its slot, waits, then reads its neighbour's; then a
@@ -85,14 +115,11 @@ TEST(Emulation, BarriersAndBlockScansGiveCudasResults) {
   std::mt19937_64 rng(2);
   std::vector<unsigned long long> in(kBlocks * 256);
   for (auto& v : in) v = rng() >> 8;
-  unsigned long long *d_in, *d_out;
-  CUDA_OK(cudaMalloc(&d_in, in.size() * 8));
-  CUDA_OK(cudaMalloc(&d_out, in.size() * 32));
-  CUDA_OK(cudaMemcpy(d_in, in.data(), in.size() * 8, cudaMemcpyHostToDevice));
-  barrier_scan_kernel<<<kBlocks, 256>>>(d_in, d_out);
+  const DeviceArray<unsigned long long> d_in(in);
+  const DeviceArray<unsigned long long> d_out(in.size() * 4);
+  barrier_scan_kernel<<<kBlocks, 256>>>(d_in.get(), d_out.get());
   CUDA_OK(cudaGetLastError());
-  std::vector<unsigned long long> out(in.size() * 4);
-  CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 8, cudaMemcpyDeviceToHost));
+  const std::vector<unsigned long long> out = d_out.host();
   for (int b = 0; b < kBlocks; ++b) {
     unsigned long long total = 0;
     for (int t = 0; t < 256; ++t) total += in[b * 256 + t];
@@ -107,34 +134,24 @@ TEST(Emulation, BarriersAndBlockScansGiveCudasResults) {
       EXPECT_EQ(o[3], sum) << b << " " << t;
     }
   }
-  CUDA_OK(cudaFree(d_in));
-  CUDA_OK(cudaFree(d_out));
 }
 
 TEST(Emulation, RadixSortIsStableOnItsBitRange) {
   std::mt19937 rng(3);
   std::vector<unsigned> keys(1000);
   for (auto& k : keys) k = rng();
-  unsigned *d_in, *d_out;
-  CUDA_OK(cudaMalloc(&d_in, keys.size() * 4));
-  CUDA_OK(cudaMalloc(&d_out, keys.size() * 4));
-  CUDA_OK(cudaMemcpy(d_in, keys.data(), keys.size() * 4, cudaMemcpyHostToDevice));
+  const DeviceArray<unsigned> d_in(keys);
+  const DeviceArray<unsigned> d_out(keys.size());
   std::size_t temp_bytes = 0;
-  CUDA_OK(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, d_in, d_out,
+  CUDA_OK(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, d_in.get(), d_out.get(),
                                          static_cast<int>(keys.size()), 4, 9));
-  void* temp;
-  CUDA_OK(cudaMalloc(&temp, temp_bytes));
-  CUDA_OK(cub::DeviceRadixSort::SortKeys(temp, temp_bytes, d_in, d_out,
+  const DeviceArray<unsigned char> temp(temp_bytes);
+  CUDA_OK(cub::DeviceRadixSort::SortKeys(temp.get(), temp_bytes, d_in.get(), d_out.get(),
                                          static_cast<int>(keys.size()), 4, 9));
-  std::vector<unsigned> got(keys.size());
-  CUDA_OK(cudaMemcpy(got.data(), d_out, got.size() * 4, cudaMemcpyDeviceToHost));
   std::vector<unsigned> want = keys;
   std::stable_sort(want.begin(), want.end(),
                    [](unsigned a, unsigned b) { return ((a >> 4) & 31u) < ((b >> 4) & 31u); });
-  EXPECT_EQ(got, want);
-  for (void* p : {static_cast<void*>(d_in), static_cast<void*>(d_out), temp}) {
-    CUDA_OK(cudaFree(p));
-  }
+  EXPECT_EQ(d_out.host(), want);
 }
 
 // The thread after t that does not return at once.
@@ -167,15 +184,12 @@ TEST(Emulation, ThreadsThatReturnEarlyLeaveTheBarriersToTheOthers) {
   std::mt19937 rng(4);
   std::vector<unsigned> in(kBlocks * 256);
   for (auto& v : in) v = rng();
-  unsigned *d_in, *d_out;
-  CUDA_OK(cudaMalloc(&d_in, in.size() * 4));
-  CUDA_OK(cudaMalloc(&d_out, in.size() * 4));
-  CUDA_OK(cudaMemcpy(d_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemset(d_out, 0xEE, in.size() * 4));
-  early_return_kernel<<<kBlocks, 256>>>(d_in, d_out);
+  const DeviceArray<unsigned> d_in(in);
+  const DeviceArray<unsigned> d_out(in.size());
+  CUDA_OK(cudaMemset(d_out.get(), 0xEE, d_out.bytes()));
+  early_return_kernel<<<kBlocks, 256>>>(d_in.get(), d_out.get());
   CUDA_OK(cudaGetLastError());
-  std::vector<unsigned> out(in.size());
-  CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+  const std::vector<unsigned> out = d_out.host();
   for (unsigned b = 0; b < kBlocks; ++b) {
     for (unsigned t = 0; t < 256; ++t) {
       const unsigned next = staying_after(t);
@@ -184,8 +198,6 @@ TEST(Emulation, ThreadsThatReturnEarlyLeaveTheBarriersToTheOthers) {
       EXPECT_EQ(out[b * 256 + t], want) << b << " " << t;
     }
   }
-  CUDA_OK(cudaFree(d_in));
-  CUDA_OK(cudaFree(d_out));
 }
 
 // Thread 0 waits at the barrier; the rest of its warp waits for lane 0 in a

@@ -27,6 +27,7 @@
 #include "dgs/transport.h"
 #include "dgs/worker.h"
 #include "runtime/backend.h"
+#include "support/floats.h"
 #include "support/host_job.h"
 #include "support/random.h"
 #include "support/server_thread.h"
@@ -42,43 +43,13 @@ void PrintTo(BackendKind kind, std::ostream* out) {
 namespace {
 
 using namespace std::chrono_literals;
+using test::Floats;
 using test::Quadratic;
 using test::ServerThread;
 
 std::string temp_path(const std::string& name) {
   return ::testing::TempDir() + "dgs_" + name + "_" + std::to_string(::getpid());
 }
-
-// Floats in a backend's memory (device memory on the cuda backend), written
-// and read from the host through the backend's checked copies.
-class Floats {
- public:
-  Floats(Backend& backend, std::size_t n) : backend_(&backend), n_(n), buffer_(backend, bytes()) {
-    backend.zero(buffer_.data(), bytes(), nullptr);
-    backend.synchronize(nullptr);
-  }
-  Floats(Backend& backend, const std::vector<float>& values) : Floats(backend, values.size()) {
-    assign(values);
-  }
-
-  float* data() const noexcept { return buffer_.as<float>(); }
-  std::vector<float> host() const {
-    std::vector<float> out(n_);
-    backend_->download(out.data(), data(), bytes(), nullptr);
-    return out;
-  }
-  void assign(const std::vector<float>& values) {
-    if (values.size() != n_) throw std::invalid_argument("Floats::assign: wrong size");
-    backend_->upload(data(), values.data(), bytes(), nullptr);
-  }
-
- private:
-  std::size_t bytes() const noexcept { return n_ * sizeof(float); }
-
-  Backend* backend_;
-  std::size_t n_;
-  detail::Buffer buffer_;
-};
 
 // Raw wire bytes sent and received on a rank, through a buffer in the
 // transport's memory (the backend's).

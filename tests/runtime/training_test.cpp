@@ -18,6 +18,7 @@
 #include "dgs/worker.h"
 #include "runtime/backend.h"
 #include "runtime/checkpoint.h"
+#include "support/floats.h"
 #include "support/softmax.h"
 #include "support/wait.h"
 
@@ -91,17 +92,12 @@ Outcome train(Config config, int workers, int steps, float lr,
     threads.emplace_back([&, k] {
       std::vector<float> grad(p), point(p);
       // The worker's model and gradient in the backend's memory.
-      detail::Buffer weight_buffer(*backend, p * sizeof(float));
-      detail::Buffer grad_buffer(*backend, p * sizeof(float));
-      float* weights = weight_buffer.as<float>();
-      backend->zero(weights, p * sizeof(float), nullptr);
-      backend->synchronize(nullptr);
+      test::Floats weights(*backend, p), grads(*backend, p);
       WorkerOptions wo;
       wo.id = static_cast<std::uint32_t>(k);
-      Worker worker(config, model, backend, hub.endpoint(k + 1), weights, wo);
+      Worker worker(config, model, backend, hub.endpoint(k + 1), weights.data(), wo);
       auto check = [&](const char* when) {
-        std::vector<float> now;
-        to_host(weights, now);
+        const std::vector<float> now = weights.host();
         const std::uint64_t h = hash_floats(now.data(), p);
         std::lock_guard<std::mutex> lock(mutex);
         const auto it = replica_hash.find({wo.id, worker.model_version()});
@@ -117,8 +113,8 @@ Outcome train(Config config, int workers, int steps, float lr,
       for (int t = 0; t < steps; ++t) {
         to_host(worker.evaluation_point(), point);
         problem.gradient(point.data(), k + t * workers * 8, 1, 8, grad.data());
-        backend->upload(grad_buffer.data(), grad.data(), p * sizeof(float), nullptr);
-        worker.step(grad_buffer.as<float>(), lr);
+        grads.assign(grad);
+        worker.step(grads.data(), lr);
         check("after a step");
       }
       // No worker leaves before all have joined (support/wait.h).
