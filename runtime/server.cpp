@@ -41,8 +41,10 @@ struct Server::Impl {
     bool live = false;
     Clock::time_point last_heard{};
     std::uint64_t last_dense_version = 0;
-    bool pushed = false;     // sync: its push for the current round is held
-    std::uint64_t step = 0;  // sync: step of the held push
+    bool pushed = false;       // sync: its push for the current round is held
+    std::uint64_t step = 0;    // sync: step of the held push
+    bool joined_once = false;  // has joined at least once (kept in checkpoints)
+    bool given_up = false;     // never joined, and run() no longer waits for it
   };
 
   Impl(const Config& cfg, const Segments& m, std::shared_ptr<Backend> b,
@@ -138,6 +140,38 @@ struct Server::Impl {
     detail::log(LogLevel::warning, "dgs::Server: dropping " + who(k) + ": " + why);
   }
 
+  // A worker's transport failed: a live one is dropped; one that never joined
+  // is no longer waited for by run().
+  void peer_failed(std::uint32_t k, const std::string& why) {
+    Slot& s = slots[k];
+    if (s.live || s.joined_once) {
+      drop(k, why);
+    } else if (!s.given_up) {
+      s.given_up = true;
+      detail::log(LogLevel::warning, "dgs::Server: " + who(k) + " failed before joining (" + why +
+                                         "); the server no longer waits for it");
+    }
+  }
+
+  // The workers run() still waits for: never joined and not given up on.
+  std::vector<std::uint32_t> awaited() const {
+    std::vector<std::uint32_t> out;
+    for (std::uint32_t k = 0; k < slots.size(); ++k) {
+      if (!slots[k].joined_once && !slots[k].given_up) out.push_back(k);
+    }
+    return out;
+  }
+
+  bool anyone_joined() const {
+    return std::any_of(slots.begin(), slots.end(), [](const Slot& s) { return s.joined_once; });
+  }
+
+  std::string who_of(const std::vector<std::uint32_t>& workers) const {
+    std::string out;
+    for (std::uint32_t k : workers) out += (out.empty() ? "" : ", ") + who(k);
+    return out;
+  }
+
   // Sends to a worker; a worker that cannot be reached is dropped.
   bool send(std::uint32_t k, const void* buffer, std::size_t bytes) {
     try {
@@ -222,7 +256,7 @@ struct Server::Impl {
     if (r.status == Receipt::Status::timeout) return -1;
     const int k = worker_of(r.peer);
     if (r.status == Receipt::Status::peer_failed) {
-      if (k >= 0) drop(static_cast<std::uint32_t>(k), r.error);
+      if (k >= 0) peer_failed(static_cast<std::uint32_t>(k), r.error);
       return -1;
     }
     stats.bytes_received += r.bytes;
@@ -253,6 +287,7 @@ struct Server::Impl {
     Slot& s = slots[k];
     const bool rejoin = s.live;
     s.live = true;
+    s.joined_once = true;
     s.pushed = false;
     ++stats.joins;
     detail::log(LogLevel::info, "dgs::Server: " + who(k) + (rejoin ? " rejoined" : " joined") +
@@ -449,7 +484,6 @@ struct Server::Impl {
   std::vector<Slot> slots;
   std::vector<int> peers;
   std::uint64_t version = 0;
-  bool ever_joined = false;
   ServerStats stats;
 };
 
@@ -467,20 +501,35 @@ Server::~Server() = default;
 
 bool Server::serve_one(std::chrono::milliseconds timeout) {
   Impl& s = *impl_;
-  const bool served = s.sync() ? s.serve_sync(timeout) : s.serve_async(timeout);
-  if (s.stats.joins > 0) s.ever_joined = true;
-  return served;
+  return s.sync() ? s.serve_sync(timeout) : s.serve_async(timeout);
 }
 
 void Server::run() {
   Impl& s = *impl_;
   const auto start = Clock::now();
+  const std::string limit = std::to_string(s.options.join_timeout.count()) + " ms";
+  bool told_waiting = false;
   for (;;) {
     serve_one(kPoll);
-    if (s.ever_joined && s.live_count() == 0) return;
-    if (!s.ever_joined && Clock::now() - start > s.options.join_timeout) {
-      throw Error(ErrorCode::timeout, "dgs::Server: no worker joined within " +
-                                          std::to_string(s.options.join_timeout.count()) + " ms");
+    std::vector<std::uint32_t> awaited = s.awaited();
+    if (!awaited.empty() && Clock::now() - start > s.options.join_timeout) {
+      if (!s.anyone_joined()) {
+        throw Error(ErrorCode::timeout, "dgs::Server: no worker joined within " + limit +
+                                            " (ServerOptions::join_timeout)");
+      }
+      const char* them = awaited.size() == 1 ? "it" : "them";
+      detail::log(LogLevel::warning, "dgs::Server: " + s.who_of(awaited) + " did not join within " +
+                                         limit + "; the server no longer waits for " + them);
+      for (std::uint32_t k : awaited) s.slots[k].given_up = true;
+      awaited.clear();
+    }
+    if (s.live_count() > 0) continue;
+    if (awaited.empty()) return;
+    if (!told_waiting && s.anyone_joined()) {
+      told_waiting = true;
+      detail::log(LogLevel::info, "dgs::Server: every worker that joined has left; waiting for " +
+                                      s.who_of(awaited) + " to join (at most " + limit +
+                                      " after run() began)");
     }
   }
 }
@@ -530,19 +579,20 @@ void Server::save(const std::string& path) const {
   const auto f = server_fingerprint(s.config, s.model);
   out.add("fingerprint", f.data(), f.size() * 8);
   out.add_u64("version", s.version);
-  out.add_u64("ever_joined", s.ever_joined);
   std::vector<unsigned char> host(s.weights.bytes());
   s.backend->download(host.data(), s.weights.data(), host.size(), s.options.stream);
   out.add("weights", host.data(), host.size());
   host.resize(s.replicas.bytes());
   s.backend->download(host.data(), s.replicas.data(), host.size(), s.options.stream);
   out.add("replicas", host.data(), host.size());
-  std::vector<std::uint64_t> live, dense_at;
+  std::vector<std::uint64_t> live, joined, dense_at;
   for (const auto& slot : s.slots) {
     live.push_back(slot.live);
+    joined.push_back(slot.joined_once);
     dense_at.push_back(slot.last_dense_version);
   }
   out.add("live", live.data(), live.size() * 8);
+  out.add("joined", joined.data(), joined.size() * 8);
   out.add("last_dense_version", dense_at.data(), dense_at.size() * 8);
   std::vector<std::uint64_t> counters = {s.stats.pushes,         s.stats.rounds,
                                          s.stats.joins,          s.stats.leaves,
@@ -570,8 +620,15 @@ void Server::restore(const std::string& path) {
   std::vector<unsigned char> weights(s.weights.bytes()), replicas(s.replicas.bytes());
   in.read("weights", weights.data(), weights.size());
   in.read("replicas", replicas.data(), replicas.size());
-  std::vector<std::uint64_t> live(s.slots.size()), dense_at(s.slots.size());
+  std::vector<std::uint64_t> live(s.slots.size()), joined(s.slots.size()), dense_at(s.slots.size());
   in.read("live", live.data(), live.size() * 8);
+  if (in.has("joined")) {
+    in.read("joined", joined.data(), joined.size() * 8);
+  } else {
+    // Written before the server kept who joined: it kept whether anyone had,
+    // and run() waited for no one else then.
+    std::fill(joined.begin(), joined.end(), in.u64("ever_joined"));
+  }
   in.read("last_dense_version", dense_at.data(), dense_at.size() * 8);
   ServerStats stats;
   std::vector<std::uint64_t> counters(10 + stats.rejected.size() + stats.staleness.size());
@@ -580,12 +637,13 @@ void Server::restore(const std::string& path) {
   s.backend->upload(s.replicas.data(), replicas.data(), replicas.size(), s.options.stream);
   for (std::size_t k = 0; k < s.slots.size(); ++k) {
     s.slots[k].live = live[k] != 0;
+    s.slots[k].joined_once = joined[k] != 0 || live[k] != 0;
+    s.slots[k].given_up = false;
     s.slots[k].pushed = false;
     s.slots[k].last_dense_version = dense_at[k];
     s.slots[k].last_heard = Clock::now();
   }
   s.version = in.u64("version");
-  s.ever_joined = in.u64("ever_joined") != 0;
   std::uint64_t* fields[] = {&stats.pushes,        &stats.rounds,          &stats.joins,
                              &stats.leaves,        &stats.dropped,         &stats.sparse_replies,
                              &stats.dense_replies, &stats.stale_refreshes, &stats.bytes_received,

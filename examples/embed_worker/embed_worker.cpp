@@ -35,7 +35,7 @@ int main() {
   dgs::LocalHub hub(1 + kWorkers, gpu ? dgs::MemoryKind::device : dgs::MemoryKind::host);
   const std::vector<float> initial(kCols, 0.0f);
   dgs::Server server(config, model, backend, hub.endpoint(0), initial.data());
-  std::thread serving([&] { server.run(); });  // until every worker has left
+  std::thread serving([&] { server.run(); });  // until every worker has joined and left
 
   std::vector<std::thread> workers;
   for (int k = 0; k < kWorkers; ++k) {

@@ -32,7 +32,9 @@ struct ServerOptions {
   std::uint64_t staleness_bound = 0;
   /// A live worker not heard from for this long is dropped. 0 waits forever.
   std::chrono::milliseconds worker_timeout{0};
-  /// run() gives up (dgs::Error, timeout) if no worker has joined by then.
+  /// How long after it begins run() waits for each of Config::workers to join
+  /// once. A worker that has not joined by then is no longer waited for
+  /// (logged); if none has, run() throws dgs::Error (timeout).
   std::chrono::milliseconds join_timeout{std::chrono::minutes(10)};
   /// Stream of every server kernel (cuda backend).
   Stream stream = nullptr;
@@ -74,7 +76,11 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  /// Serves until every worker that joined has left or was dropped.
+  /// Serves until each of Config::workers has joined at least once and none
+  /// is live (all have left or were dropped). A worker that joins late, after
+  /// the others have trained and left, is still served. A worker that has not
+  /// joined within ServerOptions::join_timeout of run()'s start, or whose
+  /// transport failed before it joined, is not waited for.
   void run();
   /// Async: handles one incoming message. Sync: completes one round. Returns
   /// false when nothing arrived within `timeout`.
@@ -88,7 +94,8 @@ class Server {
   void copy_model(float* out) const;
   const ServerStats& stats() const noexcept;
 
-  /// Saves W, the version, the replicas and the live set (atomically).
+  /// Saves W, the version, the replicas, the live set and which workers have
+  /// joined (atomically).
   void save(const std::string& path) const;
   void restore(const std::string& path);
 

@@ -6,7 +6,6 @@
 //
 //   mpirun -np 5 dgs_mpi_job [--method samomentum] [--steps 300]
 //                            [--kill-worker K --kill-after S] [--worker-timeout MS]
-#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -20,7 +19,6 @@
 #include "dgs/server.h"
 #include "dgs/worker.h"
 #include "support/softmax.h"
-#include "support/wait.h"
 
 namespace {
 
@@ -54,15 +52,10 @@ std::vector<float> initial_model() {
   return w;
 }
 
-// `joined`, for the workers of one process: each counts itself in after
-// joining and leaves only when all `workers` have joined, since server.run()
-// returns once every worker that joined has left (support/wait.h).
 void train_worker(dgs::Worker& worker, std::vector<float>& weights, const SoftmaxProblem& problem,
-                  int k, int workers, int steps, float lr, int kill_after,
-                  std::atomic<int>* joined = nullptr) {
+                  int k, int workers, int steps, float lr, int kill_after) {
   std::vector<float> grad(weights.size());
   worker.join();
-  if (joined != nullptr) ++*joined;
   for (int t = 0; t < steps; ++t) {
     if (t == kill_after) {
       std::printf("worker %d: killing itself after %d steps\n", k, t);
@@ -72,7 +65,6 @@ void train_worker(dgs::Worker& worker, std::vector<float>& weights, const Softma
     problem.gradient(worker.evaluation_point(), k + t * workers * 8, 1, 8, grad.data());
     worker.step(grad.data(), lr);
   }
-  if (joined != nullptr) dgs::test::wait_until([&] { return joined->load() == workers; });
   worker.leave();
 }
 
@@ -86,14 +78,13 @@ double local_dense_loss(int workers, int steps, const SoftmaxProblem& problem) {
   dgs::Server server(config, model, backend, hub.endpoint(0), w0.data());
   std::thread serving([&] { server.run(); });
   std::vector<std::thread> threads;
-  std::atomic<int> joined{0};
   for (int k = 0; k < workers; ++k) {
     threads.emplace_back([&, k] {
       std::vector<float> w(model.total());
       dgs::WorkerOptions o;
       o.id = static_cast<std::uint32_t>(k);
       dgs::Worker worker(config, model, backend, hub.endpoint(k + 1), w.data(), o);
-      train_worker(worker, w, problem, k, workers, steps, learning_rate(config), -1, &joined);
+      train_worker(worker, w, problem, k, workers, steps, learning_rate(config), -1);
     });
   }
   for (auto& t : threads) t.join();

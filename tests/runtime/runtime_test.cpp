@@ -27,6 +27,7 @@
 #include "dgs/transport.h"
 #include "dgs/worker.h"
 #include "runtime/backend.h"
+#include "runtime/checkpoint.h"
 #include "support/floats.h"
 #include "support/host_job.h"
 #include "support/random.h"
@@ -360,6 +361,67 @@ TEST_P(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
   for (const auto& p : {good, truncated, flipped, foreign, worker_file}) std::remove(p.c_str());
 }
 
+// The server keeps which workers have joined: restored, it does not wait for
+// them to join again. A file written before it kept them (a flag saying
+// whether any worker had joined) still restores, as it was read then.
+TEST_P(Checkpoint, WhichWorkersHaveJoinedIsKeptAndOlderFilesRestore) {
+  const Segments model({100, 20});
+  Config config;
+  config.workers = 2;
+  const std::vector<float> w0 = random_model(model.total(), 40);
+  const std::string path = temp_path("joined");
+  {
+    Job job(backend, config, model, w0);
+    ServerThread serving(*job.server);
+    job.workers[0]->join();
+    serving.stop();
+    job.workers[0]->leave();
+    ASSERT_TRUE(job.server->serve_one(20s));  // the bye
+    ASSERT_EQ(job.server->live_workers(), 0u);
+    job.server->save(path);
+  }
+  // With a short join timeout and no worker coming, run() gives up on the
+  // workers that never joined if one has, and throws if none has.
+  ServerOptions quick;
+  quick.join_timeout = 100ms;
+  auto run_restored = [&](const std::string& file) {
+    Job job(backend, config, model, random_model(model.total(), 41), quick);
+    job.server->restore(file);
+    job.server->run();
+  };
+  set_log_level(LogLevel::off);
+  EXPECT_NO_THROW(run_restored(path));
+  {
+    Job fresh(backend, config, model, w0, quick);
+    EXPECT_THROW(fresh.server->run(), Error);
+  }
+
+  // The older layout: no "joined" section, an "ever_joined" flag.
+  const detail::CheckpointReader in(path, "server");
+  EXPECT_TRUE(in.has("joined"));
+  auto write_older = [&](std::uint64_t ever_joined) {
+    detail::CheckpointWriter out("server");
+    for (const char* name :
+         {"fingerprint", "version", "weights", "replicas", "live", "last_dense_version", "stats"}) {
+      out.add(name, in.section(name).data(), in.section(name).size());
+    }
+    out.add_u64("ever_joined", ever_joined);
+    const std::string older = temp_path("joined_older" + std::to_string(ever_joined));
+    out.write(older);
+    return older;
+  };
+  const std::string joined = write_older(1), none = write_older(0);
+  EXPECT_NO_THROW(run_restored(joined));
+  try {
+    run_restored(none);
+    ADD_FAILURE() << "run() restored from a file where no worker had joined did not throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::timeout) << e.what();
+  }
+  set_log_level(LogLevel::warning);
+  for (const auto& p : {path, joined, none}) std::remove(p.c_str());
+}
+
 // ---------------------------------------------------------------------------
 // Bad input while training goes on.
 
@@ -471,13 +533,11 @@ TEST_P(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn)
   LocalHub hub(5, memory_of(*backend));
   set_log_level(LogLevel::off);
   Server server(config, model, backend, hub.endpoint(0), w0.data());
-  std::thread serving([&] { server.run(); });
+  // serve_one() in a loop, not run(), which would wait for worker 3 to join.
+  ServerThread serving(server);
 
   std::vector<std::thread> trainers;
   std::vector<double> start_loss(3), end_loss(3);
-  // The trainers leave only after the attack: server.run() returns when
-  // every worker that joined has left (support/wait.h).
-  std::atomic<bool> attacked{false};
   for (std::uint32_t k = 0; k < 3; ++k) {
     trainers.emplace_back([&, k] {
       Floats w(*backend, model.total()), g(*backend, model.total());
@@ -491,7 +551,6 @@ TEST_P(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn)
         worker.step(g.data(), 0.01f);
       }
       end_loss[k] = problem.loss(w.host());
-      test::wait_until([&] { return attacked.load(); });
       worker.leave();
     });
   }
@@ -516,10 +575,9 @@ TEST_P(Runtime, HostileMessagesAreRejectedCountedAndAnsweredWhileTrainingGoesOn)
   attacker.send(push);
   EXPECT_EQ(attacker.recv(reply).status, Receipt::Status::message);
   EXPECT_EQ(read_reject_verdict(reply.data()).reason, RejectReason::kind);
-  attacked = true;
 
   for (auto& t : trainers) t.join();
-  serving.join();
+  serving.stop();
   set_log_level(LogLevel::warning);
   const ServerStats& stats = server.stats();
   EXPECT_EQ(stats.rejected_total(), spoils.size() + 2);
@@ -624,10 +682,9 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     g.assign(problem.gradient(w.host(), t, k));
     worker.step(g.data(), 0.05f);
   };
-  // server.run() returns when every worker that joined has left or was
-  // dropped (support/wait.h): worker 2 dies only after 0 and 1 have joined,
-  // and they leave only after its replacement has joined.
-  std::atomic<int> joined{0};
+  // server.run() returns once every worker has joined and none is live, so
+  // workers 0 and 1 leave only after worker 2's replacement has joined
+  // (support/wait.h): it is a new worker of this job, not of a new one.
   std::atomic<bool> replaced{false};
   auto train = [&](std::uint32_t k, int steps) {
     WorkerOptions o;
@@ -636,7 +693,6 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     Floats w(*backend, model.total()), g(*backend, model.total());
     Worker worker(config, model, backend, hub.endpoint(static_cast<int>(k) + 1), w.data(), o);
     worker.join();
-    ++joined;
     for (int t = 0; t < steps; ++t) step(worker, w, g, t, k);
     test::wait_until([&] { return replaced.load(); });
     worker.leave();
@@ -652,7 +708,6 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
     Worker worker(config, model, backend, hub.endpoint(3), doomed.data(), o);
     worker.join();
     for (int t = 0; t < 30; ++t) step(worker, doomed, g, t, 2);
-    test::wait_until([&] { return joined.load() == 2; });
     hub.close(3);
     EXPECT_THROW(step(worker, doomed, g, 30, 2), Error);
   }
@@ -707,6 +762,131 @@ TEST_P(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
   EXPECT_FALSE(job.server->is_live(1));
   EXPECT_EQ(job.server->stats().dropped, 1u);
   set_log_level(LogLevel::warning);
+}
+
+// ---------------------------------------------------------------------------
+// How long run() serves: until each of Config::workers has joined once and
+// none is live, waiting at most ServerOptions::join_timeout for a worker to
+// come.
+
+// Worker k of `job`: joins, takes `steps` steps on `problem`, leaves.
+void join_train_leave(Job& job, const Quadratic& problem, std::uint32_t k, int steps) {
+  job.workers[k]->join();
+  for (int t = 0; t < steps; ++t) job.step(k, problem.gradient(job.weights_of(k), t, k), 0.05f);
+  job.workers[k]->leave();
+}
+
+// run() in a thread; says how long it ran and what it threw.
+class RunThread {
+ public:
+  explicit RunThread(Server& server)
+      : thread_([this, &server] {
+          const auto start = std::chrono::steady_clock::now();
+          try {
+            server.run();
+          } catch (const Error& e) {
+            error_ = e.what();
+          }
+          ran_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - start);
+        }) {}
+  ~RunThread() {
+    if (thread_.joinable()) thread_.join();
+  }
+  /// Waits for run() to return.
+  void join() { thread_.join(); }
+  /// How long run() ran, in ms.
+  long long ran() const { return ran_.count(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::chrono::milliseconds ran_{};
+  std::string error_;
+  std::thread thread_;
+};
+
+TEST_P(Runtime, RunServesAWorkerThatJoinsAfterTheOthersHaveLeft) {
+  const Segments model({300, 20});
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.1;
+  config.workers = 2;
+  const Quadratic problem(model.total(), 30);
+  Job job(backend, config, model, random_model(model.total(), 31));
+  set_log_level(LogLevel::off);
+  RunThread serving(*job.server);
+  join_train_leave(job, problem, 0, 20);
+  // Time for the server (which polls every 200 ms) to take worker 0's bye: a
+  // server that stopped once every worker that joined had left would be gone,
+  // and worker 1's join would wait 20 s for a reply and throw.
+  std::this_thread::sleep_for(500ms);
+  join_train_leave(job, problem, 1, 20);
+  serving.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(serving.error(), "");
+  EXPECT_EQ(job.server->stats().joins, 2u);
+  EXPECT_EQ(job.server->stats().leaves, 2u);
+  EXPECT_EQ(job.server->stats().pushes, 40u);
+}
+
+TEST_P(Runtime, RunStopsWaitingForAWorkerThatDoesNotJoinWithinTheJoinTimeout) {
+  const Segments model({300, 20});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.1;
+  config.workers = 2;
+  ServerOptions options;
+  options.join_timeout = 2s;
+  const Quadratic problem(model.total(), 32);
+  Job job(backend, config, model, random_model(model.total(), 33), options);
+  set_log_level(LogLevel::off);
+  RunThread serving(*job.server);
+  join_train_leave(job, problem, 0, 10);  // worker 1 never comes
+  serving.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(serving.error(), "");
+  EXPECT_GE(serving.ran(), options.join_timeout.count());  // it waited for worker 1
+  EXPECT_EQ(job.server->stats().joins, 1u);
+  EXPECT_EQ(job.server->stats().pushes, 10u);
+}
+
+TEST_P(Runtime, RunStopsWaitingForAWorkerWhoseTransportFailedBeforeItJoined) {
+  const Segments model({300, 20});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.1;
+  config.workers = 2;
+  ServerOptions options;
+  options.join_timeout = 60s;
+  const Quadratic problem(model.total(), 34);
+  Job job(backend, config, model, random_model(model.total(), 35), options);
+  job.hub.close(2);  // worker 1's endpoint, before it joined
+  set_log_level(LogLevel::off);
+  RunThread serving(*job.server);
+  join_train_leave(job, problem, 0, 10);
+  serving.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(serving.error(), "");
+  EXPECT_LT(serving.ran(), 30000) << "run() waited for a worker that could no longer join";
+  EXPECT_EQ(job.server->stats().joins, 1u);
+  EXPECT_EQ(job.server->stats().dropped, 0u);  // it never joined: nothing to drop
+}
+
+TEST_P(Runtime, RunThrowsWhenNoWorkerJoinsWithinTheJoinTimeout) {
+  const Segments model({64});
+  Config config;
+  config.workers = 2;
+  ServerOptions options;
+  options.join_timeout = 300ms;
+  Job job(backend, config, model, random_model(64, 36), options);
+  try {
+    job.server->run();
+    ADD_FAILURE() << "run() returned with no worker joined";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::timeout);
+    EXPECT_NE(std::string(e.what()).find("no worker joined within 300 ms"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_P(Runtime, AStalePushIsAnsweredWithADenseRefresh) {

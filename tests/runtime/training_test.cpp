@@ -20,7 +20,6 @@
 #include "runtime/checkpoint.h"
 #include "support/floats.h"
 #include "support/softmax.h"
-#include "support/wait.h"
 
 namespace dgs {
 namespace {
@@ -85,7 +84,6 @@ Outcome train(Config config, int workers, int steps, float lr,
   std::vector<std::thread> threads;
   std::vector<WorkerStats> worker_stats(workers);
   std::atomic<std::uint64_t> checked{0};
-  std::atomic<int> joined{0};
   for (int k = 0; k < workers; ++k) {
     // A failed CUDA call throws dgs::Error, which ends the test process with
     // its message (the server would wait for this worker otherwise).
@@ -108,7 +106,6 @@ Outcome train(Config config, int workers, int steps, float lr,
         ++checked;
       };
       worker.join();
-      ++joined;
       check("after joining");
       for (int t = 0; t < steps; ++t) {
         to_host(worker.evaluation_point(), point);
@@ -117,8 +114,6 @@ Outcome train(Config config, int workers, int steps, float lr,
         worker.step(grads.data(), lr);
         check("after a step");
       }
-      // No worker leaves before all have joined (support/wait.h).
-      test::wait_until([&] { return joined.load() == workers; });
       worker.leave();
       worker_stats[k] = worker.stats();
     });

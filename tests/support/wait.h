@@ -1,10 +1,9 @@
 // Waiting between the threads of a test job.
 //
-// Server::run() returns once every worker that joined has left or was
-// dropped (docs/protocol.md). A test whose workers join from threads must
-// therefore not let one leave before the others have joined: on a loaded
-// machine a thread can start late enough for the others to have trained and
-// left, and the server to have stopped, before it joins.
+// Server::run() returns once each worker has joined at least once and none is
+// live (docs/protocol.md). A worker that joins again after that (a
+// replacement for a dropped one) finds no server, so a test that replaces a
+// worker keeps the others from leaving until the replacement has joined.
 #pragma once
 
 #include <chrono>
