@@ -537,6 +537,11 @@ void Server::run() {
 std::size_t Server::live_workers() const noexcept {
   return impl_->live_count();
 }
+std::size_t Server::joined_workers() const noexcept {
+  const auto& slots = impl_->slots;
+  return static_cast<std::size_t>(
+      std::count_if(slots.begin(), slots.end(), [](const Impl::Slot& s) { return s.joined_once; }));
+}
 bool Server::is_live(std::uint32_t worker) const noexcept {
   return worker < impl_->slots.size() && impl_->slots[worker].live;
 }

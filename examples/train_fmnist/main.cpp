@@ -360,12 +360,12 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
   const bool bar = o.progress && ::isatty(STDERR_FILENO);
   const auto start = Clock::now();
   auto epoch_start = start;
-  bool joined = false;
   while (static_cast<int>(records.size()) < o.epochs) {
     server.serve_one(std::chrono::milliseconds(100));
     if (shared.failed) throw dgs::Error(dgs::ErrorCode::internal, "train_fmnist: a worker failed");
-    joined = joined || server.stats().joins > 0;
-    if (joined && server.live_workers() == 0 && server.stats().pushes < per_epoch * o.epochs) {
+    // Every worker has joined and left (one that starts late is waited for).
+    if (server.joined_workers() == static_cast<std::size_t>(workers) &&
+        server.live_workers() == 0 && server.stats().pushes < per_epoch * o.epochs) {
       throw dgs::Error(dgs::ErrorCode::transport,
                        "train_fmnist: every worker left before the last epoch");
     }

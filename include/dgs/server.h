@@ -87,6 +87,9 @@ class Server {
   bool serve_one(std::chrono::milliseconds timeout);
 
   std::size_t live_workers() const noexcept;
+  /// Workers that have joined at least once (kept in checkpoints); run()
+  /// waits for all of Config::workers, at most ServerOptions::join_timeout.
+  std::size_t joined_workers() const noexcept;
   bool is_live(std::uint32_t worker) const noexcept;
   /// Number of pushes (async) or rounds (sync) applied to W.
   std::uint64_t version() const noexcept;

@@ -378,6 +378,7 @@ TEST_P(Checkpoint, WhichWorkersHaveJoinedIsKeptAndOlderFilesRestore) {
     job.workers[0]->leave();
     ASSERT_TRUE(job.server->serve_one(20s));  // the bye
     ASSERT_EQ(job.server->live_workers(), 0u);
+    ASSERT_EQ(job.server->joined_workers(), 1u);
     job.server->save(path);
   }
   // With a short join timeout and no worker coming, run() gives up on the
@@ -387,10 +388,12 @@ TEST_P(Checkpoint, WhichWorkersHaveJoinedIsKeptAndOlderFilesRestore) {
   auto run_restored = [&](const std::string& file) {
     Job job(backend, config, model, random_model(model.total(), 41), quick);
     job.server->restore(file);
+    const std::size_t joined = job.server->joined_workers();
     job.server->run();
+    return joined;
   };
   set_log_level(LogLevel::off);
-  EXPECT_NO_THROW(run_restored(path));
+  EXPECT_EQ(run_restored(path), 1u);
   {
     Job fresh(backend, config, model, w0, quick);
     EXPECT_THROW(fresh.server->run(), Error);
@@ -411,7 +414,7 @@ TEST_P(Checkpoint, WhichWorkersHaveJoinedIsKeptAndOlderFilesRestore) {
     return older;
   };
   const std::string joined = write_older(1), none = write_older(0);
-  EXPECT_NO_THROW(run_restored(joined));
+  EXPECT_EQ(run_restored(joined), 2u);  // everyone, as run() read the flag
   try {
     run_restored(none);
     ADD_FAILURE() << "run() restored from a file where no worker had joined did not throw";
@@ -825,6 +828,7 @@ TEST_P(Runtime, RunServesAWorkerThatJoinsAfterTheOthersHaveLeft) {
   set_log_level(LogLevel::warning);
   EXPECT_EQ(serving.error(), "");
   EXPECT_EQ(job.server->stats().joins, 2u);
+  EXPECT_EQ(job.server->joined_workers(), 2u);
   EXPECT_EQ(job.server->stats().leaves, 2u);
   EXPECT_EQ(job.server->stats().pushes, 40u);
 }
