@@ -168,10 +168,12 @@ class CudaServerKernels final : public ServerKernels {
     if (push_table_ != nullptr) cudaFree(push_table_);
   }
 
-  Verdict validate(const void* message, std::size_t bytes, Stream stream) override {
+  Verdict validate(const void* message, std::size_t bytes, MessageHeader& header,
+                   Stream stream) override {
     const auto* msg = static_cast<const unsigned char*>(message);
-    MessageHeader h = blank_header();
-    if (bytes >= kHeaderBytes) h = download<MessageHeader>(msg, stream);
+    header = blank_header();
+    if (bytes >= kHeaderBytes) header = download<MessageHeader>(msg, stream);
+    const MessageHeader& h = header;
     SelectionPlan plan;
     Verdict v = host::validate_push_header(h, bytes, rules_, &plan);
     if (!v.ok() || h.kind != MessageKind::push) return v;

@@ -42,8 +42,11 @@ class WorkerKernels {
 class ServerKernels {
  public:
   virtual ~ServerKernels() = default;
-  /// Validates a received push (waits for the result).
-  virtual Verdict validate(const void* message, std::size_t bytes, Stream stream) = 0;
+  /// Validates a received message (waits for the result); `header` becomes
+  /// its header as received (blank when it is shorter than one), read in the
+  /// same wait.
+  virtual Verdict validate(const void* message, std::size_t bytes, MessageHeader& header,
+                           Stream stream) = 0;
   virtual void apply(const void* message, float* model, Stream stream) = 0;
   virtual void accumulate(const void* message, float* accumulator, Stream stream) = 0;
   virtual void average(const float* accumulator, std::uint32_t contributors, float* model,

@@ -56,7 +56,8 @@ class HostServerKernels final : public ServerKernels {
         reply_layout_(sparse_reply_layout(model, config)),
         dense_layout_(dense_reply_layout(model)) {}
 
-  Verdict validate(const void* message, std::size_t bytes, Stream) override {
+  Verdict validate(const void* message, std::size_t bytes, MessageHeader& header, Stream) override {
+    header = bytes >= kHeaderBytes ? read_header(message) : blank_header();
     return host::validate_push(message, bytes, rules_);
   }
   void apply(const void* message, float* model, Stream) override {

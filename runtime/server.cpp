@@ -261,14 +261,7 @@ struct Server::Impl {
     }
     stats.bytes_received += r.bytes;
     slots[k].last_heard = Clock::now();
-    verdict = kernels->validate(receive_buffer.data(), r.bytes, options.stream);
-    if (r.bytes >= kHeaderBytes) {
-      unsigned char bytes[kHeaderBytes];
-      backend->download(bytes, receive_buffer.data(), kHeaderBytes, options.stream);
-      header = read_header(bytes);
-    } else {
-      header = blank_header();
-    }
+    verdict = kernels->validate(receive_buffer.data(), r.bytes, header, options.stream);
     if (verdict.ok()) verdict = check_sender(static_cast<std::uint32_t>(k), header);
     return k;
   }

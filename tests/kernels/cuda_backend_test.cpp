@@ -364,8 +364,10 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
     const host::PushRules rules(model, config);
     auto gpu = backend_->server_kernels(model, config);
     detail::Buffer d_push = upload(push);
-    const Verdict v = gpu->validate(d_push.data(), push.size(), stream_);
+    MessageHeader header = blank_header();
+    const Verdict v = gpu->validate(d_push.data(), push.size(), header, stream_);
     ASSERT_TRUE(v.ok()) << v.describe(1);
+    EXPECT_EQ(std::memcmp(&header, push.data(), kHeaderBytes), 0) << "the header read back";
     std::vector<float> w = test::random_normal(rng, p), r = test::random_normal(rng, p),
                        acc(p, 0.5f);
     detail::Buffer d_w = upload(w), d_r = upload(r), d_acc = upload(acc);
@@ -430,7 +432,9 @@ TEST_F(CudaBackendTest, ValidationReportsWhatTheHostReports) {
     spoilers[s](push);
     const Verdict want = host::validate_push(push.data(), push.size(), rules);
     detail::Buffer d_push = upload(push);
-    const Verdict got = gpu->validate(d_push.data(), push.size(), stream_);
+    MessageHeader header = blank_header();
+    const Verdict got = gpu->validate(d_push.data(), push.size(), header, stream_);
+    EXPECT_EQ(std::memcmp(&header, push.data(), kHeaderBytes), 0) << "spoiler " << s;
     EXPECT_EQ(got.reason, want.reason)
         << "spoiler " << s << ": " << got.describe(1) << " vs " << want.describe(1);
     EXPECT_EQ(got.position, want.position) << "spoiler " << s;
