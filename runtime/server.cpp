@@ -392,15 +392,16 @@ struct Server::Impl {
       kernels->sparse_reply(weights.as<float>(), replica(0), info, reply_buffer.data(),
                             options.stream);
     }
+    // The same reply goes to everyone; only the echoed step differs, so its
+    // header is read once and rewritten for each.
+    void* reply = dense ? dense_buffer.data() : reply_buffer.data();
+    unsigned char bytes[kHeaderBytes];
+    backend->download(bytes, reply, kHeaderBytes, options.stream);
+    MessageHeader h = read_header(bytes);
     for (std::uint32_t k = 0; k < slots.size(); ++k) {
       Slot& s = slots[k];
       if (!s.pushed) continue;
       s.pushed = false;
-      // The same reply goes to everyone; only the echoed step differs.
-      unsigned char bytes[kHeaderBytes];
-      void* reply = dense ? dense_buffer.data() : reply_buffer.data();
-      backend->download(bytes, reply, kHeaderBytes, options.stream);
-      MessageHeader h = read_header(bytes);
       h.step = s.step;
       write_header(bytes, h);
       backend->upload(reply, bytes, kHeaderBytes, options.stream);

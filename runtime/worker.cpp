@@ -151,6 +151,14 @@ struct Worker::Impl {
                       std::to_string(h.magic) + ", model_size " + std::to_string(h.model_size) +
                       ")");
     }
+    // Every reply echoes the step of the message it answers: a hello carries
+    // the step to come, a push the step just taken.
+    const std::uint64_t answered = answers_hello ? step : step - 1;
+    if (h.kind != MessageKind::reject && h.step != answered) {
+      throw Error(ErrorCode::invalid_message,
+                  who() + ": the server's reply answers step " + std::to_string(h.step) +
+                      ", not step " + std::to_string(answered) + " (this worker's last message)");
+    }
     switch (h.kind) {
       case MessageKind::sparse_reply:
         kernels->apply_reply(reply_buffer.data(), reply_layout, weights, false, options.stream);

@@ -1063,6 +1063,47 @@ TEST_P(Runtime, TheWorkerRefusesCallsOutOfOrder) {
   EXPECT_THROW(Worker(config, model, job.backend, job.hub.endpoint(1), other.data(), bad), Error);
 }
 
+// Every reply echoes the step of the message it answers; a worker refuses
+// one that answers another.
+TEST_P(Runtime, TheWorkerRefusesAReplyToAnotherStep) {
+  const Segments model({32});
+  Config config;
+  config.workers = 1;
+  LocalHub hub(2, memory_of(*backend));
+  Floats weights(*backend, 32);
+  WorkerOptions o;
+  o.timeout = 20s;
+  Worker worker(config, model, backend, hub.endpoint(1), weights.data(), o);
+  // A server that answers the hello (step 0) with a dense-reply head for step 7.
+  std::thread server([&] {
+    const std::shared_ptr<Transport> rank = hub.endpoint(0);
+    const MessageLayout reply_layout = sparse_reply_layout(model, config);
+    detail::Buffer buffer(*backend, std::max(worker.push_layout().bytes, reply_layout.bytes));
+    ASSERT_EQ(rank->recv(1, buffer.data(), worker.push_layout().bytes, 20s).status,
+              Receipt::Status::message);
+    test::Bytes head(reply_layout.bytes, 0);
+    MessageHeader h = blank_header();
+    h.kind = MessageKind::dense_reply;
+    h.layout = reply_layout.payload;
+    h.sender = host::kServerSender;
+    h.model_size = model.total();
+    h.capacity = reply_layout.capacity;
+    h.step = 7;
+    write_header(head.data(), h);
+    backend->upload(buffer.data(), head.data(), head.size(), nullptr);
+    rank->send(1, buffer.data(), head.size());
+  });
+  try {
+    worker.join();
+    ADD_FAILURE() << "the worker took a reply to step 7 as the answer to its hello";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_message);
+    EXPECT_NE(std::string(e.what()).find("answers step 7, not step 0"), std::string::npos)
+        << e.what();
+  }
+  server.join();
+}
+
 TEST_P(Runtime, StatisticsCountBytesDensityAndReplies) {
   const Segments model({1000, 10});
   Config config;
