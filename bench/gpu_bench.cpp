@@ -303,9 +303,10 @@ void BM_ServerPush(benchmark::State& state, std::string shape, std::uint64_t p, 
   worker->step(params, grad, nullptr, s, push_buffer, stream);  // one realistic push
   Timer timer;
   host::ReplyInfo info;
+  MessageHeader header = blank_header();
   for (auto _ : state) {
     timer.start(stream);
-    const Verdict v = server->validate(push_buffer, push.bytes, stream);
+    const Verdict v = server->validate(push_buffer, push.bytes, header, stream);
     if (!v.ok()) {
       state.SkipWithError(v.describe(0).c_str());
       break;
