@@ -808,83 +808,74 @@ class RunThread {
   std::thread thread_;
 };
 
-TEST_P(Runtime, RunServesAWorkerThatJoinsAfterTheOthersHaveLeft) {
-  const Segments model({300, 20});
+// A job of two workers (samomentum at 10% on {300, 20}) whose server waits
+// `join_timeout` for a worker to join.
+std::unique_ptr<Job> two_worker_job(std::shared_ptr<Backend> backend,
+                                    std::chrono::milliseconds join_timeout) {
   Config config;
   config.method = Method::samomentum;
   config.ratio = 0.1;
   config.workers = 2;
-  const Quadratic problem(model.total(), 30);
-  Job job(backend, config, model, random_model(model.total(), 31));
+  ServerOptions options;
+  options.join_timeout = join_timeout;
+  const Segments model({300, 20});
+  return std::make_unique<Job>(std::move(backend), config, model, random_model(model.total(), 31),
+                               options);
+}
+
+TEST_P(Runtime, RunServesAWorkerThatJoinsAfterTheOthersHaveLeft) {
+  const std::unique_ptr<Job> job = two_worker_job(backend, 10min);
+  const Quadratic problem(job->model.total(), 30);
   set_log_level(LogLevel::off);
-  RunThread serving(*job.server);
-  join_train_leave(job, problem, 0, 20);
+  RunThread serving(*job->server);
+  join_train_leave(*job, problem, 0, 20);
   // Time for the server (which polls every 200 ms) to take worker 0's bye: a
   // server that stopped once every worker that joined had left would be gone,
   // and worker 1's join would wait 20 s for a reply and throw.
   std::this_thread::sleep_for(500ms);
-  join_train_leave(job, problem, 1, 20);
+  join_train_leave(*job, problem, 1, 20);
   serving.join();
   set_log_level(LogLevel::warning);
   EXPECT_EQ(serving.error(), "");
-  EXPECT_EQ(job.server->stats().joins, 2u);
-  EXPECT_EQ(job.server->joined_workers(), 2u);
-  EXPECT_EQ(job.server->stats().leaves, 2u);
-  EXPECT_EQ(job.server->stats().pushes, 40u);
+  EXPECT_EQ(job->server->stats().joins, 2u);
+  EXPECT_EQ(job->server->joined_workers(), 2u);
+  EXPECT_EQ(job->server->stats().leaves, 2u);
+  EXPECT_EQ(job->server->stats().pushes, 40u);
+}
+
+// Worker 0 of two trains and leaves; worker 1 never joins: it does not come
+// (`close_worker_1` false) or its endpoint closes first. Returns how long
+// run() served, in ms.
+long long serve_without_worker_1(const std::shared_ptr<Backend>& backend,
+                                 std::chrono::milliseconds join_timeout, bool close_worker_1) {
+  const std::unique_ptr<Job> job = two_worker_job(backend, join_timeout);
+  const Quadratic problem(job->model.total(), 32);
+  if (close_worker_1) job->hub.close(2);
+  set_log_level(LogLevel::off);
+  RunThread serving(*job->server);
+  join_train_leave(*job, problem, 0, 10);
+  serving.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(serving.error(), "");
+  EXPECT_EQ(job->server->joined_workers(), 1u);
+  EXPECT_EQ(job->server->stats().pushes, 10u);
+  EXPECT_EQ(job->server->stats().dropped, 0u);  // worker 1 never joined: nothing to drop
+  return serving.ran();
 }
 
 TEST_P(Runtime, RunStopsWaitingForAWorkerThatDoesNotJoinWithinTheJoinTimeout) {
-  const Segments model({300, 20});
-  Config config;
-  config.method = Method::gd;
-  config.ratio = 0.1;
-  config.workers = 2;
-  ServerOptions options;
-  options.join_timeout = 2s;
-  const Quadratic problem(model.total(), 32);
-  Job job(backend, config, model, random_model(model.total(), 33), options);
-  set_log_level(LogLevel::off);
-  RunThread serving(*job.server);
-  join_train_leave(job, problem, 0, 10);  // worker 1 never comes
-  serving.join();
-  set_log_level(LogLevel::warning);
-  EXPECT_EQ(serving.error(), "");
-  EXPECT_GE(serving.ran(), options.join_timeout.count());  // it waited for worker 1
-  EXPECT_EQ(job.server->stats().joins, 1u);
-  EXPECT_EQ(job.server->stats().pushes, 10u);
+  EXPECT_GE(serve_without_worker_1(backend, 2s, false), 2000) << "it did not wait for worker 1";
 }
 
 TEST_P(Runtime, RunStopsWaitingForAWorkerWhoseTransportFailedBeforeItJoined) {
-  const Segments model({300, 20});
-  Config config;
-  config.method = Method::gd;
-  config.ratio = 0.1;
-  config.workers = 2;
-  ServerOptions options;
-  options.join_timeout = 60s;
-  const Quadratic problem(model.total(), 34);
-  Job job(backend, config, model, random_model(model.total(), 35), options);
-  job.hub.close(2);  // worker 1's endpoint, before it joined
-  set_log_level(LogLevel::off);
-  RunThread serving(*job.server);
-  join_train_leave(job, problem, 0, 10);
-  serving.join();
-  set_log_level(LogLevel::warning);
-  EXPECT_EQ(serving.error(), "");
-  EXPECT_LT(serving.ran(), 30000) << "run() waited for a worker that could no longer join";
-  EXPECT_EQ(job.server->stats().joins, 1u);
-  EXPECT_EQ(job.server->stats().dropped, 0u);  // it never joined: nothing to drop
+  EXPECT_LT(serve_without_worker_1(backend, 60s, true), 30000)
+      << "run() waited for a worker that could no longer join";
 }
 
 TEST_P(Runtime, RunThrowsWhenNoWorkerJoinsWithinTheJoinTimeout) {
-  const Segments model({64});
-  Config config;
-  config.workers = 2;
-  ServerOptions options;
-  options.join_timeout = 300ms;
-  Job job(backend, config, model, random_model(64, 36), options);
+  const std::unique_ptr<Job> job = two_worker_job(backend, 300ms);
   try {
-    job.server->run();
+    job->server->run();
     ADD_FAILURE() << "run() returned with no worker joined";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::timeout);
