@@ -178,7 +178,8 @@ class CudaServerKernels final : public ServerKernels {
     Verdict v = host::validate_push_header(h, bytes, rules_, &plan);
     if (!v.ok() || h.kind != MessageKind::push) return v;
     const MessageLayout& layout = rules_.layout;
-    const SegmentInfo* table = layout.payload == PayloadLayout::dense ? nullptr : table_for(plan);
+    const SegmentInfo* table =
+        layout.payload == PayloadLayout::dense ? nullptr : table_for(plan, stream);
     cuda::launch_check_entries(
         msg, layout, table, static_cast<std::uint32_t>(rules_.segments.count()),
         layout.payload == PayloadLayout::sparse && plan.fixed_count(), check_, stream);
@@ -286,18 +287,23 @@ class CudaServerKernels final : public ServerKernels {
     return download<std::uint32_t>(msg + kHeaderBytes + slot * 4, stream);
   }
 
-  // The segment table of the push plan at a ratio code (uploaded when it changes).
-  const SegmentInfo* table_for(const SelectionPlan& plan) {
+  // The segment table of the push plan at a ratio code, uploaded on `stream`
+  // when it changes: in stream order after the kernels that read the last one,
+  // without the device-wide wait of a synchronous copy. The host table is a
+  // member, so it outlives the copy; the next change comes after the stream
+  // was synchronized (validate waits for its verdict).
+  const SegmentInfo* table_for(const SelectionPlan& plan, Stream stream) {
     if (push_table_ != nullptr && push_table_code_ == plan.ratio_code) return push_table_;
     const Segments& s = rules_.segments;
-    std::vector<SegmentInfo> info(s.count());
+    std::vector<SegmentInfo>& info = push_table_host_;
+    info.resize(s.count());
     for (std::size_t l = 0; l < s.count(); ++l) {
       info[l] = {s.offset(l), s.size(l), plan.target[l], plan.capacity[l], plan.first[l]};
     }
     if (push_table_ == nullptr)
       DGS_CUDA_TRY(cudaMalloc(&push_table_, info.size() * sizeof(SegmentInfo)));
-    DGS_CUDA_TRY(cudaMemcpy(push_table_, info.data(), info.size() * sizeof(SegmentInfo),
-                            cudaMemcpyHostToDevice));
+    DGS_CUDA_TRY(cudaMemcpyAsync(push_table_, info.data(), info.size() * sizeof(SegmentInfo),
+                                 cudaMemcpyHostToDevice, stream));
     push_table_code_ = plan.ratio_code;
     return push_table_;
   }
@@ -307,7 +313,7 @@ class CudaServerKernels final : public ServerKernels {
     const SegmentInfo* table = nullptr;
     if (layout.payload == PayloadLayout::blocks) {
       const auto h = download<MessageHeader>(message, stream);
-      table = table_for(rules_.plan_at(h.ratio_code));
+      table = table_for(rules_.plan_at(h.ratio_code), stream);
     }
     cuda::launch_apply_push(static_cast<const unsigned char*>(message), layout, table,
                             static_cast<std::uint32_t>(rules_.segments.count()), target, accumulate,
@@ -321,6 +327,7 @@ class CudaServerKernels final : public ServerKernels {
   cuda::Selector selector_;
   cuda::EntryCheck* check_ = nullptr;
   SegmentInfo* push_table_ = nullptr;
+  std::vector<SegmentInfo> push_table_host_;
   std::uint32_t push_table_code_ = 0;
 };
 
