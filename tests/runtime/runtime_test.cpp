@@ -52,20 +52,21 @@ std::string temp_path(const std::string& name) {
   return ::testing::TempDir() + "dgs_" + name + "_" + std::to_string(::getpid());
 }
 
-// Raw wire bytes sent and received on a rank, through a buffer in the
-// transport's memory (the backend's).
+// Raw wire bytes sent to and received from one peer (the server at rank 0
+// unless told) on a rank, through a buffer in the transport's memory (the
+// backend's).
 class Wire {
  public:
-  Wire(std::shared_ptr<Transport> rank, Backend& backend, std::size_t capacity)
-      : rank_(std::move(rank)), backend_(&backend), buffer_(backend, capacity) {}
+  Wire(std::shared_ptr<Transport> rank, Backend& backend, std::size_t capacity, int peer = 0)
+      : rank_(std::move(rank)), backend_(&backend), buffer_(backend, capacity), peer_(peer) {}
 
   void send(const test::Bytes& message, std::size_t bytes) {
     backend_->upload(buffer_.data(), message.data(), bytes, nullptr);
-    rank_->send(0, buffer_.data(), bytes);
+    rank_->send(peer_, buffer_.data(), bytes);
   }
   void send(const test::Bytes& message) { send(message, message.size()); }
   Receipt recv(test::Bytes& out) {
-    const Receipt r = rank_->recv(0, buffer_.data(), out.size(), 20s);
+    const Receipt r = rank_->recv(peer_, buffer_.data(), out.size(), 20s);
     if (r.status == Receipt::Status::message) {
       backend_->download(out.data(), buffer_.data(), std::min(r.bytes, out.size()), nullptr);
     }
@@ -76,6 +77,7 @@ class Wire {
   std::shared_ptr<Transport> rank_;
   Backend* backend_;
   detail::Buffer buffer_;
+  int peer_;
 };
 
 // A job on the in-process transport: one server (rank 0) and N workers,
@@ -1067,11 +1069,11 @@ TEST_P(Runtime, TheWorkerRefusesAReplyToAnotherStep) {
   Worker worker(config, model, backend, hub.endpoint(1), weights.data(), o);
   // A server that answers the hello (step 0) with a dense-reply head for step 7.
   std::thread server([&] {
-    const std::shared_ptr<Transport> rank = hub.endpoint(0);
     const MessageLayout reply_layout = sparse_reply_layout(model, config);
-    detail::Buffer buffer(*backend, std::max(worker.push_layout().bytes, reply_layout.bytes));
-    ASSERT_EQ(rank->recv(1, buffer.data(), worker.push_layout().bytes, 20s).status,
-              Receipt::Status::message);
+    Wire rank(hub.endpoint(0), *backend, std::max(worker.push_layout().bytes, reply_layout.bytes),
+              1);
+    test::Bytes hello(worker.push_layout().bytes);
+    ASSERT_EQ(rank.recv(hello).status, Receipt::Status::message);
     test::Bytes head(reply_layout.bytes, 0);
     MessageHeader h = blank_header();
     h.kind = MessageKind::dense_reply;
@@ -1081,8 +1083,7 @@ TEST_P(Runtime, TheWorkerRefusesAReplyToAnotherStep) {
     h.capacity = reply_layout.capacity;
     h.step = 7;
     write_header(head.data(), h);
-    backend->upload(buffer.data(), head.data(), head.size(), nullptr);
-    rank->send(1, buffer.data(), head.size());
+    rank.send(head);
   });
   try {
     worker.join();
