@@ -161,29 +161,44 @@ class CudaServerKernels final : public ServerKernels {
         selector_(rules_.segments, reply_plan_.total_capacity(), reply_layout_.index_type) {
     selector_.set_plan(reply_plan_, config.threshold_sample);
     DGS_CUDA_TRY(cudaMalloc(&check_, sizeof(cuda::EntryCheck)));
+    DGS_CUDA_TRY(cudaMallocHost(&staged_, sizeof(Staged)));
   }
 
   ~CudaServerKernels() override {
     cudaFree(check_);
+    cudaFreeHost(staged_);
     if (push_table_ != nullptr) cudaFree(push_table_);
   }
 
+  // One host round trip for the usual push: its header comes down together
+  // with the check of its entries against the segment table of the last
+  // push (a dense payload needs none). That check's verdict stands when the
+  // header passes and names the table's ratio; a push at another ratio (a
+  // schedule moved it) is checked again once its header is known.
   Verdict validate(const void* message, std::size_t bytes, MessageHeader& header,
                    Stream stream) override {
     const auto* msg = static_cast<const unsigned char*>(message);
+    const MessageLayout& layout = rules_.layout;
+    const bool dense = layout.payload == PayloadLayout::dense;
+    const bool speculated = bytes == layout.bytes && (dense || push_table_ != nullptr);
     header = blank_header();
-    if (bytes >= kHeaderBytes) header = download<MessageHeader>(msg, stream);
+    if (speculated) {
+      DGS_CUDA_TRY(cudaMemcpyAsync(&staged_->header, msg, sizeof(MessageHeader),
+                                   cudaMemcpyDeviceToHost, stream));
+      check_entries(msg, dense ? nullptr : push_table_, !dense && push_table_fixed_, stream);
+      header = staged_->header;
+    } else if (bytes >= kHeaderBytes) {
+      header = download<MessageHeader>(msg, stream);
+    }
     const MessageHeader& h = header;
     SelectionPlan plan;
     Verdict v = host::validate_push_header(h, bytes, rules_, &plan);
     if (!v.ok() || h.kind != MessageKind::push) return v;
-    const MessageLayout& layout = rules_.layout;
-    const SegmentInfo* table =
-        layout.payload == PayloadLayout::dense ? nullptr : table_for(plan, stream);
-    cuda::launch_check_entries(
-        msg, layout, table, static_cast<std::uint32_t>(rules_.segments.count()),
-        layout.payload == PayloadLayout::sparse && plan.fixed_count(), check_, stream);
-    const cuda::EntryCheck result = download<cuda::EntryCheck>(check_, stream);
+    if (!speculated || (!dense && push_table_code_ != plan.ratio_code)) {
+      check_entries(msg, dense ? nullptr : table_for(plan, stream),
+                    layout.payload == PayloadLayout::sparse && plan.fixed_count(), stream);
+    }
+    const cuda::EntryCheck result = staged_->check;
     if (result.index_failure != ~0ull) {
       v.reason = static_cast<RejectReason>(result.index_failure & 0xFF);
       v.position = result.index_failure >> 8;
@@ -280,6 +295,17 @@ class CudaServerKernels final : public ServerKernels {
     return value;
   }
 
+  // Checks the entries of `msg` and waits for the result in staged_->check.
+  void check_entries(const unsigned char* msg, const SegmentInfo* table, bool fixed_count,
+                     Stream stream) {
+    cuda::launch_check_entries(msg, rules_.layout, table,
+                               static_cast<std::uint32_t>(rules_.segments.count()), fixed_count,
+                               check_, stream);
+    DGS_CUDA_TRY(cudaMemcpyAsync(&staged_->check, check_, sizeof(cuda::EntryCheck),
+                                 cudaMemcpyDeviceToHost, stream));
+    DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+  }
+
   std::uint64_t read_index_at(const unsigned char* msg, std::uint64_t slot, Stream stream) const {
     if (rules_.layout.index_type == IndexType::u64) {
       return download<std::uint64_t>(msg + kHeaderBytes + slot * 8, stream);
@@ -305,6 +331,7 @@ class CudaServerKernels final : public ServerKernels {
     DGS_CUDA_TRY(cudaMemcpyAsync(push_table_, info.data(), info.size() * sizeof(SegmentInfo),
                                  cudaMemcpyHostToDevice, stream));
     push_table_code_ = plan.ratio_code;
+    push_table_fixed_ = rules_.layout.payload == PayloadLayout::sparse && plan.fixed_count();
     return push_table_;
   }
 
@@ -325,10 +352,18 @@ class CudaServerKernels final : public ServerKernels {
   MessageLayout reply_layout_;
   MessageLayout dense_layout_;
   cuda::Selector selector_;
+  // What validate brings down, in page-locked memory so both copies are
+  // asynchronous and one synchronisation waits for them.
+  struct Staged {
+    MessageHeader header;
+    cuda::EntryCheck check;
+  };
   cuda::EntryCheck* check_ = nullptr;
+  Staged* staged_ = nullptr;
   SegmentInfo* push_table_ = nullptr;
   std::vector<SegmentInfo> push_table_host_;
   std::uint32_t push_table_code_ = 0;
+  bool push_table_fixed_ = false;  // the table's plan has fixed counts (sparse payloads)
 };
 
 class CudaBackend final : public Backend {

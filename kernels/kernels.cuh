@@ -84,8 +84,11 @@ struct EntryCheck {
   unsigned long long value_failure;
 };
 
-/// Checks a push's index and value regions (the header already passed).
-/// `segments` is the plan at the message's ratio (fixed-count checks) or null.
+/// Checks a push's index and value regions: the result is the message's
+/// verdict when its header passes and `segments` is the plan at its ratio
+/// (fixed-count checks and block starts) or null for a dense payload. Reads
+/// at most `layout.capacity` entries whatever the header's count, so it may
+/// run before the header is known.
 void launch_check_entries(const unsigned char* message, const MessageLayout& layout,
                           const SegmentInfo* segments, std::uint32_t segment_count,
                           bool fixed_count, EntryCheck* result, cudaStream_t stream);

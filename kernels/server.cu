@@ -19,10 +19,13 @@ __device__ __forceinline__ u64 header_count(const unsigned char* message) {
 }
 
 // Lowest failing index slot (slot << 8 | reason) and lowest non-finite value slot.
+// It may run before the host has read the header: whatever count the header
+// claims, it reads at most the layout's capacity of entries.
 __global__ void check_entries_kernel(const unsigned char* m, MessageLayout layout,
                                      const SegmentInfo* seg, u32 segments, bool fixed,
                                      EntryCheck* result) {
-  const u64 n = header_count(m);
+  const u64 claimed = header_count(m);
+  const u64 n = claimed < layout.capacity ? claimed : layout.capacity;
   const unsigned char* values = m + layout.values_offset;
   const u64 stride = static_cast<u64>(gridDim.x) * blockDim.x;
   const u64 first = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x;

@@ -774,6 +774,18 @@ cudaError_t cudaFree(void* pointer) {
   return cudaSuccess;
 }
 
+cudaError_t cudaMallocHost(void** pointer, std::size_t bytes) {
+  if (pointer == nullptr) return fail(cudaErrorInvalidValue);
+  if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
+  *pointer = bytes == 0 ? nullptr : std::malloc(bytes);
+  return bytes != 0 && *pointer == nullptr ? fail(cudaErrorMemoryAllocation) : cudaSuccess;
+}
+cudaError_t cudaFreeHost(void* pointer) {
+  if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
+  std::free(pointer);
+  return cudaSuccess;
+}
+
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* pointer) {
   if (attributes == nullptr) return fail(cudaErrorInvalidValue);
   *attributes = {cudaMemoryTypeUnregistered, -2, nullptr, nullptr};

@@ -53,6 +53,21 @@ class CudaBackendTest : public ::testing::Test {
     if (!host.empty()) backend_->upload(b.data(), host.data(), host.size() * sizeof(T), stream_);
     return b;
   }
+  // The cuda validation of `push` reports what the host's does, and hands
+  // back its header.
+  void expect_host_verdict(detail::ServerKernels& gpu, const host::PushRules& rules,
+                           const test::Bytes& push, const std::string& what) {
+    const Verdict want = host::validate_push(push.data(), push.size(), rules);
+    detail::Buffer d_push = upload(push);
+    MessageHeader header = blank_header();
+    const Verdict got = gpu.validate(d_push.data(), push.size(), header, stream_);
+    EXPECT_EQ(std::memcmp(&header, push.data(), kHeaderBytes), 0) << what << ": the header";
+    EXPECT_EQ(got.reason, want.reason) << what << ": " << got.describe(1) << " vs "
+                                       << want.describe(1);
+    EXPECT_EQ(got.position, want.position) << what;
+    EXPECT_EQ(got.value, want.value) << what;
+    EXPECT_EQ(got.expected, want.expected) << what;
+  }
   template <typename T>
   std::vector<T> download(const detail::Buffer& b, std::size_t count) {
     std::vector<T> host(count);
@@ -430,16 +445,67 @@ TEST_F(CudaBackendTest, ValidationReportsWhatTheHostReports) {
   for (std::size_t s = 0; s < spoilers.size(); ++s) {
     test::Bytes push = worker.push(test::random_normal(rng, model.total()), 0.1f);
     spoilers[s](push);
-    const Verdict want = host::validate_push(push.data(), push.size(), rules);
-    detail::Buffer d_push = upload(push);
-    MessageHeader header = blank_header();
-    const Verdict got = gpu->validate(d_push.data(), push.size(), header, stream_);
-    EXPECT_EQ(std::memcmp(&header, push.data(), kHeaderBytes), 0) << "spoiler " << s;
-    EXPECT_EQ(got.reason, want.reason)
-        << "spoiler " << s << ": " << got.describe(1) << " vs " << want.describe(1);
-    EXPECT_EQ(got.position, want.position) << "spoiler " << s;
-    EXPECT_EQ(got.value, want.value) << "spoiler " << s;
-    EXPECT_EQ(got.expected, want.expected) << "spoiler " << s;
+    expect_host_verdict(*gpu, rules, push, "spoiler " + std::to_string(s));
+  }
+}
+
+// Validation checks a push's entries against the segment table of the last
+// push while the header comes down; a push at another ratio must be checked
+// against its own. Pushes of a warm-up schedule (10% for a step, then 2%)
+// alternate, clean and spoiled, with a hello between: every verdict is the
+// host's. A 10% push is valid only under its table (its slot 20 lies in
+// segment 0), and the spoiled 2% push is invalid only under its own.
+TEST_F(CudaBackendTest, ValidationFollowsThePushRatioFromMessageToMessage) {
+  const Segments model({1000, 200, 3, 800});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.02;
+  config.schedule = RatioSchedule::warmup;
+  config.warmup_ratios = {0.1};
+  config.warmup_steps = 1;
+  config.workers = 3;
+  std::mt19937_64 rng(17);
+  const host::PushRules rules(model, config);
+  auto gpu = backend_->server_kernels(model, config);
+  const std::uint64_t p = model.total();
+  test::RefWorker ref(model, config, 1, test::random_normal(rng, p));
+  const MessageLayout l = ref.layout();
+  // A push of a fresh worker: its first step (10%) or its second (2%).
+  auto push = [&](bool warm) {
+    test::RefWorker worker(model, config, 1, test::random_normal(rng, p));
+    if (!warm) worker.push(test::random_normal(rng, p), 0.1f);
+    return test::Bytes(worker.push(test::random_normal(rng, p), 0.1f));
+  };
+  auto spoiled_order = [&] {
+    test::Bytes m = push(false);
+    write_index(m.data(), l, 19, 998);
+    write_index(m.data(), l, 20, 999);
+    return m;
+  };
+  auto spoiled_count = [&] {
+    test::Bytes m = push(false);
+    MessageHeader h = read_header(m.data());
+    h.count = l.capacity + 5;  // entries past the buffer: never read
+    write_header(m.data(), h);
+    return m;
+  };
+  auto spoiled_value = [&] {
+    test::Bytes m = push(true);
+    write_value(m.data(), l, 50, std::nanf(""));
+    return m;
+  };
+  const std::vector<std::pair<test::Bytes, RejectReason>> messages = {
+      {push(false), RejectReason::none},     {push(true), RejectReason::none},
+      {spoiled_order(), RejectReason::index_segment},
+      {push(false), RejectReason::none},     {ref.hello(), RejectReason::none},
+      {spoiled_count(), RejectReason::count}, {spoiled_value(), RejectReason::value},
+      {push(true), RejectReason::none},      {push(false), RejectReason::none},
+  };
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const test::Bytes& m = messages[i].first;
+    ASSERT_EQ(host::validate_push(m.data(), m.size(), rules).reason, messages[i].second)
+        << "message " << i << ": the host's verdict";
+    expect_host_verdict(*gpu, rules, m, "message " + std::to_string(i));
   }
 }
 

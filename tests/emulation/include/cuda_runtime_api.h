@@ -73,6 +73,13 @@ cudaError_t cudaMallocManaged(T** pointer, std::size_t bytes,
   return cudaMallocManaged(reinterpret_cast<void**>(pointer), bytes, flags);
 }
 cudaError_t cudaFree(void* pointer);
+// Page-locked host memory: ordinary host memory here (copies run when enqueued).
+cudaError_t cudaMallocHost(void** pointer, std::size_t bytes);
+template <typename T>
+cudaError_t cudaMallocHost(T** pointer, std::size_t bytes) {
+  return cudaMallocHost(reinterpret_cast<void**>(pointer), bytes);
+}
+cudaError_t cudaFreeHost(void* pointer);
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* pointer);
 
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind);
