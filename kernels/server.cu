@@ -68,16 +68,40 @@ __device__ __forceinline__ u64 entry_index(const unsigned char* m, const Message
   return s.offset + (t < s.size ? t : t - s.size);
 }
 
-__global__ void apply_push_kernel(const unsigned char* m, MessageLayout layout,
-                                  const SegmentInfo* seg, u32 segments, float* target,
-                                  bool accumulate) {
+// Entries per thread, their loads issued before any store: the writes of a
+// scatter could alias the next entry's reads for all the compiler knows, so
+// a plain loop waits out each gather's latency one entry at a time.
+constexpr int kScatterBatch = 4;
+
+// Every entry's coordinate is distinct (strictly increasing sparse indices,
+// blocks no longer than their segment), so the batches never race.
+__global__ void apply_push_kernel(const unsigned char* __restrict__ m, MessageLayout layout,
+                                  const SegmentInfo* __restrict__ seg, u32 segments,
+                                  float* __restrict__ target, bool accumulate) {
   const u64 n = header_count(m);
   const unsigned char* values = m + layout.values_offset;
-  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < n;
-       j += static_cast<u64>(gridDim.x) * blockDim.x) {
-    const u64 i = entry_index(m, layout, seg, segments, j);
-    const float s = load_value(values, layout.value_type, j);
-    target[i] = accumulate ? __fadd_rn(target[i], s) : __fsub_rn(target[i], s);
+  const u64 stride = static_cast<u64>(gridDim.x) * blockDim.x;
+  for (u64 j0 = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j0 < n;
+       j0 += stride * kScatterBatch) {
+    u64 i[kScatterBatch];
+    float s[kScatterBatch], t[kScatterBatch];
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      const u64 j = j0 + b * stride;
+      if (j < n) {
+        i[b] = entry_index(m, layout, seg, segments, j);
+        s[b] = load_value(values, layout.value_type, j);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      if (j0 + b * stride < n) t[b] = target[i[b]];
+    }
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      if (j0 + b * stride < n)
+        target[i[b]] = accumulate ? __fadd_rn(t[b], s[b]) : __fsub_rn(t[b], s[b]);
+    }
   }
 }
 
@@ -88,16 +112,37 @@ __global__ void average_kernel(const float* acc, float inverse, float* w, u64 p)
   }
 }
 
+// The selected indices are distinct, so the batches never race.
 template <typename Index>
-__global__ void emit_reply_kernel(const float* w, float* r, const Index* indices, u64 count,
-                                  unsigned char* reply, MessageLayout layout) {
+__global__ void emit_reply_kernel(const float* __restrict__ w, float* __restrict__ r,
+                                  const Index* __restrict__ indices, u64 count,
+                                  unsigned char* __restrict__ reply, MessageLayout layout) {
   unsigned char* values = reply + layout.values_offset;
-  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < count;
-       j += static_cast<u64>(gridDim.x) * blockDim.x) {
-    const u64 i = indices[j];
-    store_index(reply, layout.index_type, j, i);
-    const float d = store_value(values, layout.value_type, j, __fsub_rn(w[i], r[i]));
-    r[i] = __fadd_rn(r[i], d);
+  const u64 stride = static_cast<u64>(gridDim.x) * blockDim.x;
+  for (u64 j0 = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j0 < count;
+       j0 += stride * kScatterBatch) {
+    u64 i[kScatterBatch];
+    float wi[kScatterBatch], ri[kScatterBatch];
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      if (j0 + b * stride < count) i[b] = indices[j0 + b * stride];
+    }
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      if (j0 + b * stride < count) {
+        wi[b] = w[i[b]];
+        ri[b] = r[i[b]];
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      const u64 j = j0 + b * stride;
+      if (j < count) {
+        store_index(reply, layout.index_type, j, i[b]);
+        const float d = store_value(values, layout.value_type, j, __fsub_rn(wi[b], ri[b]));
+        r[i[b]] = __fadd_rn(ri[b], d);
+      }
+    }
   }
 }
 
