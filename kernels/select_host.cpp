@@ -14,7 +14,8 @@ using detail::magnitude_key;
 // The k-th largest of n keys (1 <= k <= n) and how many keys equal to it
 // belong to the top k. MSB-first radix selection over 8-bit digits: four
 // counting passes, each restricted to the keys that match the digits fixed
-// so far. This is the algorithm the GPU runs, minus the parallelism.
+// so far. The GPU selects the same set another way: a radix selection over a
+// composite key (key, then complemented index) in wider digits (select.cuh).
 struct Cut {
   std::uint32_t key;
   std::uint64_t ties;  // keys equal to `key` that are taken, lowest index first
