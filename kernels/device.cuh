@@ -146,4 +146,30 @@ __device__ __forceinline__ u32 segment_of_slot(const SegmentInfo* segments, u32 
   return lo;
 }
 
+/// A grid-stride loop over entries [0, n) that takes kScatterBatch entries per
+/// thread at a time: load(j) for each of them, then store(j, loaded) for each.
+/// A scatter's stores could alias the next entry's loads for all the compiler
+/// knows (message bytes alias everything), so a plain loop waits out each
+/// gather's latency one entry at a time; here the loads of a batch are in
+/// flight together. The entries must touch distinct coordinates.
+constexpr int kScatterBatch = 4;
+
+template <typename Load, typename Store>
+__device__ __forceinline__ void scatter_batched(u64 n, Load load, Store store) {
+  using Loaded = decltype(load(u64{0}));
+  const u64 stride = static_cast<u64>(gridDim.x) * blockDim.x;
+  for (u64 j0 = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j0 < n;
+       j0 += stride * kScatterBatch) {
+    Loaded v[kScatterBatch] = {};
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      if (j0 + b * stride < n) v[b] = load(j0 + b * stride);
+    }
+#pragma unroll
+    for (int b = 0; b < kScatterBatch; ++b) {
+      if (j0 + b * stride < n) store(j0 + b * stride, v[b]);
+    }
+  }
+}
+
 }  // namespace dgs::cuda

@@ -68,41 +68,25 @@ __device__ __forceinline__ u64 entry_index(const unsigned char* m, const Message
   return s.offset + (t < s.size ? t : t - s.size);
 }
 
-// Entries per thread, their loads issued before any store: the writes of a
-// scatter could alias the next entry's reads for all the compiler knows, so
-// a plain loop waits out each gather's latency one entry at a time.
-constexpr int kScatterBatch = 4;
-
 // Every entry's coordinate is distinct (strictly increasing sparse indices,
 // blocks no longer than their segment), so the batches never race.
 __global__ void apply_push_kernel(const unsigned char* __restrict__ m, MessageLayout layout,
                                   const SegmentInfo* __restrict__ seg, u32 segments,
                                   float* __restrict__ target, bool accumulate) {
-  const u64 n = header_count(m);
+  struct Entry {
+    u64 i;
+    float s, t;
+  };
   const unsigned char* values = m + layout.values_offset;
-  const u64 stride = static_cast<u64>(gridDim.x) * blockDim.x;
-  for (u64 j0 = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j0 < n;
-       j0 += stride * kScatterBatch) {
-    u64 i[kScatterBatch];
-    float s[kScatterBatch], t[kScatterBatch];
-#pragma unroll
-    for (int b = 0; b < kScatterBatch; ++b) {
-      const u64 j = j0 + b * stride;
-      if (j < n) {
-        i[b] = entry_index(m, layout, seg, segments, j);
-        s[b] = load_value(values, layout.value_type, j);
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kScatterBatch; ++b) {
-      if (j0 + b * stride < n) t[b] = target[i[b]];
-    }
-#pragma unroll
-    for (int b = 0; b < kScatterBatch; ++b) {
-      if (j0 + b * stride < n)
-        target[i[b]] = accumulate ? __fadd_rn(t[b], s[b]) : __fsub_rn(t[b], s[b]);
-    }
-  }
+  scatter_batched(
+      header_count(m),
+      [&](u64 j) {
+        const u64 i = entry_index(m, layout, seg, segments, j);
+        return Entry{i, load_value(values, layout.value_type, j), target[i]};
+      },
+      [&](u64, const Entry& e) {
+        target[e.i] = accumulate ? __fadd_rn(e.t, e.s) : __fsub_rn(e.t, e.s);
+      });
 }
 
 __global__ void average_kernel(const float* acc, float inverse, float* w, u64 p) {
@@ -117,33 +101,22 @@ template <typename Index>
 __global__ void emit_reply_kernel(const float* __restrict__ w, float* __restrict__ r,
                                   const Index* __restrict__ indices, u64 count,
                                   unsigned char* __restrict__ reply, MessageLayout layout) {
+  struct Entry {
+    u64 i;
+    float w, r;
+  };
   unsigned char* values = reply + layout.values_offset;
-  const u64 stride = static_cast<u64>(gridDim.x) * blockDim.x;
-  for (u64 j0 = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j0 < count;
-       j0 += stride * kScatterBatch) {
-    u64 i[kScatterBatch];
-    float wi[kScatterBatch], ri[kScatterBatch];
-#pragma unroll
-    for (int b = 0; b < kScatterBatch; ++b) {
-      if (j0 + b * stride < count) i[b] = indices[j0 + b * stride];
-    }
-#pragma unroll
-    for (int b = 0; b < kScatterBatch; ++b) {
-      if (j0 + b * stride < count) {
-        wi[b] = w[i[b]];
-        ri[b] = r[i[b]];
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kScatterBatch; ++b) {
-      const u64 j = j0 + b * stride;
-      if (j < count) {
-        store_index(reply, layout.index_type, j, i[b]);
-        const float d = store_value(values, layout.value_type, j, __fsub_rn(wi[b], ri[b]));
-        r[i[b]] = __fadd_rn(ri[b], d);
-      }
-    }
-  }
+  scatter_batched(
+      count,
+      [&](u64 j) {
+        const u64 i = indices[j];
+        return Entry{i, w[i], r[i]};
+      },
+      [&](u64 j, const Entry& e) {
+        store_index(reply, layout.index_type, j, e.i);
+        const float d = store_value(values, layout.value_type, j, __fsub_rn(e.w, e.r));
+        r[e.i] = __fadd_rn(e.r, d);
+      });
 }
 
 }  // namespace

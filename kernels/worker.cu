@@ -93,25 +93,39 @@ __global__ void dense_push_kernel(UpdateArgs a, u64 p, unsigned char* values, Wi
   }
 }
 
-template <typename Index>
-__device__ __forceinline__ void emit_one(const EmitArgs& a, unsigned char* values, u64 slot, u64 i,
-                                         bool write_index) {
-  if (write_index) store_index(a.message, a.layout.index_type, slot, i);
+// The state a method sends from (none for dense, which pushes no entries here).
+__device__ __forceinline__ const float* sent_state(const EmitArgs& a) {
   switch (a.method) {
     case Method::gd:
     case Method::gmc:
-    case Method::gmc_plus: {
-      const float r = a.residual[i];
-      a.residual[i] = __fsub_rn(r, store_value(values, a.layout.value_type, slot, r));
-      break;
-    }
+    case Method::gmc_plus:
+      return a.residual;
     case Method::dgc:
-      store_value(values, a.layout.value_type, slot, __fmul_rn(a.lr, a.accumulator[i]));
+      return a.accumulator;
+    case Method::samomentum:
+      return a.momentum_buffer;
+    case Method::dense:
+      break;
+  }
+  return nullptr;
+}
+
+// Writes entry `slot` (coordinate i, its state value x) and updates the state.
+__device__ __forceinline__ void emit_one(const EmitArgs& a, unsigned char* values, u64 slot, u64 i,
+                                         float x) {
+  switch (a.method) {
+    case Method::gd:
+    case Method::gmc:
+    case Method::gmc_plus:
+      a.residual[i] = __fsub_rn(x, store_value(values, a.layout.value_type, slot, x));
+      break;
+    case Method::dgc:
+      store_value(values, a.layout.value_type, slot, __fmul_rn(a.lr, x));
       a.accumulator[i] = 0.0f;
       if (a.factor_masking) a.momentum_buffer[i] = 0.0f;
       break;
     case Method::samomentum:
-      store_value(values, a.layout.value_type, slot, a.momentum_buffer[i]);
+      store_value(values, a.layout.value_type, slot, x);
       atomicOr(&a.mask[i >> 5], 1u << (i & 31));
       break;
     case Method::dense:
@@ -119,28 +133,52 @@ __device__ __forceinline__ void emit_one(const EmitArgs& a, unsigned char* value
   }
 }
 
+struct Picked {
+  u64 i;
+  float x;
+};
+
+// The selected indices are distinct, so the batches never race.
 template <typename Index>
-__global__ void emit_kernel(EmitArgs a, const Index* indices, const u64* count) {
-  const u64 n = *count;
+__global__ void emit_kernel(EmitArgs a, const Index* __restrict__ indices, const u64* count) {
   unsigned char* values = a.message + a.layout.values_offset;
-  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < n;
-       j += static_cast<u64>(gridDim.x) * blockDim.x) {
-    emit_one<Index>(a, values, j, indices[j], true);
-  }
+  const float* state = sent_state(a);
+  scatter_batched(
+      *count,
+      [&](u64 j) {
+        const u64 i = indices[j];
+        return Picked{i, state != nullptr ? state[i] : 0.0f};
+      },
+      [&](u64 j, const Picked& e) {
+        store_index(a.message, a.layout.index_type, j, e.i);
+        emit_one(a, values, j, e.i, e.x);
+      });
 }
 
-__global__ void emit_blocks_kernel(EmitArgs a, const SegmentInfo* seg, u32 segments, u64 capacity,
-                                   u64 seed, u64 step) {
+__global__ void emit_blocks_kernel(EmitArgs a, const SegmentInfo* __restrict__ seg, u32 segments,
+                                   u64 capacity, u64 seed, u64 step) {
+  struct Entry {
+    u64 i, start;
+    u64 first;
+    u32 l;
+    float x;
+  };
   unsigned char* values = a.message + a.layout.values_offset;
-  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < capacity;
-       j += static_cast<u64>(gridDim.x) * blockDim.x) {
-    const u32 l = segment_of_slot(seg, segments, j);
-    const SegmentInfo s = seg[l];
-    const u64 start = detail::rbgs_block_start(seed, step, l, s.size, s.target);
-    const u64 t = start + (j - s.first);
-    emit_one<u64>(a, values, j, s.offset + (t < s.size ? t : t - s.size), false);
-    if (j == s.first) store_index(a.message, a.layout.index_type, l, start);
-  }
+  const float* state = sent_state(a);
+  scatter_batched(
+      capacity,
+      [&](u64 j) {
+        const u32 l = segment_of_slot(seg, segments, j);
+        const SegmentInfo s = seg[l];
+        const u64 start = detail::rbgs_block_start(seed, step, l, s.size, s.target);
+        const u64 t = start + (j - s.first);
+        const u64 i = s.offset + (t < s.size ? t : t - s.size);
+        return Entry{i, start, s.first, l, state != nullptr ? state[i] : 0.0f};
+      },
+      [&](u64 j, const Entry& e) {
+        emit_one(a, values, j, e.i, e.x);
+        if (j == e.first) store_index(a.message, a.layout.index_type, e.l, e.start);
+      });
 }
 
 __global__ void write_header_kernel(MessageHeader header, unsigned char* message,
@@ -155,15 +193,21 @@ __device__ __forceinline__ u64 header_count(const unsigned char* message) {
   return reinterpret_cast<const MessageHeader*>(message)->count;
 }
 
-__global__ void apply_sparse_reply_kernel(const unsigned char* reply, MessageLayout layout,
-                                          float* w) {
-  const u64 n = header_count(reply);
+// Reply indices are distinct, so the batches never race.
+__global__ void apply_sparse_reply_kernel(const unsigned char* __restrict__ reply,
+                                          MessageLayout layout, float* __restrict__ w) {
+  struct Entry {
+    u64 i;
+    float d, w;
+  };
   const unsigned char* values = reply + layout.values_offset;
-  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < n;
-       j += static_cast<u64>(gridDim.x) * blockDim.x) {
-    const u64 i = load_index(reply, layout.index_type, j);
-    w[i] = __fadd_rn(w[i], load_value(values, layout.value_type, j));
-  }
+  scatter_batched(
+      header_count(reply),
+      [&](u64 j) {
+        const u64 i = load_index(reply, layout.index_type, j);
+        return Entry{i, load_value(values, layout.value_type, j), w[i]};
+      },
+      [&](u64, const Entry& e) { w[e.i] = __fadd_rn(e.w, e.d); });
 }
 
 __global__ void apply_dense_reply_kernel(unsigned char* reply, MessageLayout layout, float* w,
@@ -178,16 +222,21 @@ __global__ void apply_dense_reply_kernel(unsigned char* reply, MessageLayout lay
   }
 }
 
-__global__ void fold_kernel(const unsigned char* reply, MessageLayout layout, float beta,
-                            float* e) {
-  const u64 n = header_count(reply);
+__global__ void fold_kernel(const unsigned char* __restrict__ reply, MessageLayout layout,
+                            float beta, float* __restrict__ e) {
+  struct Entry {
+    u64 i;
+    float d, e;
+  };
   const unsigned char* values = reply + layout.values_offset;
   const bool dense = layout.payload == PayloadLayout::dense;
-  for (u64 j = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; j < n;
-       j += static_cast<u64>(gridDim.x) * blockDim.x) {
-    const u64 i = dense ? j : load_index(reply, layout.index_type, j);
-    e[i] = __fmaf_rn(-beta, load_value(values, layout.value_type, j), e[i]);
-  }
+  scatter_batched(
+      header_count(reply),
+      [&](u64 j) {
+        const u64 i = dense ? j : load_index(reply, layout.index_type, j);
+        return Entry{i, load_value(values, layout.value_type, j), e[i]};
+      },
+      [&](u64, const Entry& x) { e[x.i] = __fmaf_rn(-beta, x.d, x.e); });
 }
 
 __global__ void evaluation_point_kernel(const float* w, const float* e, float lambda, float* x,
