@@ -83,6 +83,7 @@ class CudaWorkerKernels final : public WorkerKernels {
     e.residual = state.residual;
     e.momentum_buffer = state.momentum;
     e.accumulator = state.accumulator;
+    e.sent = selected_from(params.method, state);
     e.mask = state.mask;
     e.message = msg;
     e.layout = layout_;

@@ -45,6 +45,7 @@ struct EmitArgs {
   float* residual = nullptr;
   float* momentum_buffer = nullptr;
   float* accumulator = nullptr;
+  const float* sent = nullptr;  ///< the state the entries are sent from (one of the above)
   std::uint32_t* mask = nullptr;
   unsigned char* message = nullptr;
   MessageLayout layout;

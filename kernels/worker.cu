@@ -93,23 +93,6 @@ __global__ void dense_push_kernel(UpdateArgs a, u64 p, unsigned char* values, Wi
   }
 }
 
-// The state a method sends from (none for dense, which pushes no entries here).
-__device__ __forceinline__ const float* sent_state(const EmitArgs& a) {
-  switch (a.method) {
-    case Method::gd:
-    case Method::gmc:
-    case Method::gmc_plus:
-      return a.residual;
-    case Method::dgc:
-      return a.accumulator;
-    case Method::samomentum:
-      return a.momentum_buffer;
-    case Method::dense:
-      break;
-  }
-  return nullptr;
-}
-
 // Writes entry `slot` (coordinate i, its state value x) and updates the state.
 __device__ __forceinline__ void emit_one(const EmitArgs& a, unsigned char* values, u64 slot, u64 i,
                                          float x) {
@@ -142,7 +125,7 @@ struct Picked {
 template <typename Index>
 __global__ void emit_kernel(EmitArgs a, const Index* __restrict__ indices, const u64* count) {
   unsigned char* values = a.message + a.layout.values_offset;
-  const float* state = sent_state(a);
+  const float* state = a.sent;
   scatter_batched(
       *count,
       [&](u64 j) {
@@ -164,7 +147,7 @@ __global__ void emit_blocks_kernel(EmitArgs a, const SegmentInfo* __restrict__ s
     float x;
   };
   unsigned char* values = a.message + a.layout.values_offset;
-  const float* state = sent_state(a);
+  const float* state = a.sent;
   scatter_batched(
       capacity,
       [&](u64 j) {
