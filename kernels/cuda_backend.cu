@@ -186,7 +186,7 @@ class CudaServerKernels final : public ServerKernels {
     if (speculated) {
       DGS_CUDA_TRY(cudaMemcpyAsync(&staged_->header, msg, sizeof(MessageHeader),
                                    cudaMemcpyDeviceToHost, stream));
-      check_entries(msg, dense ? nullptr : push_table_, !dense && push_table_fixed_, stream);
+      check_entries(msg, stream);
       header = staged_->header;
     } else if (bytes >= kHeaderBytes) {
       header = download<MessageHeader>(msg, stream);
@@ -196,8 +196,8 @@ class CudaServerKernels final : public ServerKernels {
     Verdict v = host::validate_push_header(h, bytes, rules_, &plan);
     if (!v.ok() || h.kind != MessageKind::push) return v;
     if (!speculated || (!dense && push_table_code_ != plan.ratio_code)) {
-      check_entries(msg, dense ? nullptr : table_for(plan, stream),
-                    layout.payload == PayloadLayout::sparse && plan.fixed_count(), stream);
+      if (!dense) table_for(plan, stream);
+      check_entries(msg, stream);
     }
     const cuda::EntryCheck result = staged_->check;
     if (result.index_failure != ~0ull) {
@@ -296,12 +296,13 @@ class CudaServerKernels final : public ServerKernels {
     return value;
   }
 
-  // Checks the entries of `msg` and waits for the result in staged_->check.
-  void check_entries(const unsigned char* msg, const SegmentInfo* table, bool fixed_count,
-                     Stream stream) {
-    cuda::launch_check_entries(msg, rules_.layout, table,
-                               static_cast<std::uint32_t>(rules_.segments.count()), fixed_count,
-                               check_, stream);
+  // Checks the entries of `msg` against the current push table (none for a
+  // dense payload) and waits for the result in staged_->check.
+  void check_entries(const unsigned char* msg, Stream stream) {
+    const bool dense = rules_.layout.payload == PayloadLayout::dense;
+    cuda::launch_check_entries(msg, rules_.layout, dense ? nullptr : push_table_,
+                               static_cast<std::uint32_t>(rules_.segments.count()),
+                               !dense && push_table_fixed_, check_, stream);
     DGS_CUDA_TRY(cudaMemcpyAsync(&staged_->check, check_, sizeof(cuda::EntryCheck),
                                  cudaMemcpyDeviceToHost, stream));
     DGS_CUDA_TRY(cudaStreamSynchronize(stream));
