@@ -162,8 +162,9 @@ struct Server::Impl {
     return out;
   }
 
-  bool anyone_joined() const {
-    return std::any_of(slots.begin(), slots.end(), [](const Slot& s) { return s.joined_once; });
+  std::size_t joined_count() const {
+    return static_cast<std::size_t>(
+        std::count_if(slots.begin(), slots.end(), [](const Slot& s) { return s.joined_once; }));
   }
 
   std::string who_of(const std::vector<std::uint32_t>& workers) const {
@@ -507,7 +508,7 @@ void Server::run() {
     serve_one(kPoll);
     std::vector<std::uint32_t> awaited = s.awaited();
     if (!awaited.empty() && Clock::now() - start > s.options.join_timeout) {
-      if (!s.anyone_joined()) {
+      if (s.joined_count() == 0) {
         throw Error(ErrorCode::timeout, "dgs::Server: no worker joined within " + limit +
                                             " (ServerOptions::join_timeout)");
       }
@@ -519,7 +520,7 @@ void Server::run() {
     }
     if (s.live_count() > 0) continue;
     if (awaited.empty()) return;
-    if (!told_waiting && s.anyone_joined()) {
+    if (!told_waiting && s.joined_count() > 0) {
       told_waiting = true;
       detail::log(LogLevel::info, "dgs::Server: every worker that joined has left; waiting for " +
                                       s.who_of(awaited) + " to join (at most " + limit +
@@ -532,9 +533,7 @@ std::size_t Server::live_workers() const noexcept {
   return impl_->live_count();
 }
 std::size_t Server::joined_workers() const noexcept {
-  const auto& slots = impl_->slots;
-  return static_cast<std::size_t>(
-      std::count_if(slots.begin(), slots.end(), [](const Impl::Slot& s) { return s.joined_once; }));
+  return impl_->joined_count();
 }
 bool Server::is_live(std::uint32_t worker) const noexcept {
   return worker < impl_->slots.size() && impl_->slots[worker].live;
