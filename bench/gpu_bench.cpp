@@ -141,6 +141,19 @@ void BM_CopyBandwidth(benchmark::State& state) {
   cudaFree(b);
 }
 
+// The share of large segments whose selection read the histogram pass's
+// capture instead of the data (kernels/select.cuh), over the timed steps.
+struct CaptureTally {
+  std::uint64_t used = 0, segments = 0;
+  void add(const detail::CaptureUse& c) {
+    used += c.used;
+    segments += c.segments;
+  }
+  void report(benchmark::State& state) const {
+    if (segments > 0) state.counters["captured"] = static_cast<double>(used) / segments;
+  }
+};
+
 void BM_WorkerStep(benchmark::State& state, std::string shape, std::uint64_t p, double ratio, Method method) {
   const std::uint64_t need = p * 4 * 6 + p * 8;  // g, w, state (2), lists, indices
   if (!fits(need)) {
@@ -181,14 +194,17 @@ void BM_WorkerStep(benchmark::State& state, std::string shape, std::uint64_t p, 
   cudaStreamCreate(&stream);
   Timer timer;
   for (int warm = 0; warm < 3; ++warm) kernels->step(params, grad, nullptr, s, message, stream);
+  CaptureTally captures;
   for (auto _ : state) {
     timer.start(stream);
     kernels->step(params, grad, nullptr, s, message, stream);
     state.SetIterationTime(timer.stop(stream));
+    captures.add(kernels->last_capture_use(stream));  // after the timed part
     ++params.step;
   }
   report(state, 16.0 * p, p);
   state.counters["segments"] = static_cast<double>(model.count());
+  captures.report(state);
   cudaStreamDestroy(stream);
   for (void* ptr : {static_cast<void*>(grad), static_cast<void*>(a), static_cast<void*>(b),
                     static_cast<void*>(mask), message}) {
@@ -304,6 +320,7 @@ void BM_ServerPush(benchmark::State& state, std::string shape, std::uint64_t p, 
   Timer timer;
   host::ReplyInfo info;
   MessageHeader header = blank_header();
+  CaptureTally captures;
   for (auto _ : state) {
     timer.start(stream);
     const Verdict v = server->validate(push_buffer, push.bytes, header, stream);
@@ -314,9 +331,11 @@ void BM_ServerPush(benchmark::State& state, std::string shape, std::uint64_t p, 
     server->apply(push_buffer, w, stream);
     server->sparse_reply(w, r, info, reply_buffer, stream);
     state.SetIterationTime(timer.stop(stream));
+    captures.add(server->last_capture_use(stream));  // after the timed part
   }
   report(state, 8.0 * p + push.bytes + reply.bytes, p);
   state.counters["segments"] = static_cast<double>(model.count());
+  captures.report(state);
   cudaStreamDestroy(stream);
   for (void* ptr : {static_cast<void*>(w), static_cast<void*>(r), static_cast<void*>(grad),
                     static_cast<void*>(residual), push_buffer, reply_buffer}) {

@@ -58,8 +58,10 @@ def main():
     copy = rows.get("copy_bandwidth/1GiB")
     print(f"Device: {context.get('device', '?')}; device-to-device copy {float(context.get('copy_bandwidth_GBps', 0)):.0f} GB/s "
           f"(read + write, measured in the same run); {context.get('date', '')}\n")
-    print("| benchmark | shape | segments | P | ratio | time (ms) | GB/s counted | × byte floor | CUB baseline (ms) | CUB / dgs |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # captured: the share of large segments whose selection read the histogram
+    # pass's capture instead of the data a second time (kernels/select.cuh).
+    print("| benchmark | shape | segments | P | ratio | time (ms) | GB/s counted | × byte floor | captured | CUB baseline (ms) | CUB / dgs |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def order(item):
         name, r = item
@@ -78,8 +80,9 @@ def main():
         cub_ms = f"{cub['seconds'] * 1e3:.2f}" if cub else ""
         speed = f"{cub['seconds'] / r['seconds']:.1f}×" if cub else ""
         segments = f"{int(r['segments'])}" if "segments" in r else ""
+        captured = f"{100 * r['captured']:.0f}%" if "captured" in r else ""
         print(f"| {kind} | {shape} | {segments} | {float(r.get('P', 0)):.1e} | {ratio} | {r['seconds'] * 1e3:.3f} | "
-              f"{r['bytes_per_iter'] / r['seconds'] / 1e9:.0f} | {floor:.2f} | {cub_ms} | {speed} |")
+              f"{r['bytes_per_iter'] / r['seconds'] / 1e9:.0f} | {floor:.2f} | {captured} | {cub_ms} | {speed} |")
     if copy:
         print(f"\ncopy_bandwidth/1GiB benchmark: {copy['seconds'] * 1e3:.3f} ms per GiB copied")
     target = rows.get("worker_step/samomentum/resnet50/P=100000000/ratio=0.010")

@@ -129,6 +129,12 @@ class CudaWorkerKernels final : public WorkerKernels {
     return selector_->stats(stream);
   }
 
+  CaptureUse last_capture_use(Stream stream) override {
+    if (!selector_) return {};
+    const cuda::Selector::Captures c = selector_->captures(stream);
+    return {c.used, c.segments};
+  }
+
   void apply_reply(void* reply, const MessageLayout& layout, float* weights, bool record_change,
                    Stream stream) override {
     cuda::launch_apply_reply(static_cast<unsigned char*>(reply), layout, weights, record_change,
@@ -270,6 +276,11 @@ class CudaServerKernels final : public ServerKernels {
     h.count = reply_plan_.total_capacity();
     h.ratio_code = reply_plan_.ratio_code;
     cuda::launch_write_header(h, msg, nullptr, stream);
+  }
+
+  CaptureUse last_capture_use(Stream stream) override {
+    const cuda::Selector::Captures c = selector_.captures(stream);
+    return {c.used, c.segments};
   }
 
   void dense_reply(const float* source, float* replica, const host::ReplyInfo& info, void* reply,

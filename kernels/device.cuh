@@ -65,19 +65,97 @@ struct SetState {
   u64 out;                     // entries appended to the output region so far
   u64 need;                    // entries still to take from the current candidates
   u64 prefix;                  // composite-key digits resolved so far
+  u64 captured;                // coordinates the histogram pass captured (may exceed the room)
   u32 digit;                   // digit resolved in the current pass
   u32 done;                    // every remaining candidate is taken (or nothing to do)
+  u32 from_capture;            // pass 0 reads the captured candidates, not the data
 };
+
+/// Digit 0 of a key alone (it lies entirely in the key's bits).
+__device__ __forceinline__ u32 first_digit(u32 key) {
+  return key >> (32 - kFirstDigitBits);
+}
+
+/// The histogram pass's capture of likely candidates (see select.cuh): each
+/// member copies every coordinate whose first digit is at least its guess,
+/// (local index, key) pairs, into its region of `list` (locals first, then
+/// keys, `room` pairs each). When the resolved first digit is at or above the
+/// guess and nothing overflowed, pass 0 reads these pairs instead of the data.
+constexpr u32 kNoGuess = 0xFFFFFFFFu;  // a guess that captures nothing
+
+struct Capture {
+  u32* list = nullptr;               // null: the set captures nothing
+  const u64* list_offset = nullptr;  // member -> start of its region
+  const u64* room = nullptr;         // member -> pairs its region holds
+  u32* guess = nullptr;              // member -> lowest first digit captured, or kNoGuess
+  u64* used = nullptr;               // members whose pass 0 read their capture (last run)
+};
+
+/// Exclusive prefix sum of one u32 per thread over a block of kThreads
+/// threads; `total` becomes the block's sum. Every thread must call it; it
+/// ends with a barrier, after which `sh` may be reused.
+struct BlockSum {
+  u32 warp[kThreads / 32];
+  u32 total;
+};
+
+__device__ __forceinline__ u32 block_exclusive_sum(BlockSum& sh, u32 v) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  u32 x = v;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const u32 y = __shfl_up_sync(0xFFFFFFFFu, x, d);
+    if (lane >= d) x += y;
+  }
+  if (lane == 31) sh.warp[warp] = x;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    u32 sum = 0;
+    for (int w = 0; w < kThreads / 32; ++w) {
+      const u32 c = sh.warp[w];
+      sh.warp[w] = sum;
+      sum += c;
+    }
+    sh.total = sum;
+  }
+  __syncthreads();
+  const u32 before = sh.warp[warp] + x - v;
+  __syncthreads();
+  return before;
+}
+
+/// Captures the coordinates of one tile of member `m` whose first digit
+/// reaches the member's guess. Bit j of `bits` marks the thread's item j (local
+/// index begin + threadIdx.x + j * kThreads) as one of them, and key_of(j)
+/// gives its key. Every thread of the block calls it with the same tile.
+/// Keeping a mask rather than the keys costs the caller one register, not
+/// kItems; key_of may read the key back from memory, once per captured item.
+template <typename KeyOf>
+__device__ __forceinline__ void capture_tile(BlockSum& sh, u64& base, const Capture& c, SetState& s,
+                                             u32 m, u64 begin, u32 bits, KeyOf key_of) {
+  const u32 before = block_exclusive_sum(sh, static_cast<u32>(__popc(bits)));
+  if (threadIdx.x == 0)
+    base = sh.total != 0 ? atomicAdd(&s.captured, static_cast<u64>(sh.total)) : 0;
+  __syncthreads();
+  const u64 room = c.room[m];
+  u64 at = base + before;
+  if (bits != 0 && at < room) {
+    u32* locals = c.list + c.list_offset[m];
+    u32* keys = locals + room;
+    for (; bits != 0 && at < room; bits &= bits - 1, ++at) {
+      const int j = __ffs(static_cast<int>(bits)) - 1;
+      locals[at] = static_cast<u32>(begin + threadIdx.x + j * kThreads);
+      keys[at] = key_of(j);
+    }
+  }
+  __syncthreads();  // `base` is reused by the next tile
+}
 
 /// Digit `pass` of a composite key.
 __device__ __forceinline__ u32 composite_digit(u32 key, u32 local, int pass) {
   const u64 k = (static_cast<u64>(key) << 32) | static_cast<u64>(0xFFFFFFFFu - local);
   return static_cast<u32>((k >> digit_shift(pass)) & ((1u << digit_bits(pass)) - 1u));
-}
-
-/// Digit 0 of a key alone (it lies entirely in the key's bits).
-__device__ __forceinline__ u32 first_digit(u32 key) {
-  return key >> (32 - kFirstDigitBits);
 }
 
 // --- Message access on the device ------------------------------------------

@@ -94,6 +94,8 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
     s.count[0] = s.count[1] = 0;
     s.out = 0;
     s.prefix = 0;
+    s.captured = 0;
+    s.from_capture = 0;
     s.digit = 0;
     s.need = need[m];
     s.done = 0xFFFFFFFFu;  // not done
@@ -105,10 +107,14 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
   }
 }
 
-// Pass 0 histogram over the members' data (when no fused pass did it).
+// Pass 0 histogram over the members' data (when no fused pass did it), and
+// the capture of likely candidates.
 template <class Keys>
-__global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys) {
+__global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys,
+                                 Capture capture) {
   __shared__ u32 hist[kFirstDigitBins];
+  __shared__ BlockSum sum;
+  __shared__ u64 base;
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     SetState& s = set.state[tile.owner];
@@ -130,19 +136,51 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
     for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
       if (hist[d] != 0) atomicAdd(&s.first[d], static_cast<u64>(hist[d]));
     }
+    const u32 guess = capture.list != nullptr ? capture.guess[tile.owner] : kNoGuess;
+    if (guess != kNoGuess) {
+      u32 bits = 0;
+#pragma unroll
+      for (int j = 0; j < kItems; ++j) {
+        if (threadIdx.x + j * kThreads < tile.length && first_digit(key[j]) >= guess)
+          bits |= 1u << j;
+      }
+      capture_tile(sum, base, capture, s, tile.owner, tile.begin, bits,
+                   [&](int j) { return keys(l, tile.begin + threadIdx.x + j * kThreads); });
+    }
     __syncthreads();
   }
 }
 
+// The next run's guess for a member whose first-digit histogram is `h`: the
+// digit at which at least twice the target lies at or above (`doubled`,
+// with `at_doubled` coordinates there and above; kNoGuess when the segment
+// has fewer), one lower for drift, else that digit, else the boundary digit
+// `boundary` (`at_boundary` at or above), whichever first fits `room`.
+__device__ u32 next_guess(const u64* h, u32 doubled, u64 at_doubled, u32 boundary, u64 at_boundary,
+                          u64 room) {
+  if (doubled != kNoGuess) {
+    if (doubled > 0 && at_doubled + h[doubled - 1] <= room) return doubled - 1;
+    if (at_doubled <= room) return doubled;
+  }
+  if (boundary != kNoGuess && at_boundary <= room) return boundary;
+  return kNoGuess;
+}
+
 // Finds the digit of pass `pass` that holds the need-th largest candidate.
 // 256 threads; with more bins than threads each thread owns a run of bins,
-// thread 0 the highest.
-__global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done) {
+// thread 0 the highest. Pass 0 of a capturing set also decides whether pass 0
+// may read the capture, and sets the next run's guess.
+__global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done,
+                               Capture capture) {
   using Scan = cub::BlockScan<u64, 256>;
   __shared__ typename Scan::TempStorage scan;
+  __shared__ u32 boundary, doubled;
+  __shared__ u64 at_boundary, at_doubled;
   const u32 m = blockIdx.x;
   if (m >= members) return;
   SetState& s = set.state[m];
+  const bool capturing = pass == 0 && capture.list != nullptr;
+  if (capturing && threadIdx.x == 0) boundary = doubled = kNoGuess;
   const bool skip = s.done != 0xFFFFFFFFu;
   const int bins = 1 << digit_bits(pass);
   const int per = bins > 256 ? bins / 256 : 1;
@@ -170,6 +208,33 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
     s.need = rest;
     s.prefix |= static_cast<u64>(d) << digit_shift(pass);
     if (pass == kPasses - 1 || (allow_done && here == rest)) s.done = static_cast<u32>(pass) + 1;
+    if (capturing) {
+      // Every coordinate at or above the boundary digit was captured when the
+      // guess is at most that digit and the capture fit its room.
+      const u32 guess = capture.guess[m];
+      if (guess != kNoGuess && static_cast<u32>(d) >= guess && s.captured <= capture.room[m]) {
+        s.from_capture = 1;
+        atomicAdd(capture.used, 1ull);
+      }
+      boundary = static_cast<u32>(d);
+      at_boundary = taken + here;
+    }
+  }
+  if (capturing) {
+    const u64 twice = 2 * need;
+    if (!skip && high >= 0 && inclusive >= twice && above < twice) {
+      u64 taken = above;
+      int d = high;
+      while (taken + h[d] < twice) taken += h[d--];
+      doubled = static_cast<u32>(d);
+      at_doubled = taken + h[d];
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      capture.guess[m] =
+          skip ? kNoGuess
+               : next_guess(h, doubled, at_doubled, boundary, at_boundary, capture.room[m]);
+    }
   }
   // Clear what this pass's filter fills: the next histogram and the list it writes.
   if (pass < kPasses - 1) s.hist[(pass + 1) % 2][threadIdx.x] = 0;
@@ -187,9 +252,14 @@ struct FilterShared {
   u64 base_out, base_next;
 };
 
-template <class Keys, typename Index>
-__device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, bool from_data,
-                            u32 m, u64 begin, u32 length, const u32* list_in, u32* list_out,
+// Where a tile's coordinates come from: local indices begin.. (data), or
+// list_in[list_at + begin..] (list, capture); their keys from `keys`, or for
+// a capture from keys_in[list_at + begin..].
+enum class TileSource { data, list, capture };
+
+template <TileSource kSource, class Keys, typename Index>
+__device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, u32 m, u64 begin,
+                            u32 length, const u32* list_in, const u32* keys_in, u32* list_out,
                             Output<Index> out, bool write_output) {
   SetState& s = set.state[m];
   const u32 l = set.segment[m];
@@ -206,11 +276,17 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
 #pragma unroll
   for (int j = 0; j < kItems; ++j) {
     const u32 i = threadIdx.x + j * kThreads;
-    if (i < length) locals[j] = from_data ? static_cast<u32>(begin + i) : list_in[list_at + begin + i];
+    if (i < length) {
+      locals[j] =
+          kSource == TileSource::data ? static_cast<u32>(begin + i) : list_in[list_at + begin + i];
+      if constexpr (kSource == TileSource::capture) key[j] = keys_in[list_at + begin + i];
+    }
   }
+  if constexpr (kSource != TileSource::capture) {
 #pragma unroll
-  for (int j = 0; j < kItems; ++j) {
-    if (threadIdx.x + j * kThreads < length) key[j] = keys(l, locals[j]);
+    for (int j = 0; j < kItems; ++j) {
+      if (threadIdx.x + j * kThreads < length) key[j] = keys(l, locals[j]);
+    }
   }
   unsigned char kind[kItems];  // 0 drop, 1 select, 2 keep for the next pass
   u32 n_out = 0, n_next = 0;
@@ -256,7 +332,8 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
   __syncthreads();
 }
 
-// Pass 0, from the data: tiles over the members' coordinates.
+// Pass 0, from the data: tiles over the members' coordinates, except those
+// of members whose pass 0 reads their capture.
 template <class Keys, typename Index>
 __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys,
                                    u32* list_out, Output<Index> out, bool write_output) {
@@ -264,9 +341,30 @@ __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView se
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     const SetState& s = set.state[tile.owner];
-    if (s.done != 0xFFFFFFFFu && s.done == 0) continue;  // member skipped before pass 0
-    filter_tile(sh, set, keys, 0, true, tile.owner, tile.begin, tile.length, nullptr, list_out,
-                out, write_output);
+    if (s.done == 0 || s.from_capture) continue;  // skipped before pass 0, or reads its capture
+    filter_tile<TileSource::data>(sh, set, keys, 0, tile.owner, tile.begin, tile.length, nullptr,
+                                  nullptr, list_out, out, write_output);
+  }
+}
+
+// Pass 0, from the captures: `stride` blocks per member take its captured
+// pairs' tiles in turn.
+template <class Keys, typename Index>
+__global__ void filter_capture_kernel(SetView set, u32 members, u32 stride, Capture capture,
+                                      Keys keys, u32* list_out, Output<Index> out,
+                                      bool write_output) {
+  __shared__ FilterShared sh;
+  const u32 m = blockIdx.x / stride;
+  if (m >= members) return;
+  const SetState& s = set.state[m];
+  if (!s.from_capture) return;
+  const u64 available = s.captured;
+  const u32* keys_in = capture.list + capture.room[m];
+  for (u64 begin = static_cast<u64>(blockIdx.x % stride) * kTile; begin < available;
+       begin += static_cast<u64>(stride) * kTile) {
+    const u32 length = static_cast<u32>(min(static_cast<u64>(kTile), available - begin));
+    filter_tile<TileSource::capture>(sh, set, keys, 0, m, begin, length, capture.list, keys_in,
+                                     list_out, out, write_output);
   }
 }
 
@@ -285,7 +383,8 @@ __global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys ke
   for (u64 begin = static_cast<u64>(blockIdx.x % stride) * kTile; begin < available;
        begin += static_cast<u64>(stride) * kTile) {
     const u32 length = static_cast<u32>(min(static_cast<u64>(kTile), available - begin));
-    filter_tile(sh, set, keys, pass, false, m, begin, length, list_in, list_out, out, write_output);
+    filter_tile<TileSource::list>(sh, set, keys, pass, m, begin, length, list_in, nullptr, list_out,
+                                  out, write_output);
   }
 }
 
@@ -493,8 +592,18 @@ struct Selector::Set {
   u32 data_tile_count = 0;
   u32 max_member_tiles = 0;  // tiles of the longest member (its list never outgrows its data)
   std::vector<std::uint32_t> host_segments;
+  // The capture of likely candidates (large set only): per member, room for
+  // a quarter of its coordinates as (local, key) pairs in its region of the
+  // second list buffer, and the guess the next histogram pass captures from.
+  u64* capture_room = nullptr;
+  u32* guess = nullptr;
+  u32 max_capture_tiles = 0;
 
   SetView view() const { return {segment, list_offset, states}; }
+  Capture capture(u32* list, u64* used) const {
+    if (guess == nullptr) return {};
+    return {list, list_offset, capture_room, guess, used};
+  }
 };
 
 Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type)
@@ -519,6 +628,8 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
   DGS_CUDA_TRY(
       cudaMalloc(&threshold_keys_, std::max<std::size_t>(1, segments.count()) * sizeof(u32)));
   DGS_CUDA_TRY(cudaMalloc(&stats_dev_, 2 * sizeof(u64)));
+  DGS_CUDA_TRY(cudaMalloc(&captures_used_, sizeof(u64)));
+  DGS_CUDA_TRY(cudaMemset(captures_used_, 0, sizeof(u64)));
   // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
   // estimated (sample_); with every segment taken whole they stay zero, so start them there.
   DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
@@ -535,10 +646,10 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
 
 Selector::~Selector() {
   for (void* p : owned_) cudaFree(p);
-  for (void* p :
-       {static_cast<void*>(lists_[0]), static_cast<void*>(lists_[1]), unsorted_, sorted_,
-        static_cast<void*>(count_), static_cast<void*>(threshold_counts_),
-        static_cast<void*>(threshold_keys_), static_cast<void*>(stats_dev_), sort_temp_}) {
+  for (void* p : {static_cast<void*>(lists_[0]), static_cast<void*>(lists_[1]), unsorted_, sorted_,
+                  static_cast<void*>(count_), static_cast<void*>(threshold_counts_),
+                  static_cast<void*>(threshold_keys_), static_cast<void*>(stats_dev_),
+                  static_cast<void*>(captures_used_), sort_temp_}) {
     cudaFree(p);
   }
 }
@@ -632,6 +743,17 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     large_ = std::make_unique<Set>();
     build_set(*large_, large, large_sizes);
     large_->need = upload(owned_, large_need);
+    // A capture needs a region of its own in the second list buffer: the
+    // large set's regions there are free until pass 1 writes them.
+    std::vector<u64> room(large.size());
+    for (std::size_t m = 0; m < large.size(); ++m) {
+      room[m] = large_sizes[m] / 4;
+      large_->max_capture_tiles =
+          std::max<u32>(large_->max_capture_tiles, static_cast<u32>((room[m] + kTile - 1) / kTile));
+    }
+    large_->capture_room = upload(owned_, room);
+    large_->guess = device_alloc<u32>(owned_, large.size());
+    DGS_CUDA_TRY(cudaMemset(large_->guess, 0xFF, large.size() * sizeof(u32)));  // kNoGuess
   }
   if (!sampled.empty()) {
     sample_ = std::make_unique<Set>();
@@ -657,42 +779,66 @@ FusedHistogram Selector::fused_histogram() const {
   f.tile_count = all_tile_count_;
   f.member = member_;
   f.states = large_ ? large_->states : nullptr;
+  if (large_) f.capture = large_->capture(lists_[1], captures_used_);
   f.active = large_ != nullptr && plan_.compressor == Compressor::topk;
   return f;
 }
 
 namespace {
 
+// Blocks for `members` times `stride` blocks, checked against the grid limit.
+unsigned member_blocks(u32 members, u32 stride, const std::string& sizes) {
+  const std::uint64_t blocks = static_cast<std::uint64_t>(members) * stride;
+  if (blocks > 0x7FFFFFFFull) {
+    throw Error(ErrorCode::internal, "dgs cuda selection: too many list blocks (" + sizes + ")");
+  }
+  return static_cast<unsigned>(blocks);
+}
+
+// Enough blocks per member to fill the GPU when lists are long, never more
+// than a member's list can have tiles.
+u32 list_stride(u32 members, u32 max_member_tiles) {
+  return std::max<u32>(1, std::min<u32>(max_member_tiles, (2048 + members - 1) / members));
+}
+
+// The passes of a selection set. `capture` (list null: none) is the set's
+// capture, filled by the histogram pass (this one's or a fused one) when the
+// set has one; `max_capture_tiles` the tiles of the largest capture room.
 template <typename Index, class Keys>
 void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_member_tiles,
                        SetView view, u32 members, Keys keys, bool histogram_done, bool allow_done,
-                       int passes, u32* lists[2], Output<Index> out, bool write_output,
-                       cudaStream_t stream) {
+                       int passes, u32* lists[2], const Capture& capture, u32 max_capture_tiles,
+                       Output<Index> out, bool write_output, cudaStream_t stream) {
   const std::string sizes =
       "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
+  if (capture.list != nullptr) DGS_CUDA_TRY(cudaMemsetAsync(capture.used, 0, sizeof(u64), stream));
   if (!histogram_done) {
     histogram_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
-        data_tiles, data_tile_count, view, keys);
+        data_tiles, data_tile_count, view, keys, capture);
     DGS_CUDA_LAUNCHED("histogram_kernel", sizes);
   }
-  // List passes: enough blocks per member to fill the GPU when lists are
-  // long, never more than a member's list can have tiles.
-  const u32 stride = std::max<u32>(1, std::min<u32>(max_member_tiles, (2048 + members - 1) / members));
+  const u32 stride = list_stride(members, max_member_tiles);
   for (int pass = 0; pass < passes; ++pass) {
-    resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done);
+    resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done,
+                                                pass == 0 ? capture : Capture{});
     DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass " + std::to_string(pass));
     if (pass == 0) {
+      if (capture.list != nullptr) {
+        const u32 capture_stride = list_stride(members, max_capture_tiles);
+        filter_capture_kernel<<<member_blocks(members, capture_stride, sizes), kThreads, 0,
+                                stream>>>(view, members, capture_stride, capture, keys, lists[0],
+                                          out, write_output);
+        DGS_CUDA_LAUNCHED("filter_capture_kernel",
+                          sizes + ", stride " + std::to_string(capture_stride));
+      }
       filter_data_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
           data_tiles, data_tile_count, view, keys, lists[0], out, write_output);
       DGS_CUDA_LAUNCHED("filter_data_kernel", sizes);
     } else {
-      const std::uint64_t blocks = static_cast<std::uint64_t>(members) * stride;
-      if (blocks > 0x7FFFFFFFull) {
-        throw Error(ErrorCode::internal, "dgs cuda selection: too many list blocks (" + sizes + ")");
-      }
-      filter_list_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-          view, members, stride, keys, pass, lists[(pass + 1) % 2], lists[pass % 2], out,
-          write_output);
+      const unsigned blocks = member_blocks(members, stride, sizes);
+      filter_list_kernel<<<blocks, kThreads, 0, stream>>>(view, members, stride, keys, pass,
+                                                          lists[(pass + 1) % 2], lists[pass % 2],
+                                                          out, write_output);
       DGS_CUDA_LAUNCHED("filter_list_kernel", sizes + ", pass " + std::to_string(pass) +
                                                   ", stride " + std::to_string(stride));
     }
@@ -733,7 +879,9 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
         if (!histogram_done) begin(stream);
         launch_set_passes<Index>(large_->data_tiles, large_->data_tile_count,
                                  large_->max_member_tiles, large_->view(), large_->members, keys,
-                                 histogram_done, true, kPasses, lists, out, true, stream);
+                                 histogram_done, true, kPasses, lists,
+                                 large_->capture(lists_[1], captures_used_),
+                                 large_->max_capture_tiles, out, true, stream);
       }
       set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
       DGS_CUDA_LAUNCHED("set_count_kernel", "");
@@ -747,7 +895,7 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       DGS_CUDA_LAUNCHED("init_states_kernel", "sample");
       launch_set_passes<Index>(sample_->data_tiles, sample_->data_tile_count,
                                sample_->max_member_tiles, sample_->view(), sample_->members,
-                               sampled, false, false, 4, lists, out, false, stream);
+                               sampled, false, false, 4, lists, Capture{}, 0, out, false, stream);
       threshold_tau_kernel<<<(sample_->members + 255) / 256, 256, 0, stream>>>(
           sample_->view(), sample_->members, threshold_keys_);
       DGS_CUDA_LAUNCHED("threshold_tau_kernel", "");
@@ -763,7 +911,7 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       DGS_CUDA_LAUNCHED("init_states_kernel", "clamped");
       launch_set_passes<Index>(clamped_->data_tiles, clamped_->data_tile_count,
                                clamped_->max_member_tiles, clamped_->view(), clamped_->members,
-                               keys, false, true, kPasses, lists, out, true, stream);
+                               keys, false, true, kPasses, lists, Capture{}, 0, out, true, stream);
       std::uint64_t whole_entries = 0;
       for (std::size_t l = 0; l < segments_.count(); ++l) {
         if (plan_.target[l] >= segments_.size(l)) whole_entries += segments_.size(l);
@@ -805,6 +953,16 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
   } else {
     dispatch_keys(u32{});
   }
+}
+
+Selector::Captures Selector::captures(cudaStream_t stream) {
+  Captures c;
+  if (!large_) return c;
+  c.segments = large_->members;
+  DGS_CUDA_TRY(
+      cudaMemcpyAsync(&c.used, captures_used_, sizeof(u64), cudaMemcpyDeviceToHost, stream));
+  DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+  return c;
 }
 
 host::SelectionStats Selector::stats(cudaStream_t stream) {

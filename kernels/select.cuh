@@ -15,6 +15,14 @@
 //                              passes touch only candidates, a few blocks per
 //                              segment. Selected indices are appended to the
 //                              segment's message slots.
+// Pass 0 over the data would read every coordinate a second time. Instead
+// the histogram pass also captures, per large segment, the (index, key) pairs
+// whose first digit reaches a guess: the digit at which the previous run's
+// histogram held twice the target, one lower for drift. When this run's
+// boundary digit is at or above the guess and the capture fit its room (a
+// quarter of the segment), pass 0 reads only the capture; otherwise that
+// segment's pass 0 reads the data as before. Either way the selection is the
+// same; the guesses only decide how many bytes it reads.
 // A final radix sort of the selected indices (k of them, not P) puts every
 // segment's entries in increasing order; threshold leaves unused slots at
 // all-ones, which the sort moves to the end.
@@ -52,6 +60,7 @@ struct FusedHistogram {
   u32 tile_count = 0;
   const int* member = nullptr;  // per segment: its index in the large set, or -1
   SetState* states = nullptr;   // per large-set member
+  Capture capture;              // the large set's candidate capture
   bool active = false;          // false: the update kernel must not histogram
 };
 
@@ -92,6 +101,14 @@ class Selector {
   }
   /// Threshold statistics (waits for the stream); fixed-count plans need no wait.
   host::SelectionStats stats(cudaStream_t stream);
+  /// How many large segments the last run selected from the histogram pass's
+  /// capture instead of a second read of the data, and how many large
+  /// segments there are (waits for the stream). For tests and benchmarks.
+  struct Captures {
+    std::uint64_t used = 0;
+    std::uint64_t segments = 0;
+  };
+  Captures captures(cudaStream_t stream);
 
  private:
   struct Set;  // a selection set: members, their tiles and states
@@ -126,6 +143,7 @@ class Selector {
   u64* threshold_counts_ = nullptr;  // per segment: coordinates at or above tau
   u32* threshold_keys_ = nullptr;    // per segment: tau
   u64* stats_dev_ = nullptr;         // clamped segments, count error
+  u64* captures_used_ = nullptr;     // large segments whose pass 0 read the capture
   void* sort_temp_ = nullptr;
   std::size_t sort_temp_bytes_ = 0;
   std::uint64_t list_capacity_ = 0;

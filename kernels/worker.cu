@@ -20,16 +20,21 @@ __device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
 }
 
 // One block per tile; bytes per coordinate: 4 (g) [+ 4 (w)] + 4|8 read + 4|8
-// write of the state; digit-0 histogram of large segments in shared memory.
+// write of the state; digit-0 histogram of large segments in shared memory,
+// and their capture of likely candidates (select.cuh).
 // Each thread loads all of its kItems coordinates before it computes or
 // stores any, so the loads of a tile are in flight together.
 template <Method M>
 __global__ void update_kernel(UpdateArgs a, const Tile* tiles, u32 tile_count,
                               const SegmentInfo* seg, FusedHistogram h) {
   __shared__ u32 hist[kFirstDigitBins];
+  __shared__ BlockSum sum;
+  __shared__ u64 captured_base;
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     const int member = h.active ? h.member[tile.owner] : -1;
+    const u32 guess = member >= 0 && h.capture.list != nullptr ? h.capture.guess[member] : kNoGuess;
+    u32 captured = 0;  // bit r: item r is captured
     if (member >= 0) {
       for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
       __syncthreads();
@@ -73,13 +78,27 @@ __global__ void update_kernel(UpdateArgs a, const Tile* tiles, u32 tile_count,
           x = __fmaf_rn(sent ? a.momentum : 1.0f, first[r], __fmul_rn(a.lr, g[r]));
           a.momentum_buffer[i] = x;
         }
-        if (member >= 0) atomicAdd(&hist[first_digit(detail::magnitude_key(x))], 1u);
+        if (member >= 0) {
+          const u32 digit = first_digit(detail::magnitude_key(x));
+          atomicAdd(&hist[digit], 1u);
+          if (digit >= guess) captured |= 1u << r;
+        }
       }
     }
     if (member >= 0) {
       __syncthreads();
       for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
         if (hist[d] != 0) atomicAdd(&h.states[member].first[d], static_cast<u64>(hist[d]));
+      }
+      if (guess != kNoGuess) {
+        // The captured keys are read back from the state this thread just wrote.
+        const float* state = M == Method::gd || M == Method::gmc || M == Method::gmc_plus
+                                 ? a.residual
+                                 : (M == Method::dgc ? a.accumulator : a.momentum_buffer);
+        capture_tile(sum, captured_base, h.capture, h.states[member], static_cast<u32>(member),
+                     tile.begin, captured, [&](int r) {
+                       return detail::magnitude_key(state[base + threadIdx.x + r * kThreads]);
+                     });
       }
       __syncthreads();
     }

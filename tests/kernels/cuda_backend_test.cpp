@@ -107,6 +107,9 @@ struct WorkerCase {
   Config config;
   Data data = Data::normal;
   int steps = 3;
+  // Every large segment selects from its capture after the first step (whose
+  // histogram pass has no guess yet); the first step's never do.
+  bool expect_captures = false;
 };
 
 // Runs `steps` worker steps on both backends and compares state and message bytes.
@@ -159,6 +162,7 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
                        mask.empty() ? nullptr : d_mask.as<std::uint32_t>()};
   std::vector<unsigned char> host_message(layout.bytes);
   detail::Buffer d_message(gpu, layout.bytes);
+  std::uint32_t plan_code = 0;
   for (int step = 0; step < c.steps; ++step) {
     const std::vector<float> grad = make_data(rng, p, c.data);
     detail::Buffer d_grad = to_device(grad);
@@ -175,7 +179,8 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     params.threshold_sample = c.config.threshold_sample;
     const SelectionPlan plan =
         push_plan(segments, c.config, encode_ratio(c.config.ratio_at(step, 0.05f, 0.05f)));
-    device->set_plan(plan);
+    if (step == 0 || plan.ratio_code != plan_code) device->set_plan(plan);  // as the runtime does
+    plan_code = plan.ratio_code;
     std::fill(host_message.begin(), host_message.end(), kPoison);
     ASSERT_EQ(cudaMemsetAsync(d_message.data(), kPoison, layout.bytes, stream), cudaSuccess);
     const host::SelectionStats want =
@@ -185,6 +190,11 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     const host::SelectionStats got = device->last_stats(stream);
     std::vector<unsigned char> message(layout.bytes);
     gpu.download(message.data(), d_message.data(), layout.bytes, stream);
+    if (c.expect_captures) {
+      const detail::CaptureUse use = device->last_capture_use(stream);
+      EXPECT_GT(use.segments, 0u);
+      EXPECT_EQ(use.used, step == 0 ? 0 : use.segments) << "step " << step;
+    }
     ASSERT_EQ(got.selected, want.selected) << "step " << step;
     ASSERT_EQ(got.clamped_segments, want.clamped_segments) << "step " << step;
     ASSERT_EQ(got.count_error, want.count_error) << "step " << step;
@@ -250,6 +260,24 @@ TEST_F(CudaBackendTest, ExactTopkMatchesTheHostOnHardData) {
       wc.config.ratio = ratio;
       wc.config.dense_below = 50;
       wc.data = data;
+      compare_worker(*backend_, stream_, wc);
+    }
+  }
+}
+
+// While the state's distribution moves slowly from step to step. (Not dgc's
+// accumulator from these starting states: its boundary rises by up to an
+// octave a step at first, and its captures overflow until it settles.)
+TEST_F(CudaBackendTest, WorkerStepsSelectFromTheirCaptureOnceTheyHaveAGuess) {
+  for (Method m : {Method::samomentum, Method::gd}) {
+    for (Compressor c : {Compressor::topk, Compressor::randk}) {
+      WorkerCase wc{"capture", random_model(9, 12, 150000), Config{}};
+      wc.config.method = m;
+      wc.config.compressor = c;
+      wc.config.ratio = 0.01;
+      wc.config.seed = 5;
+      wc.steps = 4;
+      wc.expect_captures = true;
       compare_worker(*backend_, stream_, wc);
     }
   }
@@ -406,6 +434,65 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
     gpu->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_reply.data(), stream_);
     EXPECT_EQ(download<unsigned char>(d_reply, layout.bytes), reply);
     EXPECT_EQ(download<float>(d_r, p), r);
+  }
+}
+
+// The reply selection's capture (select.cuh) as W - R moves: reused while the
+// boundary stays above the guess, abandoned segment by segment when it falls
+// below it or the capture overflows, and the reply equal to the host's
+// throughout.
+TEST_F(CudaBackendTest, ReplySelectionFallsBackToTheDataWhenItsCaptureMisses) {
+  // Segments 0, 1, 3, 4 and 5 are large (over 4096 coordinates, k < n).
+  const Segments model({5000, 70000, 300, 20000, (std::uint64_t{1} << 17) + 5, 9000});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.01;
+  config.server_ratio = 0.01;
+  config.workers = 1;
+  const host::PushRules rules(model, config);
+  const SelectionPlan plan = reply_plan(rules.segments, config);
+  const MessageLayout layout = sparse_reply_layout(model, config);
+  auto gpu = backend_->server_kernels(model, config);
+  host::Scratch scratch;
+  std::mt19937_64 rng(15);
+  const std::uint64_t p = model.total();
+  std::vector<float> r = test::random_normal(rng, p, 0.01f);
+  detail::Buffer d_r = upload(r);
+  struct Step {
+    float even, odd;  // scale of W in even and odd segments; 0: ties
+    int used;         // large segments expected to read their capture; -1: any
+  };
+  const Step steps[] = {
+      {1, 1, 0},                   // no guess yet
+      {1, 1, 5},                   // same distribution: every capture holds the boundary
+      {0.25f, 1, 3},               // boundaries of segments 0 and 4 fall below their guess
+      {0.25f, 1, 5}, {16, 16, 0},  // every capture overflows its room
+      {16, 16, 5},   {0, 0, -1},   // heavy ties
+      {0, 0, -1},
+  };
+  for (std::size_t t = 0; t < std::size(steps); ++t) {
+    SCOPED_TRACE("reply " + std::to_string(t));
+    std::vector<float> w(p);
+    for (std::size_t l = 0; l < model.count(); ++l) {
+      const float scale = l % 2 == 0 ? steps[t].even : steps[t].odd;
+      const std::vector<float> x = scale == 0 ? test::random_ties(rng, model.size(l))
+                                              : test::random_normal(rng, model.size(l), scale);
+      std::copy(x.begin(), x.end(), w.begin() + static_cast<std::ptrdiff_t>(model.offset(l)));
+    }
+    detail::Buffer d_w = upload(w);
+    std::vector<unsigned char> reply(layout.bytes, kPoison);
+    const host::ReplyInfo info{1, static_cast<std::uint64_t>(t)};
+    host::write_sparse_reply(w.data(), r.data(), rules.segments, plan, info, reply.data(), layout,
+                             scratch);
+    detail::Buffer d_reply = poisoned(layout.bytes);
+    gpu->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_reply.data(), stream_);
+    const detail::CaptureUse use = gpu->last_capture_use(stream_);
+    EXPECT_EQ(use.segments, 5u);
+    if (steps[t].used >= 0) {
+      EXPECT_EQ(use.used, static_cast<std::uint64_t>(steps[t].used));
+    }
+    ASSERT_EQ(download<unsigned char>(d_reply, layout.bytes), reply);
+    ASSERT_EQ(download<float>(d_r, p), r);
   }
 }
 
