@@ -145,7 +145,7 @@ void BM_CopyBandwidth(benchmark::State& state) {
 // capture instead of the data (kernels/select.cuh), over the timed steps.
 struct CaptureTally {
   std::uint64_t used = 0, segments = 0;
-  void add(const detail::CaptureUse& c) {
+  void add(const host::CaptureUse& c) {
     used += c.used;
     segments += c.segments;
   }

@@ -117,6 +117,7 @@ void UpdatePass::run(const float* grad, float* u, const std::uint32_t* mask, flo
   a.lr = lr;
   a.momentum = m;
   a.momentum_buffer = u;
+  a.selected = u;
   a.mask = mask;
   const cuda::FusedHistogram fused = impl_->variant == UpdateVariant::fused
                                          ? impl_->selector.fused_histogram()

@@ -63,6 +63,7 @@ class CudaWorkerKernels final : public WorkerKernels {
     a.residual = state.residual;
     a.momentum_buffer = state.momentum;
     a.accumulator = state.accumulator;
+    a.selected = selected_from(params.method, state);
     a.mask = state.mask;
     MessageHeader header = host::make_push_header(params, layout_);
     if (params.method == Method::dense) {
@@ -129,10 +130,8 @@ class CudaWorkerKernels final : public WorkerKernels {
     return selector_->stats(stream);
   }
 
-  CaptureUse last_capture_use(Stream stream) override {
-    if (!selector_) return {};
-    const cuda::Selector::Captures c = selector_->captures(stream);
-    return {c.used, c.segments};
+  host::CaptureUse last_capture_use(Stream stream) override {
+    return selector_ ? selector_->captures(stream) : host::CaptureUse{};
   }
 
   void apply_reply(void* reply, const MessageLayout& layout, float* weights, bool record_change,
@@ -278,10 +277,7 @@ class CudaServerKernels final : public ServerKernels {
     cuda::launch_write_header(h, msg, nullptr, stream);
   }
 
-  CaptureUse last_capture_use(Stream stream) override {
-    const cuda::Selector::Captures c = selector_.captures(stream);
-    return {c.used, c.segments};
-  }
+  host::CaptureUse last_capture_use(Stream stream) override { return selector_.captures(stream); }
 
   void dense_reply(const float* source, float* replica, const host::ReplyInfo& info, void* reply,
                    Stream stream) override {

@@ -93,7 +93,9 @@ struct Capture {
 
 /// Exclusive prefix sum of one u32 per thread over a block of kThreads
 /// threads; `total` becomes the block's sum. Every thread must call it; it
-/// ends with a barrier, after which `sh` may be reused.
+/// ends with a barrier, after which `sh` may be reused. Written here rather
+/// than taken from cub::BlockScan so that worker.cu, which captures too, need
+/// not include CUB (select.cu stays the only translation unit that does).
 struct BlockSum {
   u32 warp[kThreads / 32];
   u32 total;

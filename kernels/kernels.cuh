@@ -24,6 +24,9 @@ struct UpdateArgs {
   float* residual = nullptr;
   float* momentum_buffer = nullptr;
   float* accumulator = nullptr;
+  /// The state selection reads (one of the above; selected_from): where a
+  /// capturing histogram reads the captured keys back.
+  const float* selected = nullptr;
   const std::uint32_t* mask = nullptr;
 };
 

@@ -955,8 +955,8 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
   }
 }
 
-Selector::Captures Selector::captures(cudaStream_t stream) {
-  Captures c;
+host::CaptureUse Selector::captures(cudaStream_t stream) {
+  host::CaptureUse c;
   if (!large_) return c;
   c.segments = large_->members;
   DGS_CUDA_TRY(

@@ -104,11 +104,7 @@ class Selector {
   /// How many large segments the last run selected from the histogram pass's
   /// capture instead of a second read of the data, and how many large
   /// segments there are (waits for the stream). For tests and benchmarks.
-  struct Captures {
-    std::uint64_t used = 0;
-    std::uint64_t segments = 0;
-  };
-  Captures captures(cudaStream_t stream);
+  host::CaptureUse captures(cudaStream_t stream);
 
  private:
   struct Set;  // a selection set: members, their tiles and states

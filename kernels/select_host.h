@@ -19,6 +19,15 @@ struct SelectionStats {
   std::uint64_t count_error = 0;       ///< threshold: sum over segments of |selected_l - k_l|
 };
 
+/// How the cuda selection's last run read the data (kernels/select.cuh): of
+/// its `segments` large segments, `used` selected from the candidates their
+/// histogram pass captured instead of reading the data a second time. The
+/// host selects in one pass and reports zeros.
+struct CaptureUse {
+  std::uint64_t used = 0;
+  std::uint64_t segments = 0;
+};
+
 /// Selects coordinates of x (segments.total() values) as `plan` says and
 /// writes their absolute indices to `out` (room for plan.total_capacity()),
 /// segment after segment, in message order: increasing within a segment for

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "dgs/error.h"
 #include "kernels/cuda_check.h"
 #include "kernels/kernels.cuh"
 
@@ -92,12 +93,9 @@ __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* ti
       }
       if (guess != kNoGuess) {
         // The captured keys are read back from the state this thread just wrote.
-        const float* state = M == Method::gd || M == Method::gmc || M == Method::gmc_plus
-                                 ? a.residual
-                                 : (M == Method::dgc ? a.accumulator : a.momentum_buffer);
         capture_tile(sum, captured_base, h.capture, h.states[member], static_cast<u32>(member),
                      tile.begin, captured, [&](int r) {
-                       return detail::magnitude_key(state[base + threadIdx.x + r * kThreads]);
+                       return detail::magnitude_key(a.selected[base + threadIdx.x + r * kThreads]);
                      });
       }
       __syncthreads();
@@ -275,6 +273,10 @@ std::string sizes(std::uint64_t n) {
 void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile_count,
                    const SegmentInfo* segments, const FusedHistogram& histogram,
                    cudaStream_t stream) {
+  if (histogram.active && histogram.capture.list != nullptr && args.selected == nullptr) {
+    throw Error(ErrorCode::internal,
+                "dgs cuda update: a capturing histogram needs UpdateArgs::selected");
+  }
   const unsigned grid =
       static_cast<unsigned>(std::max<std::uint32_t>(1, std::min<std::uint32_t>(tile_count, 65535)));
   switch (args.method) {

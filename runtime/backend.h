@@ -19,15 +19,6 @@
 namespace dgs {
 namespace detail {
 
-/// How the cuda selection's last run read the data (kernels/select.cuh): of
-/// its `segments` large segments, `used` selected from the candidates their
-/// histogram pass captured instead of reading the data a second time. The
-/// host backend selects in one pass and reports zeros.
-struct CaptureUse {
-  std::uint64_t used = 0;
-  std::uint64_t segments = 0;
-};
-
 /// A worker's kernels, with the workspace sized once for its plan's capacity.
 class WorkerKernels {
  public:
@@ -40,7 +31,7 @@ class WorkerKernels {
   /// Statistics of the last step (may wait for it).
   virtual host::SelectionStats last_stats(Stream stream) = 0;
   /// The last step's selection (waits for it).
-  virtual CaptureUse last_capture_use(Stream) { return {}; }
+  virtual host::CaptureUse last_capture_use(Stream) { return {}; }
   virtual void apply_reply(void* reply, const MessageLayout& layout, float* weights,
                            bool record_change, Stream stream) = 0;
   virtual void fold(const void* reply, const MessageLayout& layout, float beta, float* residual,
@@ -65,7 +56,7 @@ class ServerKernels {
   virtual void sparse_reply(const float* model, float* replica, const host::ReplyInfo& info,
                             void* reply, Stream stream) = 0;
   /// The last sparse reply's selection (waits for it).
-  virtual CaptureUse last_capture_use(Stream) { return {}; }
+  virtual host::CaptureUse last_capture_use(Stream) { return {}; }
   /// Writes `source` (W, or the shared replica) as a dense reply; `replica`,
   /// when not null, becomes a copy of it.
   virtual void dense_reply(const float* source, float* replica, const host::ReplyInfo& info,

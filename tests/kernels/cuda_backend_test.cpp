@@ -191,7 +191,7 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     std::vector<unsigned char> message(layout.bytes);
     gpu.download(message.data(), d_message.data(), layout.bytes, stream);
     if (c.expect_captures) {
-      const detail::CaptureUse use = device->last_capture_use(stream);
+      const host::CaptureUse use = device->last_capture_use(stream);
       EXPECT_GT(use.segments, 0u);
       EXPECT_EQ(use.used, step == 0 ? 0 : use.segments) << "step " << step;
     }
@@ -486,7 +486,7 @@ TEST_F(CudaBackendTest, ReplySelectionFallsBackToTheDataWhenItsCaptureMisses) {
                              scratch);
     detail::Buffer d_reply = poisoned(layout.bytes);
     gpu->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_reply.data(), stream_);
-    const detail::CaptureUse use = gpu->last_capture_use(stream_);
+    const host::CaptureUse use = gpu->last_capture_use(stream_);
     EXPECT_EQ(use.segments, 5u);
     if (steps[t].used >= 0) {
       EXPECT_EQ(use.used, static_cast<std::uint64_t>(steps[t].used));
