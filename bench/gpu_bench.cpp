@@ -142,15 +142,19 @@ void BM_CopyBandwidth(benchmark::State& state) {
 }
 
 // The share of large segments whose selection read the histogram pass's
-// capture instead of the data (kernels/select.cuh), over the timed steps.
+// capture instead of the data (kernels/select.cuh), and the share histogrammed
+// a second time because too few reached their guess, over the timed steps.
 struct CaptureTally {
-  std::uint64_t used = 0, segments = 0;
+  std::uint64_t used = 0, missed = 0, segments = 0;
   void add(const host::CaptureUse& c) {
     used += c.used;
+    missed += c.missed;
     segments += c.segments;
   }
   void report(benchmark::State& state) const {
-    if (segments > 0) state.counters["captured"] = static_cast<double>(used) / segments;
+    if (segments == 0) return;
+    state.counters["captured"] = static_cast<double>(used) / segments;
+    state.counters["missed"] = static_cast<double>(missed) / segments;
   }
 };
 

@@ -59,7 +59,8 @@ def main():
     print(f"Device: {context.get('device', '?')}; device-to-device copy {float(context.get('copy_bandwidth_GBps', 0)):.0f} GB/s "
           f"(read + write, measured in the same run); {context.get('date', '')}\n")
     # captured: the share of large segments whose selection read the histogram
-    # pass's capture instead of the data a second time (kernels/select.cuh).
+    # pass's capture instead of the data a second time (kernels/select.cuh);
+    # in brackets the share histogrammed again because too few reached the guess.
     print("| benchmark | shape | segments | P | ratio | time (ms) | GB/s counted | × byte floor | captured | CUB baseline (ms) | CUB / dgs |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
@@ -81,6 +82,8 @@ def main():
         speed = f"{cub['seconds'] / r['seconds']:.1f}×" if cub else ""
         segments = f"{int(r['segments'])}" if "segments" in r else ""
         captured = f"{100 * r['captured']:.0f}%" if "captured" in r else ""
+        if r.get("missed"):
+            captured += f" ({100 * r['missed']:.0f}% again)"
         print(f"| {kind} | {shape} | {segments} | {float(r.get('P', 0)):.1e} | {ratio} | {r['seconds'] * 1e3:.3f} | "
               f"{r['bytes_per_iter'] / r['seconds'] / 1e9:.0f} | {floor:.2f} | {captured} | {cub_ms} | {speed} |")
     if copy:

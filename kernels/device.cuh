@@ -69,6 +69,7 @@ struct SetState {
   u32 digit;                   // digit resolved in the current pass
   u32 done;                    // every remaining candidate is taken (or nothing to do)
   u32 from_capture;            // pass 0 reads the captured candidates, not the data
+  u32 missed;                  // fewer than `need` reached the guess: histogrammed again in full
 };
 
 /// Digit 0 of a key alone (it lies entirely in the key's bits).
@@ -77,11 +78,20 @@ __device__ __forceinline__ u32 first_digit(u32 key) {
 }
 
 /// The histogram pass's capture of likely candidates (see select.cuh): each
-/// member copies every coordinate whose first digit is at least its guess,
-/// (local index, key) pairs, into its region of `list` (locals first, then
-/// keys, `room` pairs each). When the resolved first digit is at or above the
-/// guess and nothing overflowed, pass 0 reads these pairs instead of the data.
+/// member with a guess copies every coordinate whose first digit is at least
+/// the guess, (local index, key) pairs, into its region of `list` (locals
+/// first, then keys, `room` pairs each), and histograms only those: the
+/// member's `first` then holds exact counts at and above the guess and zeros
+/// below. When at least `need` coordinates reached the guess, the boundary
+/// digit lies at or above it and those counts resolve it; when, besides,
+/// nothing overflowed, pass 0 reads these pairs instead of the data. A member
+/// without a guess (kNoGuess) histograms every coordinate and captures nothing.
 constexpr u32 kNoGuess = 0xFFFFFFFFu;  // a guess that captures nothing
+
+/// The lowest first digit a histogram pass counts for a member with `guess`.
+__host__ __device__ constexpr u32 lowest_counted(u32 guess) {
+  return guess == kNoGuess ? 0u : guess;
+}
 
 struct Capture {
   u32* list = nullptr;               // null: the set captures nothing
@@ -89,6 +99,7 @@ struct Capture {
   const u64* room = nullptr;         // member -> pairs its region holds
   u32* guess = nullptr;              // member -> lowest first digit captured, or kNoGuess
   u64* used = nullptr;               // members whose pass 0 read their capture (last run)
+  u64* missed = nullptr;             // members histogrammed again in full (last run)
 };
 
 /// Exclusive prefix sum of one u32 per thread over a block of kThreads

@@ -96,6 +96,7 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
     s.prefix = 0;
     s.captured = 0;
     s.from_capture = 0;
+    s.missed = 0;
     s.digit = 0;
     s.need = need[m];
     s.done = 0xFFFFFFFFu;  // not done
@@ -108,18 +109,22 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
 }
 
 // Pass 0 histogram over the members' data (when no fused pass did it), and
-// the capture of likely candidates.
+// the capture of likely candidates: a member with a guess has only the
+// coordinates it captures counted. `again`: only the members whose counts
+// missed (resolve_kernel), every coordinate counted, nothing captured.
 template <class Keys>
 __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys,
-                                 Capture capture) {
+                                 Capture capture, bool again) {
   __shared__ u32 hist[kFirstDigitBins];
   __shared__ BlockSum sum;
   __shared__ u64 base;
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     SetState& s = set.state[tile.owner];
-    if (s.done == 0) continue;
-    for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
+    if (again ? s.missed == 0 : s.done == 0) continue;
+    const u32 guess = !again && capture.list != nullptr ? capture.guess[tile.owner] : kNoGuess;
+    const u32 lowest = lowest_counted(guess);
+    for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
     __syncthreads();
     const u32 l = set.segment[tile.owner];
     u32 key[kItems];
@@ -128,22 +133,19 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
       const u32 i = threadIdx.x + j * kThreads;
       if (i < tile.length) key[j] = keys(l, tile.begin + i);
     }
+    u32 bits = 0;  // bit j: item j is counted (and captured, with a guess)
 #pragma unroll
     for (int j = 0; j < kItems; ++j) {
-      if (threadIdx.x + j * kThreads < tile.length) atomicAdd(&hist[first_digit(key[j])], 1u);
+      if (threadIdx.x + j * kThreads < tile.length && first_digit(key[j]) >= lowest) {
+        atomicAdd(&hist[first_digit(key[j])], 1u);
+        bits |= 1u << j;
+      }
     }
     __syncthreads();
-    for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
+    for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
       if (hist[d] != 0) atomicAdd(&s.first[d], static_cast<u64>(hist[d]));
     }
-    const u32 guess = capture.list != nullptr ? capture.guess[tile.owner] : kNoGuess;
-    if (guess != kNoGuess) {
-      u32 bits = 0;
-#pragma unroll
-      for (int j = 0; j < kItems; ++j) {
-        if (threadIdx.x + j * kThreads < tile.length && first_digit(key[j]) >= guess)
-          bits |= 1u << j;
-      }
+    if (lowest != 0) {  // a guess (never digit 0, which would capture everything)
       capture_tile(sum, base, capture, s, tile.owner, tile.begin, bits,
                    [&](int j) { return keys(l, tile.begin + threadIdx.x + j * kThreads); });
     }
@@ -151,27 +153,42 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
   }
 }
 
-// The next run's guess for a member whose first-digit histogram is `h`: the
-// digit at which at least twice the target lies at or above (`doubled`,
-// with `at_doubled` coordinates there and above; kNoGuess when the segment
-// has fewer), one lower for drift, else that digit, else the boundary digit
-// `boundary` (`at_boundary` at or above), whichever first fits `room`.
-__device__ u32 next_guess(const u64* h, u32 doubled, u64 at_doubled, u32 boundary, u64 at_boundary,
-                          u64 room) {
-  if (doubled != kNoGuess) {
-    if (doubled > 0 && at_doubled + h[doubled - 1] <= room) return doubled - 1;
-    if (at_doubled <= room) return doubled;
+// The next run's guess for a member whose first-digit histogram `h` holds
+// exact counts from digit `lowest` up (zeros below; `counted` in all): the
+// digit at which at least twice the target lies at or above (`doubled`, with
+// `at_doubled` coordinates there and above; kNoGuess when fewer were
+// counted), one lower for drift when that digit's count is known, else that
+// digit. When fewer than twice the target were counted at or above a guess
+// (`lowest` > 0), the guess one lower (its count unknown: an overflow falls
+// back to the data, correctly). Else the boundary digit `boundary`
+// (`at_boundary` at or above). Whichever comes first and fits `room`.
+// Digit 0 is never a guess: it would capture every coordinate, more than
+// any room holds (so a histogram pass tells a guess by its lowest digit).
+__device__ u32 next_guess(const u64* h, u32 lowest, u64 counted, u32 doubled, u64 at_doubled,
+                          u32 boundary, u64 at_boundary, u64 room) {
+  u32 g = kNoGuess;
+  if (doubled != kNoGuess && doubled > lowest && at_doubled + h[doubled - 1] <= room) {
+    g = doubled - 1;
+  } else if (doubled != kNoGuess && at_doubled <= room) {
+    g = doubled;
+  } else if (doubled == kNoGuess && lowest > 0 && counted <= room) {
+    g = lowest - 1;
+  } else if (boundary != kNoGuess && at_boundary <= room) {
+    g = boundary;
   }
-  if (boundary != kNoGuess && at_boundary <= room) return boundary;
-  return kNoGuess;
+  return g == 0 ? kNoGuess : g;
 }
 
 // Finds the digit of pass `pass` that holds the need-th largest candidate.
 // 256 threads; with more bins than threads each thread owns a run of bins,
-// thread 0 the highest. Pass 0 of a capturing set also decides whether pass 0
-// may read the capture, and sets the next run's guess.
-__global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done,
-                               Capture capture) {
+// thread 0 the highest. Pass 0 of a capturing set also decides, per member,
+// whether its histogram pass counted enough at and above its guess to
+// resolve the boundary (if not, the member is `missed`: its counts are
+// cleared for a full histogram, and `again`, a second launch after that
+// histogram, resolves it alone), whether pass 0 may read its capture, and
+// the next run's guess.
+__global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done, Capture capture,
+                               bool again) {
   using Scan = cub::BlockScan<u64, 256>;
   __shared__ typename Scan::TempStorage scan;
   __shared__ u32 boundary, doubled;
@@ -179,9 +196,25 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
   const u32 m = blockIdx.x;
   if (m >= members) return;
   SetState& s = set.state[m];
+  if (again && s.missed == 0) return;  // resolved by the first launch
   const bool capturing = pass == 0 && capture.list != nullptr;
+  const u32 guess = capturing ? capture.guess[m] : kNoGuess;  // the one the histogram used
+  const u32 lowest = lowest_counted(guess);
+  const u64 need = s.need;
+  bool skip = s.done != 0xFFFFFFFFu;
   if (capturing && threadIdx.x == 0) boundary = doubled = kNoGuess;
-  const bool skip = s.done != 0xFFFFFFFFu;
+  __syncthreads();  // every thread has read the guess and the state before they change
+  if (capturing && !skip && guess != kNoGuess && s.captured < need) {
+    // Fewer than `need` reached the guess: the boundary lies below it,
+    // where nothing was counted. Count every coordinate, then resolve.
+    for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) s.first[d] = 0;
+    if (threadIdx.x == 0) {
+      s.missed = 1;
+      capture.guess[m] = kNoGuess;  // what the second histogram does: count everything
+      atomicAdd(capture.missed, 1ull);
+    }
+    return;  // the second launch clears what pass 0's filter fills
+  }
   const int bins = 1 << digit_bits(pass);
   const int per = bins > 256 ? bins / 256 : 1;
   const u64* h = pass == 0 ? s.first : s.hist[pass % 2];
@@ -192,7 +225,6 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
   }
   u64 inclusive = 0;
   Scan(scan).InclusiveSum(mine, inclusive);  // candidates in this thread's bins and above
-  const u64 need = s.need;
   __syncthreads();
   const u64 above = inclusive - mine;
   if (!skip && high >= 0 && inclusive >= need && above < need) {
@@ -209,10 +241,10 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
     s.prefix |= static_cast<u64>(d) << digit_shift(pass);
     if (pass == kPasses - 1 || (allow_done && here == rest)) s.done = static_cast<u32>(pass) + 1;
     if (capturing) {
-      // Every coordinate at or above the boundary digit was captured when the
-      // guess is at most that digit and the capture fit its room.
-      const u32 guess = capture.guess[m];
-      if (guess != kNoGuess && static_cast<u32>(d) >= guess && s.captured <= capture.room[m]) {
+      // At least `need` reached the guess, so the boundary digit is at or
+      // above it, and every coordinate there was captured unless the
+      // capture overflowed its room.
+      if (guess != kNoGuess && s.captured <= capture.room[m]) {
         s.from_capture = 1;
         atomicAdd(capture.used, 1ull);
       }
@@ -231,9 +263,10 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-      capture.guess[m] =
-          skip ? kNoGuess
-               : next_guess(h, doubled, at_doubled, boundary, at_boundary, capture.room[m]);
+      const u64 counted = guess != kNoGuess ? s.captured : 0;
+      capture.guess[m] = skip ? kNoGuess
+                              : next_guess(h, lowest, counted, doubled, at_doubled, boundary,
+                                           at_boundary, capture.room[m]);
     }
   }
   // Clear what this pass's filter fills: the next histogram and the list it writes.
@@ -347,45 +380,55 @@ __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView se
   }
 }
 
-// Pass 0, from the captures: `stride` blocks per member take its captured
-// pairs' tiles in turn.
+// The work units of the capture and list filters: `stride` per member,
+// unit (m, part) taking the member's tiles part, part + stride, ... of the
+// `available(m)` items it reads; the blocks of the grid take the units in turn.
+template <class Available, class Visit>
+__device__ __forceinline__ void member_tiles(u32 members, u32 stride, Available available,
+                                             Visit visit) {
+  const u64 units = static_cast<u64>(members) * stride;
+  for (u64 w = blockIdx.x; w < units; w += gridDim.x) {
+    const u32 m = static_cast<u32>(w / stride);
+    const u64 n = available(m);  // 0: nothing to read (the same for the whole block)
+    for (u64 begin = (w % stride) * kTile; begin < n; begin += static_cast<u64>(stride) * kTile) {
+      visit(m, begin, static_cast<u32>(min(static_cast<u64>(kTile), n - begin)));
+    }
+  }
+}
+
+// Pass 0, from the captures of the members that read theirs.
 template <class Keys, typename Index>
 __global__ void filter_capture_kernel(SetView set, u32 members, u32 stride, Capture capture,
                                       Keys keys, u32* list_out, Output<Index> out,
                                       bool write_output) {
   __shared__ FilterShared sh;
-  const u32 m = blockIdx.x / stride;
-  if (m >= members) return;
-  const SetState& s = set.state[m];
-  if (!s.from_capture) return;
-  const u64 available = s.captured;
-  const u32* keys_in = capture.list + capture.room[m];
-  for (u64 begin = static_cast<u64>(blockIdx.x % stride) * kTile; begin < available;
-       begin += static_cast<u64>(stride) * kTile) {
-    const u32 length = static_cast<u32>(min(static_cast<u64>(kTile), available - begin));
-    filter_tile<TileSource::capture>(sh, set, keys, 0, m, begin, length, capture.list, keys_in,
-                                     list_out, out, write_output);
-  }
+  member_tiles(
+      members, stride,
+      [&](u32 m) { return set.state[m].from_capture ? set.state[m].captured : u64{0}; },
+      [&](u32 m, u64 begin, u32 length) {
+        filter_tile<TileSource::capture>(sh, set, keys, 0, m, begin, length, capture.list,
+                                         capture.list + capture.room[m], list_out, out,
+                                         write_output);
+      });
 }
 
-// Passes 1..7, from the previous pass's lists: `stride` blocks per member
-// take its list's tiles in turn, and a finished member costs one read.
+// Passes 1..7, from the previous pass's lists; a finished member costs one read.
 template <class Keys, typename Index>
 __global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys keys, int pass,
                                    const u32* list_in, u32* list_out, Output<Index> out,
                                    bool write_output) {
   __shared__ FilterShared sh;
-  const u32 m = blockIdx.x / stride;
-  if (m >= members) return;
-  const SetState& s = set.state[m];
-  if (s.done != 0xFFFFFFFFu && s.done <= static_cast<u32>(pass)) return;
-  const u64 available = s.count[(pass + 1) % 2];
-  for (u64 begin = static_cast<u64>(blockIdx.x % stride) * kTile; begin < available;
-       begin += static_cast<u64>(stride) * kTile) {
-    const u32 length = static_cast<u32>(min(static_cast<u64>(kTile), available - begin));
-    filter_tile<TileSource::list>(sh, set, keys, pass, m, begin, length, list_in, nullptr, list_out,
-                                  out, write_output);
-  }
+  member_tiles(
+      members, stride,
+      [&](u32 m) {
+        const SetState& s = set.state[m];
+        const bool finished = s.done != 0xFFFFFFFFu && s.done <= static_cast<u32>(pass);
+        return finished ? u64{0} : s.count[(pass + 1) % 2];
+      },
+      [&](u32 m, u64 begin, u32 length) {
+        filter_tile<TileSource::list>(sh, set, keys, pass, m, begin, length, list_in, nullptr,
+                                      list_out, out, write_output);
+      });
 }
 
 // Segments sent whole: every index, in order.
@@ -600,9 +643,10 @@ struct Selector::Set {
   u32 max_capture_tiles = 0;
 
   SetView view() const { return {segment, list_offset, states}; }
-  Capture capture(u32* list, u64* used) const {
+  // `counts`: the two counters of Selector::capture_counts_ (used, missed).
+  Capture capture(u32* list, u64* counts) const {
     if (guess == nullptr) return {};
-    return {list, list_offset, capture_room, guess, used};
+    return {list, list_offset, capture_room, guess, counts, counts + 1};
   }
 };
 
@@ -628,8 +672,11 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
   DGS_CUDA_TRY(
       cudaMalloc(&threshold_keys_, std::max<std::size_t>(1, segments.count()) * sizeof(u32)));
   DGS_CUDA_TRY(cudaMalloc(&stats_dev_, 2 * sizeof(u64)));
-  DGS_CUDA_TRY(cudaMalloc(&captures_used_, sizeof(u64)));
-  DGS_CUDA_TRY(cudaMemset(captures_used_, 0, sizeof(u64)));
+  DGS_CUDA_TRY(cudaMalloc(&capture_counts_, 2 * sizeof(u64)));
+  DGS_CUDA_TRY(cudaMemset(capture_counts_, 0, 2 * sizeof(u64)));
+  int device = 0;
+  DGS_CUDA_TRY(cudaGetDevice(&device));
+  DGS_CUDA_TRY(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
   // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
   // estimated (sample_); with every segment taken whole they stay zero, so start them there.
   DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
@@ -649,7 +696,7 @@ Selector::~Selector() {
   for (void* p : {static_cast<void*>(lists_[0]), static_cast<void*>(lists_[1]), unsorted_, sorted_,
                   static_cast<void*>(count_), static_cast<void*>(threshold_counts_),
                   static_cast<void*>(threshold_keys_), static_cast<void*>(stats_dev_),
-                  static_cast<void*>(captures_used_), sort_temp_}) {
+                  static_cast<void*>(capture_counts_), sort_temp_}) {
     cudaFree(p);
   }
 }
@@ -779,20 +826,34 @@ FusedHistogram Selector::fused_histogram() const {
   f.tile_count = all_tile_count_;
   f.member = member_;
   f.states = large_ ? large_->states : nullptr;
-  if (large_) f.capture = large_->capture(lists_[1], captures_used_);
+  if (large_) f.capture = large_->capture(lists_[1], capture_counts_);
   f.active = large_ != nullptr && plan_.compressor == Compressor::topk;
   return f;
 }
 
 namespace {
 
-// Blocks for `members` times `stride` blocks, checked against the grid limit.
+// The `members` times `stride` work units of the capture and list filters,
+// checked against the grid limit.
 unsigned member_blocks(u32 members, u32 stride, const std::string& sizes) {
   const std::uint64_t blocks = static_cast<std::uint64_t>(members) * stride;
   if (blocks > 0x7FFFFFFFull) {
     throw Error(ErrorCode::internal, "dgs cuda selection: too many list blocks (" + sizes + ")");
   }
   return static_cast<unsigned>(blocks);
+}
+
+// Blocks of `kernel` (kThreads each) one multiprocessor holds at once.
+template <typename Kernel>
+int blocks_per_multiprocessor(Kernel* kernel) {
+  int blocks = 0;
+  DGS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
+  return std::max(1, blocks);
+}
+
+// A grid of as many blocks as the device holds at once.
+unsigned resident(int per_multiprocessor, int multiprocessors) {
+  return static_cast<unsigned>(std::max(1, per_multiprocessor * std::max(1, multiprocessors)));
 }
 
 // Enough blocks per member to fill the GPU when lists are long, never more
@@ -803,39 +864,71 @@ u32 list_stride(u32 members, u32 max_member_tiles) {
 
 // The passes of a selection set. `capture` (list null: none) is the set's
 // capture, filled by the histogram pass (this one's or a fused one) when the
-// set has one; `max_capture_tiles` the tiles of the largest capture room.
+// set has one; `max_capture_tiles` the tiles of the largest capture room;
+// `multiprocessors` the device's.
 template <typename Index, class Keys>
 void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_member_tiles,
                        SetView view, u32 members, Keys keys, bool histogram_done, bool allow_done,
                        int passes, u32* lists[2], const Capture& capture, u32 max_capture_tiles,
-                       Output<Index> out, bool write_output, cudaStream_t stream) {
+                       int multiprocessors, Output<Index> out, bool write_output,
+                       cudaStream_t stream) {
   const std::string sizes =
       "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
-  if (capture.list != nullptr) DGS_CUDA_TRY(cudaMemsetAsync(capture.used, 0, sizeof(u64), stream));
+  // Kernels that usually find nothing to do get a grid only as wide as the
+  // GPU holds at once (their blocks loop over the tiles), so that skipping
+  // costs a few waves of blocks, not one per tile.
+  static const int histogram_per_sm = blocks_per_multiprocessor(histogram_kernel<Keys>);
+  static const int filter_data_per_sm = blocks_per_multiprocessor(filter_data_kernel<Keys, Index>);
+  // The capture and list filters: their blocks take the (member, part)
+  // units in turn, also no more than the GPU holds at once.
+  static const int filter_capture_per_sm =
+      blocks_per_multiprocessor(filter_capture_kernel<Keys, Index>);
+  static const int filter_list_per_sm = blocks_per_multiprocessor(filter_list_kernel<Keys, Index>);
+  if (capture.list != nullptr) {
+    // used and missed, one allocation (Selector::capture_counts_)
+    DGS_CUDA_TRY(cudaMemsetAsync(capture.used, 0, 2 * sizeof(u64), stream));
+  }
   if (!histogram_done) {
     histogram_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
-        data_tiles, data_tile_count, view, keys, capture);
+        data_tiles, data_tile_count, view, keys, capture, false);
     DGS_CUDA_LAUNCHED("histogram_kernel", sizes);
   }
   const u32 stride = list_stride(members, max_member_tiles);
   for (int pass = 0; pass < passes; ++pass) {
     resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done,
-                                                pass == 0 ? capture : Capture{});
+                                                pass == 0 ? capture : Capture{}, false);
     DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass " + std::to_string(pass));
     if (pass == 0) {
       if (capture.list != nullptr) {
+        // Members whose counts at and above their guess could not resolve
+        // the boundary: every coordinate counted, then resolved. Usually
+        // none, so the grid is only as wide as the GPU holds at once.
+        histogram_kernel<<<std::min(grid_for(data_tile_count),
+                                    resident(histogram_per_sm, multiprocessors)),
+                           kThreads, 0, stream>>>(data_tiles, data_tile_count, view, keys,
+                                                  Capture{}, true);
+        DGS_CUDA_LAUNCHED("histogram_kernel", sizes + ", again");
+        resolve_kernel<<<members, 256, 0, stream>>>(view, members, 0, allow_done, capture, true);
+        DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass 0 again");
         const u32 capture_stride = list_stride(members, max_capture_tiles);
-        filter_capture_kernel<<<member_blocks(members, capture_stride, sizes), kThreads, 0,
-                                stream>>>(view, members, capture_stride, capture, keys, lists[0],
-                                          out, write_output);
+        const unsigned capture_grid = std::min(member_blocks(members, capture_stride, sizes),
+                                               resident(filter_capture_per_sm, multiprocessors));
+        filter_capture_kernel<<<capture_grid, kThreads, 0, stream>>>(
+            view, members, capture_stride, capture, keys, lists[0], out, write_output);
         DGS_CUDA_LAUNCHED("filter_capture_kernel",
                           sizes + ", stride " + std::to_string(capture_stride));
       }
-      filter_data_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
-          data_tiles, data_tile_count, view, keys, lists[0], out, write_output);
+      // With a capture, most members usually read it instead of their data.
+      const unsigned data_grid =
+          capture.list != nullptr
+              ? std::min(grid_for(data_tile_count), resident(filter_data_per_sm, multiprocessors))
+              : grid_for(data_tile_count);
+      filter_data_kernel<<<data_grid, kThreads, 0, stream>>>(data_tiles, data_tile_count, view,
+                                                             keys, lists[0], out, write_output);
       DGS_CUDA_LAUNCHED("filter_data_kernel", sizes);
     } else {
-      const unsigned blocks = member_blocks(members, stride, sizes);
+      const unsigned blocks = std::min(member_blocks(members, stride, sizes),
+                                       resident(filter_list_per_sm, multiprocessors));
       filter_list_kernel<<<blocks, kThreads, 0, stream>>>(view, members, stride, keys, pass,
                                                           lists[(pass + 1) % 2], lists[pass % 2],
                                                           out, write_output);
@@ -880,8 +973,8 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
         launch_set_passes<Index>(large_->data_tiles, large_->data_tile_count,
                                  large_->max_member_tiles, large_->view(), large_->members, keys,
                                  histogram_done, true, kPasses, lists,
-                                 large_->capture(lists_[1], captures_used_),
-                                 large_->max_capture_tiles, out, true, stream);
+                                 large_->capture(lists_[1], capture_counts_),
+                                 large_->max_capture_tiles, multiprocessors_, out, true, stream);
       }
       set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
       DGS_CUDA_LAUNCHED("set_count_kernel", "");
@@ -895,7 +988,8 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       DGS_CUDA_LAUNCHED("init_states_kernel", "sample");
       launch_set_passes<Index>(sample_->data_tiles, sample_->data_tile_count,
                                sample_->max_member_tiles, sample_->view(), sample_->members,
-                               sampled, false, false, 4, lists, Capture{}, 0, out, false, stream);
+                               sampled, false, false, 4, lists, Capture{}, 0, multiprocessors_, out,
+                               false, stream);
       threshold_tau_kernel<<<(sample_->members + 255) / 256, 256, 0, stream>>>(
           sample_->view(), sample_->members, threshold_keys_);
       DGS_CUDA_LAUNCHED("threshold_tau_kernel", "");
@@ -911,7 +1005,8 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       DGS_CUDA_LAUNCHED("init_states_kernel", "clamped");
       launch_set_passes<Index>(clamped_->data_tiles, clamped_->data_tile_count,
                                clamped_->max_member_tiles, clamped_->view(), clamped_->members,
-                               keys, false, true, kPasses, lists, Capture{}, 0, out, true, stream);
+                               keys, false, true, kPasses, lists, Capture{}, 0, multiprocessors_,
+                               out, true, stream);
       std::uint64_t whole_entries = 0;
       for (std::size_t l = 0; l < segments_.count(); ++l) {
         if (plan_.target[l] >= segments_.size(l)) whole_entries += segments_.size(l);
@@ -959,9 +1054,12 @@ host::CaptureUse Selector::captures(cudaStream_t stream) {
   host::CaptureUse c;
   if (!large_) return c;
   c.segments = large_->members;
+  u64 counts[2];
   DGS_CUDA_TRY(
-      cudaMemcpyAsync(&c.used, captures_used_, sizeof(u64), cudaMemcpyDeviceToHost, stream));
+      cudaMemcpyAsync(counts, capture_counts_, sizeof counts, cudaMemcpyDeviceToHost, stream));
   DGS_CUDA_TRY(cudaStreamSynchronize(stream));
+  c.used = counts[0];
+  c.missed = counts[1];
   return c;
 }
 

@@ -18,11 +18,16 @@
 // Pass 0 over the data would read every coordinate a second time. Instead
 // the histogram pass also captures, per large segment, the (index, key) pairs
 // whose first digit reaches a guess: the digit at which the previous run's
-// histogram held twice the target, one lower for drift. When this run's
-// boundary digit is at or above the guess and the capture fit its room (a
-// quarter of the segment), pass 0 reads only the capture; otherwise that
-// segment's pass 0 reads the data as before. Either way the selection is the
-// same; the guesses only decide how many bytes it reads.
+// histogram held twice the target, one lower for drift. It histograms only
+// those (a few percent of the coordinates: the shared-memory atomics of the
+// rest are skipped). When at least the target reached the guess, the
+// boundary digit lies at or above it and those counts resolve it; if the
+// capture also fit its room (a quarter of the segment), pass 0 reads only the
+// capture, otherwise that segment's pass 0 reads the data as before. When
+// fewer reached the guess (the distribution moved down), the segment is
+// histogrammed again in full, a second read of its data, and resolved then.
+// Either way the selection is the same; the guesses only decide how many
+// bytes it reads.
 // A final radix sort of the selected indices (k of them, not P) puts every
 // segment's entries in increasing order; threshold leaves unused slots at
 // all-ones, which the sort moves to the end.
@@ -102,8 +107,9 @@ class Selector {
   /// Threshold statistics (waits for the stream); fixed-count plans need no wait.
   host::SelectionStats stats(cudaStream_t stream);
   /// How many large segments the last run selected from the histogram pass's
-  /// capture instead of a second read of the data, and how many large
-  /// segments there are (waits for the stream). For tests and benchmarks.
+  /// capture instead of a second read of the data, how many were histogrammed
+  /// again because too few reached their guess, and how many large segments
+  /// there are (waits for the stream). For tests and benchmarks.
   host::CaptureUse captures(cudaStream_t stream);
 
  private:
@@ -139,7 +145,8 @@ class Selector {
   u64* threshold_counts_ = nullptr;  // per segment: coordinates at or above tau
   u32* threshold_keys_ = nullptr;    // per segment: tau
   u64* stats_dev_ = nullptr;         // clamped segments, count error
-  u64* captures_used_ = nullptr;     // large segments whose pass 0 read the capture
+  u64* capture_counts_ = nullptr;    // large segments whose pass 0 read the capture, and missed
+  int multiprocessors_ = 1;
   void* sort_temp_ = nullptr;
   std::size_t sort_temp_bytes_ = 0;
   std::uint64_t list_capacity_ = 0;

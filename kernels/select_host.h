@@ -21,11 +21,14 @@ struct SelectionStats {
 
 /// How the cuda selection's last run read the data (kernels/select.cuh): of
 /// its `segments` large segments, `used` selected from the candidates their
-/// histogram pass captured instead of reading the data a second time. The
-/// host selects in one pass and reports zeros.
+/// histogram pass captured instead of reading the data a second time, and
+/// `missed` had fewer than their target at or above their guess, so their
+/// data was histogrammed a second time. The host selects in one pass and
+/// reports zeros.
 struct CaptureUse {
-  std::uint64_t used = 0;
-  std::uint64_t segments = 0;
+  std::uint64_t used = 0;      // pass 0 read the capture instead of the data
+  std::uint64_t missed = 0;    // fewer than the target reached the guess: histogrammed again
+  std::uint64_t segments = 0;  // large segments
 };
 
 /// Selects coordinates of x (segments.total() values) as `plan` says and

@@ -21,8 +21,9 @@ __device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
 }
 
 // One block per tile; bytes per coordinate: 4 (g) [+ 4 (w)] + 4|8 read + 4|8
-// write of the state; digit-0 histogram of large segments in shared memory,
-// and their capture of likely candidates (select.cuh).
+// write of the state; digit-0 histogram of large segments in shared memory:
+// of every coordinate for a segment without a guess, else only of the
+// coordinates it captures as likely candidates (select.cuh), a few percent.
 // Each thread loads all of its kItems coordinates before it computes or
 // stores any, so the loads of a tile are in flight together.
 template <Method M>
@@ -35,9 +36,10 @@ __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* ti
     const Tile tile = tiles[t];
     const int member = h.active ? h.member[tile.owner] : -1;
     const u32 guess = member >= 0 && h.capture.list != nullptr ? h.capture.guess[member] : kNoGuess;
-    u32 captured = 0;  // bit r: item r is captured
+    const u32 lowest = lowest_counted(guess);  // with a guess only the captured are counted
+    u32 captured = 0;                          // bit r: item r is captured
     if (member >= 0) {
-      for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
+      for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
       __syncthreads();
     }
     const u64 base = seg[tile.owner].offset + tile.begin;
@@ -81,17 +83,19 @@ __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* ti
         }
         if (member >= 0) {
           const u32 digit = first_digit(detail::magnitude_key(x));
-          atomicAdd(&hist[digit], 1u);
-          if (digit >= guess) captured |= 1u << r;
+          if (digit >= lowest) {
+            atomicAdd(&hist[digit], 1u);
+            captured |= 1u << r;
+          }
         }
       }
     }
     if (member >= 0) {
       __syncthreads();
-      for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
+      for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
         if (hist[d] != 0) atomicAdd(&h.states[member].first[d], static_cast<u64>(hist[d]));
       }
-      if (guess != kNoGuess) {
+      if (lowest != 0) {  // a guess (never digit 0, which would capture everything)
         // The captured keys are read back from the state this thread just wrote.
         capture_tile(sum, captured_base, h.capture, h.states[member], static_cast<u32>(member),
                      tile.begin, captured, [&](int r) {

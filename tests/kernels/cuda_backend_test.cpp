@@ -194,6 +194,7 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
       const host::CaptureUse use = device->last_capture_use(stream);
       EXPECT_GT(use.segments, 0u);
       EXPECT_EQ(use.used, step == 0 ? 0 : use.segments) << "step " << step;
+      EXPECT_EQ(use.missed, 0u) << "step " << step;
     }
     ASSERT_EQ(got.selected, want.selected) << "step " << step;
     ASSERT_EQ(got.clamped_segments, want.clamped_segments) << "step " << step;
@@ -461,14 +462,15 @@ TEST_F(CudaBackendTest, ReplySelectionFallsBackToTheDataWhenItsCaptureMisses) {
   struct Step {
     float even, odd;  // scale of W in even and odd segments; 0: ties
     int used;         // large segments expected to read their capture; -1: any
+    int missed;       // large segments expected to be histogrammed again; -1: any
   };
   const Step steps[] = {
-      {1, 1, 0},                   // no guess yet
-      {1, 1, 5},                   // same distribution: every capture holds the boundary
-      {0.25f, 1, 3},               // boundaries of segments 0 and 4 fall below their guess
-      {0.25f, 1, 5}, {16, 16, 0},  // every capture overflows its room
-      {16, 16, 5},   {0, 0, -1},   // heavy ties
-      {0, 0, -1},
+      {1, 1, 0, 0},                      // no guess yet: every segment histogrammed in full
+      {1, 1, 5, 0},                      // same distribution: every capture holds the boundary
+      {0.25f, 1, 3, 2},                  // boundaries of segments 0 and 4 fall below their guess
+      {0.25f, 1, 5, 0}, {16, 16, 0, 0},  // every capture overflows its room
+      {16, 16, 5, 0},   {0, 0, -1, -1},  // heavy ties
+      {0, 0, -1, -1},
   };
   for (std::size_t t = 0; t < std::size(steps); ++t) {
     SCOPED_TRACE("reply " + std::to_string(t));
@@ -490,6 +492,9 @@ TEST_F(CudaBackendTest, ReplySelectionFallsBackToTheDataWhenItsCaptureMisses) {
     EXPECT_EQ(use.segments, 5u);
     if (steps[t].used >= 0) {
       EXPECT_EQ(use.used, static_cast<std::uint64_t>(steps[t].used));
+    }
+    if (steps[t].missed >= 0) {
+      EXPECT_EQ(use.missed, static_cast<std::uint64_t>(steps[t].missed));
     }
     ASSERT_EQ(download<unsigned char>(d_reply, layout.bytes), reply);
     ASSERT_EQ(download<float>(d_r, p), r);
