@@ -202,6 +202,9 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
   const u32 lowest = lowest_counted(guess);
   const u64 need = s.need;
   bool skip = s.done != 0xFFFFFFFFu;
+  // A finished member's lists and histograms are never read again; only
+  // pass 0 of a capturing set has more to do for it (its guess).
+  if (skip && !capturing) return;
   if (capturing && threadIdx.x == 0) boundary = doubled = kNoGuess;
   __syncthreads();  // every thread has read the guess and the state before they change
   if (capturing && !skip && guess != kNoGuess && s.captured < need) {
@@ -451,6 +454,7 @@ __device__ __forceinline__ u32 byte_digit(u32 key, u32 local, int pass) {
 }
 
 // Small segments: one block selects in shared memory and emits in index order.
+static_assert(kThreads == 256, "small_kernel: one thread per bin of an 8-bit digit");
 template <class Keys, typename Index>
 __global__ void small_kernel(const u32* small, u32 count, Keys keys, Output<Index> out) {
   using Scan = cub::BlockScan<u32, kThreads>;
@@ -481,14 +485,22 @@ __global__ void small_kernel(const u32* small, u32 count, Keys keys, Output<Inde
           atomicAdd(&hist[byte_digit(key_of[u], u, pass)], 1u);
       }
       __syncthreads();
-      if (threadIdx.x == 0) {
-        u64 above = 0;
-        int d = 255;
-        for (; d > 0 && above + hist[d] < need; --d) above += hist[d];
-        const u64 rest = need - above;
+      // The digit holding the need-th largest: thread t owns bin 255 - t and
+      // sums the bins from the top (a block scan rather than one thread's
+      // walk down up to 256 bins, which each pass waited on). need == 0
+      // (a segment with nothing to send) takes nothing: digit 255 of pass 0,
+      // which no magnitude key has.
+      const u64 want = need;  // read by every thread before the scan's barriers
+      const u32 d = 255u - threadIdx.x;
+      const u32 here = hist[d];
+      u32 inclusive = 0;
+      Scan(scan).InclusiveSum(here, inclusive);
+      const u64 above = inclusive - here;
+      if ((inclusive >= want && above < want) || (want == 0 && threadIdx.x == 0)) {
+        const u64 rest = want - above;
         prefix |= static_cast<u64>(d) << (56 - 8 * pass);
         need = rest;
-        if (hist[d] == rest || pass == 7) decided = pass;
+        if (here == rest || pass == 7) decided = pass;
       }
       __syncthreads();
     }
