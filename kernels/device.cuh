@@ -88,11 +88,9 @@ __device__ __forceinline__ u32 first_digit(u32 key) {
 /// without a guess (kNoGuess) histograms every coordinate and captures nothing.
 constexpr u32 kNoGuess = 0xFFFFFFFFu;  // a guess that captures nothing
 
-/// The lowest first digit a histogram pass counts for a member with `guess`.
-__host__ __device__ constexpr u32 lowest_counted(u32 guess) {
-  return guess == kNoGuess ? 0u : guess;
-}
-
+/// A guess is never digit 0 (it would capture every coordinate, more than any
+/// room holds), so the lowest digit a histogram pass counts tells whether the
+/// member has one: 0 means no guess, every coordinate counted.
 struct Capture {
   u32* list = nullptr;               // null: the set captures nothing
   const u64* list_offset = nullptr;  // member -> start of its region
@@ -100,7 +98,27 @@ struct Capture {
   u32* guess = nullptr;              // member -> lowest first digit captured, or kNoGuess
   u64* used = nullptr;               // members whose pass 0 read their capture (last run)
   u64* missed = nullptr;             // members histogrammed again in full (last run)
+
+  /// The lowest first digit member m's histogram pass counts: its guess, or
+  /// 0 (everything) when it has none or the set captures nothing.
+  __device__ u32 lowest(u32 m) const {
+    if (list == nullptr) return 0;
+    const u32 g = guess[m];
+    return g == kNoGuess ? 0u : g;
+  }
 };
+
+/// A histogram pass's shared first-digit bins from `lowest` up: cleared before
+/// a tile, added into the member's `first` after it (bins below `lowest` are
+/// neither, so a block may leave stale counts there).
+__device__ __forceinline__ void clear_first_bins(u32* hist, u32 lowest) {
+  for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
+}
+__device__ __forceinline__ void add_first_bins(const u32* hist, u32 lowest, u64* first) {
+  for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
+    if (hist[d] != 0) atomicAdd(&first[d], static_cast<u64>(hist[d]));
+  }
+}
 
 /// Exclusive prefix sum of one u32 per thread over a block of kThreads
 /// threads; `total` becomes the block's sum. Every thread must call it; it

@@ -122,9 +122,8 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
     const Tile tile = tiles[t];
     SetState& s = set.state[tile.owner];
     if (again ? s.missed == 0 : s.done == 0) continue;
-    const u32 guess = !again && capture.list != nullptr ? capture.guess[tile.owner] : kNoGuess;
-    const u32 lowest = lowest_counted(guess);
-    for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
+    const u32 lowest = again ? 0 : capture.lowest(tile.owner);
+    clear_first_bins(hist, lowest);
     __syncthreads();
     const u32 l = set.segment[tile.owner];
     u32 key[kItems];
@@ -142,10 +141,8 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
       }
     }
     __syncthreads();
-    for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
-      if (hist[d] != 0) atomicAdd(&s.first[d], static_cast<u64>(hist[d]));
-    }
-    if (lowest != 0) {  // a guess (never digit 0, which would capture everything)
+    add_first_bins(hist, lowest, s.first);
+    if (lowest != 0) {  // a guess
       capture_tile(sum, base, capture, s, tile.owner, tile.begin, bits,
                    [&](int j) { return keys(l, tile.begin + threadIdx.x + j * kThreads); });
     }
@@ -162,8 +159,7 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
 // (`lowest` > 0), the guess one lower (its count unknown: an overflow falls
 // back to the data, correctly). Else the boundary digit `boundary`
 // (`at_boundary` at or above). Whichever comes first and fits `room`.
-// Digit 0 is never a guess: it would capture every coordinate, more than
-// any room holds (so a histogram pass tells a guess by its lowest digit).
+// Digit 0 is never a guess (Capture).
 __device__ u32 next_guess(const u64* h, u32 lowest, u64 counted, u32 doubled, u64 at_doubled,
                           u32 boundary, u64 at_boundary, u64 room) {
   u32 g = kNoGuess;
@@ -198,16 +194,16 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
   SetState& s = set.state[m];
   if (again && s.missed == 0) return;  // resolved by the first launch
   const bool capturing = pass == 0 && capture.list != nullptr;
-  const u32 guess = capturing ? capture.guess[m] : kNoGuess;  // the one the histogram used
-  const u32 lowest = lowest_counted(guess);
+  // What the histogram pass counted: from its guess up, or everything (0).
+  const u32 lowest = capturing ? capture.lowest(m) : 0;
   const u64 need = s.need;
-  bool skip = s.done != 0xFFFFFFFFu;
+  const bool skip = s.done != 0xFFFFFFFFu;
   // A finished member's lists and histograms are never read again; only
   // pass 0 of a capturing set has more to do for it (its guess).
   if (skip && !capturing) return;
   if (capturing && threadIdx.x == 0) boundary = doubled = kNoGuess;
   __syncthreads();  // every thread has read the guess and the state before they change
-  if (capturing && !skip && guess != kNoGuess && s.captured < need) {
+  if (capturing && !skip && lowest != 0 && s.captured < need) {
     // Fewer than `need` reached the guess: the boundary lies below it,
     // where nothing was counted. Count every coordinate, then resolve.
     for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) s.first[d] = 0;
@@ -247,7 +243,7 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
       // At least `need` reached the guess, so the boundary digit is at or
       // above it, and every coordinate there was captured unless the
       // capture overflowed its room.
-      if (guess != kNoGuess && s.captured <= capture.room[m]) {
+      if (lowest != 0 && s.captured <= capture.room[m]) {
         s.from_capture = 1;
         atomicAdd(capture.used, 1ull);
       }
@@ -266,9 +262,9 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-      const u64 counted = guess != kNoGuess ? s.captured : 0;
+      // s.captured: everything counted at and above a guess (0 without one).
       capture.guess[m] = skip ? kNoGuess
-                              : next_guess(h, lowest, counted, doubled, at_doubled, boundary,
+                              : next_guess(h, lowest, s.captured, doubled, at_doubled, boundary,
                                            at_boundary, capture.room[m]);
     }
   }
@@ -855,17 +851,18 @@ unsigned member_blocks(u32 members, u32 stride, const std::string& sizes) {
   return static_cast<unsigned>(blocks);
 }
 
-// Blocks of `kernel` (kThreads each) one multiprocessor holds at once.
-template <typename Kernel>
-int blocks_per_multiprocessor(Kernel* kernel) {
-  int blocks = 0;
-  DGS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
-  return std::max(1, blocks);
-}
-
-// A grid of as many blocks as the device holds at once.
-unsigned resident(int per_multiprocessor, int multiprocessors) {
-  return static_cast<unsigned>(std::max(1, per_multiprocessor * std::max(1, multiprocessors)));
+// A grid of `wanted` blocks of `Kernel` (kThreads each), but no more than
+// the device holds at once; the kernel's occupancy is asked once. For
+// kernels that usually find nothing to do, whose blocks loop over their
+// work: skipping then costs a few waves of blocks, not one per tile.
+template <auto Kernel>
+unsigned resident_grid(unsigned wanted, int multiprocessors) {
+  static const int per_multiprocessor = [] {
+    int blocks = 0;
+    DGS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kThreads, 0));
+    return std::max(1, blocks);
+  }();
+  return std::min(wanted, static_cast<unsigned>(per_multiprocessor * std::max(1, multiprocessors)));
 }
 
 // Enough blocks per member to fill the GPU when lists are long, never more
@@ -886,16 +883,6 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
                        cudaStream_t stream) {
   const std::string sizes =
       "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
-  // Kernels that usually find nothing to do get a grid only as wide as the
-  // GPU holds at once (their blocks loop over the tiles), so that skipping
-  // costs a few waves of blocks, not one per tile.
-  static const int histogram_per_sm = blocks_per_multiprocessor(histogram_kernel<Keys>);
-  static const int filter_data_per_sm = blocks_per_multiprocessor(filter_data_kernel<Keys, Index>);
-  // The capture and list filters: their blocks take the (member, part)
-  // units in turn, also no more than the GPU holds at once.
-  static const int filter_capture_per_sm =
-      blocks_per_multiprocessor(filter_capture_kernel<Keys, Index>);
-  static const int filter_list_per_sm = blocks_per_multiprocessor(filter_list_kernel<Keys, Index>);
   if (capture.list != nullptr) {
     // used and missed, one allocation (Selector::capture_counts_)
     DGS_CUDA_TRY(cudaMemsetAsync(capture.used, 0, 2 * sizeof(u64), stream));
@@ -914,33 +901,34 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
       if (capture.list != nullptr) {
         // Members whose counts at and above their guess could not resolve
         // the boundary: every coordinate counted, then resolved. Usually
-        // none, so the grid is only as wide as the GPU holds at once.
-        histogram_kernel<<<std::min(grid_for(data_tile_count),
-                                    resident(histogram_per_sm, multiprocessors)),
-                           kThreads, 0, stream>>>(data_tiles, data_tile_count, view, keys,
-                                                  Capture{}, true);
+        // none (resident_grid).
+        const unsigned again_grid =
+            resident_grid<histogram_kernel<Keys>>(grid_for(data_tile_count), multiprocessors);
+        histogram_kernel<<<again_grid, kThreads, 0, stream>>>(data_tiles, data_tile_count, view,
+                                                              keys, Capture{}, true);
         DGS_CUDA_LAUNCHED("histogram_kernel", sizes + ", again");
         resolve_kernel<<<members, 256, 0, stream>>>(view, members, 0, allow_done, capture, true);
         DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass 0 again");
         const u32 capture_stride = list_stride(members, max_capture_tiles);
-        const unsigned capture_grid = std::min(member_blocks(members, capture_stride, sizes),
-                                               resident(filter_capture_per_sm, multiprocessors));
+        const unsigned capture_grid = resident_grid<filter_capture_kernel<Keys, Index>>(
+            member_blocks(members, capture_stride, sizes), multiprocessors);
         filter_capture_kernel<<<capture_grid, kThreads, 0, stream>>>(
             view, members, capture_stride, capture, keys, lists[0], out, write_output);
         DGS_CUDA_LAUNCHED("filter_capture_kernel",
                           sizes + ", stride " + std::to_string(capture_stride));
       }
       // With a capture, most members usually read it instead of their data.
-      const unsigned data_grid =
-          capture.list != nullptr
-              ? std::min(grid_for(data_tile_count), resident(filter_data_per_sm, multiprocessors))
-              : grid_for(data_tile_count);
+      const unsigned data_grid = capture.list != nullptr
+                                     ? resident_grid<filter_data_kernel<Keys, Index>>(
+                                           grid_for(data_tile_count), multiprocessors)
+                                     : grid_for(data_tile_count);
       filter_data_kernel<<<data_grid, kThreads, 0, stream>>>(data_tiles, data_tile_count, view,
                                                              keys, lists[0], out, write_output);
       DGS_CUDA_LAUNCHED("filter_data_kernel", sizes);
     } else {
-      const unsigned blocks = std::min(member_blocks(members, stride, sizes),
-                                       resident(filter_list_per_sm, multiprocessors));
+      // The list filters' blocks take the (member, part) units in turn.
+      const unsigned blocks = resident_grid<filter_list_kernel<Keys, Index>>(
+          member_blocks(members, stride, sizes), multiprocessors);
       filter_list_kernel<<<blocks, kThreads, 0, stream>>>(view, members, stride, keys, pass,
                                                           lists[(pass + 1) % 2], lists[pass % 2],
                                                           out, write_output);

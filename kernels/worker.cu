@@ -35,11 +35,11 @@ __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* ti
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     const int member = h.active ? h.member[tile.owner] : -1;
-    const u32 guess = member >= 0 && h.capture.list != nullptr ? h.capture.guess[member] : kNoGuess;
-    const u32 lowest = lowest_counted(guess);  // with a guess only the captured are counted
-    u32 captured = 0;                          // bit r: item r is captured
+    // With a guess only the captured are counted.
+    const u32 lowest = member >= 0 ? h.capture.lowest(static_cast<u32>(member)) : 0;
+    u32 captured = 0;  // bit r: item r is captured
     if (member >= 0) {
-      for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
+      clear_first_bins(hist, lowest);
       __syncthreads();
     }
     const u64 base = seg[tile.owner].offset + tile.begin;
@@ -92,10 +92,8 @@ __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* ti
     }
     if (member >= 0) {
       __syncthreads();
-      for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
-        if (hist[d] != 0) atomicAdd(&h.states[member].first[d], static_cast<u64>(hist[d]));
-      }
-      if (lowest != 0) {  // a guess (never digit 0, which would capture everything)
+      add_first_bins(hist, lowest, h.states[member].first);
+      if (lowest != 0) {  // a guess
         // The captured keys are read back from the state this thread just wrote.
         capture_tile(sum, captured_base, h.capture, h.states[member], static_cast<u32>(member),
                      tile.begin, captured, [&](int r) {
