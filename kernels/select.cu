@@ -72,8 +72,12 @@ struct SetView {
 
 template <typename Index>
 struct Output {
-  Index* slots;  // unsorted message-order index array
+  Index* slots;  // message-order index array (threshold: unsorted, a sort follows)
   const SegmentInfo* seg;
+  // Non-null: a large-set filter marks what it selects here (bit i of word
+  // i / 32 for coordinate i) instead of appending it to the member's slots,
+  // and emit_marks_kernel writes the slots in index order from the marks.
+  u32* marks = nullptr;
 };
 
 // ---------------------------------------------------------------------------
@@ -350,7 +354,14 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
 #pragma unroll
   for (int j = 0; j < kItems; ++j) {
     if (kind[j] == 1) {
-      if (write_output) out.slots[info.first + at_out] = static_cast<Index>(info.offset + locals[j]);
+      if (write_output) {
+        const u64 i = info.offset + locals[j];
+        if (out.marks != nullptr) {
+          atomicOr(&out.marks[i >> 5], 1u << (i & 31));
+        } else {
+          out.slots[info.first + at_out] = static_cast<Index>(i);
+        }
+      }
       ++at_out;
     } else if (kind[j] == 2) {
       list_out[list_at + at_next++] = locals[j];
@@ -438,6 +449,109 @@ __global__ void whole_kernel(const Tile* tiles, u32 tile_count, Output<Index> ou
     const SegmentInfo info = out.seg[tile.owner];
     for (u32 i = threadIdx.x; i < tile.length; i += blockDim.x) {
       out.slots[info.first + tile.begin + i] = static_cast<Index>(info.offset + tile.begin + i);
+    }
+  }
+}
+
+// The large set's marks, emitted in index order (topk and randk; no sort).
+// Mark tiles cover each member's words (Tile: `begin` the first global word,
+// `length` words, `owner` the member), kMarkWords each from the member's
+// first word; a word shared with a neighbouring segment counts only the
+// member's own bits. Three launches: the bits of every tile, their exclusive
+// sum over all tiles (one block), then each tile's slots from that sum.
+constexpr u32 kMarkWordsPerThread = 4;
+constexpr u32 kMarkWords = kThreads * kMarkWordsPerThread;
+
+// The bits of word w that belong to coordinates [offset, offset + size).
+__device__ __forceinline__ u32 own_bits(u64 w, u64 offset, u64 size) {
+  const u64 low = w << 5;
+  const u32 from = offset > low ? static_cast<u32>(offset - low) : 0u;
+  const u64 end = offset + size;
+  const u32 to = end < low + 32 ? static_cast<u32>(end - low) : 32u;
+  const u32 above_from = from == 0 ? 0xFFFFFFFFu : 0xFFFFFFFFu << from;
+  const u32 below_to = to == 32 ? 0xFFFFFFFFu : (1u << to) - 1u;
+  return above_from & below_to;
+}
+
+__global__ void count_marks_kernel(const Tile* tiles, u32 tile_count, const u32* segment,
+                                   const SegmentInfo* seg, const u32* marks, u32* tile_marks) {
+  __shared__ BlockSum sum;
+  for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
+    const Tile tile = tiles[t];
+    const SegmentInfo info = seg[segment[tile.owner]];
+    u32 mine = 0;
+#pragma unroll
+    for (u32 j = 0; j < kMarkWordsPerThread; ++j) {
+      const u32 i = threadIdx.x * kMarkWordsPerThread + j;
+      if (i < tile.length) {
+        const u64 w = tile.begin + i;
+        mine += __popc(marks[w] & own_bits(w, info.offset, info.size));
+      }
+    }
+    block_exclusive_sum(sum, mine);
+    if (threadIdx.x == 0) tile_marks[t] = sum.total;
+    __syncthreads();  // sum.total is rewritten by the next tile
+  }
+}
+
+// One block: before[t] = the marks of tiles 0..t-1.
+__global__ void scan_marks_kernel(const u32* tile_marks, u32 tile_count, u64* before) {
+  using Scan = cub::BlockScan<u64, kThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  const u32 per_thread = (tile_count + kThreads - 1) / kThreads;
+  const u32 first = threadIdx.x * per_thread;
+  const u32 end = min(first + per_thread, tile_count);
+  u64 mine = 0;
+  for (u32 t = first; t < end; ++t) mine += tile_marks[t];
+  u64 at = 0;
+  Scan(scan).ExclusiveSum(mine, at);
+  for (u32 t = first; t < end; ++t) {
+    before[t] = at;
+    at += tile_marks[t];
+  }
+}
+
+// Each tile's marked coordinates into its member's slots, in increasing
+// order, clearing the marks for the next run (a shared word loses only the
+// member's own bits).
+template <typename Index>
+__global__ void emit_marks_kernel(const Tile* tiles, u32 tile_count, const u32* segment, u32* marks,
+                                  const u64* before, Output<Index> out) {
+  __shared__ BlockSum sum;
+  for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
+    const Tile tile = tiles[t];
+    const SegmentInfo info = out.seg[segment[tile.owner]];
+    // The member's tiles are consecutive, kMarkWords apart from its first word.
+    const u32 first_tile = t - static_cast<u32>((tile.begin - (info.offset >> 5)) / kMarkWords);
+    u32 bits[kMarkWordsPerThread];
+    u32 mine = 0;
+#pragma unroll
+    for (u32 j = 0; j < kMarkWordsPerThread; ++j) {
+      const u32 i = threadIdx.x * kMarkWordsPerThread + j;
+      bits[j] = 0;
+      if (i < tile.length) {
+        const u64 w = tile.begin + i;
+        const u32 own = own_bits(w, info.offset, info.size);
+        bits[j] = marks[w] & own;
+        if (bits[j] != 0) {
+          if (own == 0xFFFFFFFFu) {
+            marks[w] = 0;
+          } else {
+            atomicAnd(&marks[w], ~own);
+          }
+        }
+        mine += __popc(bits[j]);
+      }
+    }
+    const u32 in_tile = block_exclusive_sum(sum, mine);
+    u64 at = info.first + (before[t] - before[first_tile]) + in_tile;
+#pragma unroll
+    for (u32 j = 0; j < kMarkWordsPerThread; ++j) {
+      const u64 base = (tile.begin + threadIdx.x * kMarkWordsPerThread + j) << 5;
+      for (u32 b = bits[j]; b != 0; b &= b - 1) {
+        out.slots[at++] =
+            static_cast<Index>(base + static_cast<u32>(__ffs(static_cast<int>(b)) - 1));
+      }
     }
   }
 }
@@ -598,6 +712,10 @@ __global__ void set_count_kernel(u64* count, u64 value) {
   *count = value;
 }
 
+std::uint64_t mark_words(std::uint64_t coordinates) {
+  return std::max<std::uint64_t>(1, (coordinates + 31) / 32);
+}
+
 unsigned grid_for(std::uint64_t tiles) {
   return static_cast<unsigned>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(tiles, 65535)));
 }
@@ -649,6 +767,12 @@ struct Selector::Set {
   u64* capture_room = nullptr;
   u32* guess = nullptr;
   u32 max_capture_tiles = 0;
+  // The emission of the marks (large set only): tiles over each member's
+  // words, each tile's bits, and the bits of the tiles before it.
+  Tile* mark_tiles = nullptr;
+  u32 mark_tile_count = 0;
+  u32* tile_marks = nullptr;
+  u64* marks_before = nullptr;
 
   SetView view() const { return {segment, list_offset, states}; }
   // `counts`: the two counters of Selector::capture_counts_ (used, missed).
@@ -704,7 +828,7 @@ Selector::~Selector() {
   for (void* p : {static_cast<void*>(lists_[0]), static_cast<void*>(lists_[1]), unsorted_, sorted_,
                   static_cast<void*>(count_), static_cast<void*>(threshold_counts_),
                   static_cast<void*>(threshold_keys_), static_cast<void*>(stats_dev_),
-                  static_cast<void*>(capture_counts_), sort_temp_}) {
+                  static_cast<void*>(capture_counts_), sort_temp_, static_cast<void*>(marks_)}) {
     cudaFree(p);
   }
 }
@@ -809,6 +933,24 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     large_->capture_room = upload(owned_, room);
     large_->guess = device_alloc<u32>(owned_, large.size());
     DGS_CUDA_TRY(cudaMemset(large_->guess, 0xFF, large.size() * sizeof(u32)));  // kNoGuess
+    std::vector<Tile> mark_tiles;
+    for (std::size_t m = 0; m < large.size(); ++m) {
+      const std::uint64_t first = segments_.offset(large[m]) >> 5;
+      const std::uint64_t end = ((segments_.offset(large[m]) + large_sizes[m] - 1) >> 5) + 1;
+      for (std::uint64_t w = first; w < end; w += kMarkWords) {
+        mark_tiles.push_back({w, static_cast<u32>(std::min<std::uint64_t>(kMarkWords, end - w)),
+                              static_cast<u32>(m)});
+      }
+    }
+    large_->mark_tiles = upload(owned_, mark_tiles);
+    large_->mark_tile_count = static_cast<u32>(mark_tiles.size());
+    large_->tile_marks = device_alloc<u32>(owned_, mark_tiles.size());
+    large_->marks_before = device_alloc<u64>(owned_, mark_tiles.size());
+    if (marks_ == nullptr) {
+      DGS_CUDA_TRY(cudaMalloc(&marks_, mark_words(segments_.total()) * sizeof(u32)));
+    }
+    // Emission clears what each run marks; this covers a run cut short.
+    DGS_CUDA_TRY(cudaMemset(marks_, 0, mark_words(segments_.total()) * sizeof(u32)));
   }
   if (!sampled.empty()) {
     sample_ = std::make_unique<Set>();
@@ -955,7 +1097,11 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
 
   auto run_all = [&](auto index_tag, auto keys) {
     using Index = decltype(index_tag);
-    Output<Index> out{static_cast<Index*>(unsorted_), segments_dev_};
+    // topk and randk write every slot in order (whole and small segments
+    // directly, the large set through its marks); threshold's slots are
+    // sorted afterwards.
+    const bool in_order = compressor != Compressor::threshold;
+    Output<Index> out{static_cast<Index*>(in_order ? sorted_ : unsorted_), segments_dev_};
     u32* lists[2] = {lists_[0], lists_[1]};
     if (whole_tile_count_ > 0) {
       whole_kernel<<<grid_for(whole_tile_count_), kThreads, 0, stream>>>(whole_tiles_,
@@ -970,11 +1116,25 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       }
       if (large_) {
         if (!histogram_done) begin(stream);
+        Output<Index> marked = out;
+        marked.marks = marks_;
         launch_set_passes<Index>(large_->data_tiles, large_->data_tile_count,
                                  large_->max_member_tiles, large_->view(), large_->members, keys,
                                  histogram_done, true, kPasses, lists,
                                  large_->capture(lists_[1], capture_counts_),
-                                 large_->max_capture_tiles, multiprocessors_, out, true, stream);
+                                 large_->max_capture_tiles, multiprocessors_, marked, true, stream);
+        const Set& set = *large_;
+        const std::string tiles = "mark tiles " + std::to_string(set.mark_tile_count);
+        count_marks_kernel<<<grid_for(set.mark_tile_count), kThreads, 0, stream>>>(
+            set.mark_tiles, set.mark_tile_count, set.segment, segments_dev_, marks_,
+            set.tile_marks);
+        DGS_CUDA_LAUNCHED("count_marks_kernel", tiles);
+        scan_marks_kernel<<<1, kThreads, 0, stream>>>(set.tile_marks, set.mark_tile_count,
+                                                      set.marks_before);
+        DGS_CUDA_LAUNCHED("scan_marks_kernel", tiles);
+        emit_marks_kernel<<<grid_for(set.mark_tile_count), kThreads, 0, stream>>>(
+            set.mark_tiles, set.mark_tile_count, set.segment, marks_, set.marks_before, out);
+        DGS_CUDA_LAUNCHED("emit_marks_kernel", tiles);
       }
       set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
       DGS_CUDA_LAUNCHED("set_count_kernel", "");
@@ -1019,6 +1179,7 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
       DGS_CUDA_LAUNCHED("set_count_kernel", "");
     }
+    if (in_order) return;
     // Message order: increasing index, which is also segment order.
     const int items = static_cast<int>(capacity);
     int end_bit = 1;

@@ -28,9 +28,15 @@
 // histogrammed again in full, a second read of its data, and resolved then.
 // Either way the selection is the same; the guesses only decide how many
 // bytes it reads.
-// A final radix sort of the selected indices (k of them, not P) puts every
-// segment's entries in increasing order; threshold leaves unused slots at
-// all-ones, which the sort moves to the end.
+// topk and randk write every slot in increasing index order, so no sort
+// follows: whole segments and the small-segment kernel write theirs
+// directly, and the large set's filters mark what they select in a bitmap
+// of one bit per coordinate, which three launches turn into each member's
+// slots in order (the bits per tile of 32768 coordinates, their prefix sum,
+// then each tile's indices), clearing it for the next run. threshold
+// appends as it finds and leaves unused slots at all-ones; a radix sort of
+// its selected indices (k of them, not P) puts them in order and the
+// all-ones at the end.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -146,6 +152,8 @@ class Selector {
   u32* threshold_keys_ = nullptr;    // per segment: tau
   u64* stats_dev_ = nullptr;         // clamped segments, count error
   u64* capture_counts_ = nullptr;    // large segments whose pass 0 read the capture, and missed
+  u32* marks_ =
+      nullptr;  // topk/randk: what the large set selects, one bit per coordinate (P / 8 B)
   int multiprocessors_ = 1;
   void* sort_temp_ = nullptr;
   std::size_t sort_temp_bytes_ = 0;
