@@ -70,6 +70,8 @@ struct SetState {
   u32 done;                    // every remaining candidate is taken (or nothing to do)
   u32 from_capture;            // pass 0 reads the captured candidates, not the data
   u32 missed;                  // fewer than `need` reached the guess: histogrammed again in full
+  u32 units_done;              // a list filter's units of this member finished so far (the
+                               // block finishing the last one resolves the next pass)
 };
 
 /// Digit 0 of a key alone (it lies entirely in the key's bits).

@@ -101,6 +101,7 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
     s.captured = 0;
     s.from_capture = 0;
     s.missed = 0;
+    s.units_done = 0;
     s.digit = 0;
     s.need = need[m];
     s.done = 0xFFFFFFFFu;  // not done
@@ -164,8 +165,8 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
 // back to the data, correctly). Else the boundary digit `boundary`
 // (`at_boundary` at or above). Whichever comes first and fits `room`.
 // Digit 0 is never a guess (Capture).
-__device__ u32 next_guess(const u64* h, u32 lowest, u64 counted, u32 doubled, u64 at_doubled,
-                          u32 boundary, u64 at_boundary, u64 room) {
+__device__ u32 next_guess(const volatile u64* h, u32 lowest, u64 counted, u32 doubled,
+                          u64 at_doubled, u32 boundary, u64 at_boundary, u64 room) {
   u32 g = kNoGuess;
   if (doubled != kNoGuess && doubled > lowest && at_doubled + h[doubled - 1] <= room) {
     g = doubled - 1;
@@ -179,23 +180,31 @@ __device__ u32 next_guess(const u64* h, u32 lowest, u64 counted, u32 doubled, u6
   return g == 0 ? kNoGuess : g;
 }
 
-// Finds the digit of pass `pass` that holds the need-th largest candidate.
-// 256 threads; with more bins than threads each thread owns a run of bins,
-// thread 0 the highest. Pass 0 of a capturing set also decides, per member,
-// whether its histogram pass counted enough at and above its guess to
-// resolve the boundary (if not, the member is `missed`: its counts are
-// cleared for a full histogram, and `again`, a second launch after that
-// histogram, resolves it alone), whether pass 0 may read its capture, and
-// the next run's guess.
-__global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done, Capture capture,
-                               bool again) {
+struct ResolveShared {
   using Scan = cub::BlockScan<u64, 256>;
-  __shared__ typename Scan::TempStorage scan;
-  __shared__ u32 boundary, doubled;
-  __shared__ u64 at_boundary, at_doubled;
-  const u32 m = blockIdx.x;
-  if (m >= members) return;
-  SetState& s = set.state[m];
+  typename Scan::TempStorage scan;
+  u32 boundary, doubled;
+  u64 at_boundary, at_doubled;
+};
+
+// Finds the digit of pass `pass` that holds the need-th largest candidate of
+// member m, by a whole block of 256 threads (resolve_kernel's, or the block
+// of a list filter that finished the member's last unit). With more bins
+// than threads each thread owns a run of bins, thread 0 the highest. Pass 0
+// of a capturing set also decides, per member, whether its histogram pass
+// counted enough at and above its guess to resolve the boundary (if not, the
+// member is `missed`: its counts are cleared for a full histogram, and
+// `again`, a second launch after that histogram, resolves it alone), whether
+// pass 0 may read its capture, and the next run's guess. The histogram is
+// read through volatile loads: in a list filter the other blocks added into
+// it during the same launch, and this block's L1 need not have seen that.
+__device__ void resolve_member(SetState& s, u32 m, int pass, bool allow_done,
+                               const Capture& capture, bool again, ResolveShared& sh) {
+  using Scan = ResolveShared::Scan;
+  u32& boundary = sh.boundary;
+  u32& doubled = sh.doubled;
+  u64& at_boundary = sh.at_boundary;
+  u64& at_doubled = sh.at_doubled;
   if (again && s.missed == 0) return;  // resolved by the first launch
   const bool capturing = pass == 0 && capture.list != nullptr;
   // What the histogram pass counted: from its guess up, or everything (0).
@@ -220,14 +229,14 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
   }
   const int bins = 1 << digit_bits(pass);
   const int per = bins > 256 ? bins / 256 : 1;
-  const u64* h = pass == 0 ? s.first : s.hist[pass % 2];
+  const volatile u64* h = pass == 0 ? s.first : s.hist[pass % 2];
   const int high = bins - 1 - per * static_cast<int>(threadIdx.x);  // this thread's highest bin
   u64 mine = 0;
   if (!skip && high >= 0) {
     for (int i = 0; i < per; ++i) mine += h[high - i];
   }
   u64 inclusive = 0;
-  Scan(scan).InclusiveSum(mine, inclusive);  // candidates in this thread's bins and above
+  Scan(sh.scan).InclusiveSum(mine, inclusive);  // candidates in this thread's bins and above
   __syncthreads();
   const u64 above = inclusive - mine;
   if (!skip && high >= 0 && inclusive >= need && above < need) {
@@ -277,6 +286,14 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
   if (threadIdx.x == 0) s.count[pass % 2] = 0;
 }
 
+__global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_done, Capture capture,
+                               bool again) {
+  __shared__ ResolveShared sh;
+  const u32 m = blockIdx.x;
+  if (m >= members) return;
+  resolve_member(set.state[m], m, pass, allow_done, capture, again, sh);
+}
+
 // Pass `pass`: candidates above the boundary digit are selected, those on it
 // become the next pass's candidates (and are histogrammed by the next digit).
 // One tile of member m: `length` coordinates from `begin` of its data (pass
@@ -286,6 +303,8 @@ struct FilterShared {
   typename Scan::TempStorage scan;
   u32 next_hist[256];
   u64 base_out, base_next;
+  ResolveShared resolve;  // list filters: the next pass's resolve of a member they finish
+  u32 finished;           // this block finished the member's last unit
 };
 
 // Where a tile's coordinates come from: local indices begin.. (data), or
@@ -392,10 +411,11 @@ __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView se
 
 // The work units of the capture and list filters: `stride` per member,
 // unit (m, part) taking the member's tiles part, part + stride, ... of the
-// `available(m)` items it reads; the blocks of the grid take the units in turn.
-template <class Available, class Visit>
+// `available(m)` items it reads; the blocks of the grid take the units in
+// turn, and call `after(m)` (every thread) once a unit is done.
+template <class Available, class Visit, class After>
 __device__ __forceinline__ void member_tiles(u32 members, u32 stride, Available available,
-                                             Visit visit) {
+                                             Visit visit, After after) {
   const u64 units = static_cast<u64>(members) * stride;
   for (u64 w = blockIdx.x; w < units; w += gridDim.x) {
     const u32 m = static_cast<u32>(w / stride);
@@ -403,6 +423,7 @@ __device__ __forceinline__ void member_tiles(u32 members, u32 stride, Available 
     for (u64 begin = (w % stride) * kTile; begin < n; begin += static_cast<u64>(stride) * kTile) {
       visit(m, begin, static_cast<u32>(min(static_cast<u64>(kTile), n - begin)));
     }
+    after(m);
   }
 }
 
@@ -419,14 +440,19 @@ __global__ void filter_capture_kernel(SetView set, u32 members, u32 stride, Capt
         filter_tile<TileSource::capture>(sh, set, keys, 0, m, begin, length, capture.list,
                                          capture.list + capture.room[m], list_out, out,
                                          write_output);
-      });
+      },
+      [](u32) {});
 }
 
-// Passes 1..7, from the previous pass's lists; a finished member costs one read.
+// Passes 1..7, from the previous pass's lists; a finished member costs one
+// read. `resolve_next`: the block that finishes a member's last unit also
+// resolves the member's next pass (a launch fewer per pass): its counter in
+// the member's state, after a fence, tells it that every other unit's lists
+// and histogram counts are written.
 template <class Keys, typename Index>
 __global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys keys, int pass,
                                    const u32* list_in, u32* list_out, Output<Index> out,
-                                   bool write_output) {
+                                   bool write_output, bool resolve_next, bool allow_done) {
   __shared__ FilterShared sh;
   member_tiles(
       members, stride,
@@ -438,6 +464,23 @@ __global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys ke
       [&](u32 m, u64 begin, u32 length) {
         filter_tile<TileSource::list>(sh, set, keys, pass, m, begin, length, list_in, nullptr,
                                       list_out, out, write_output);
+      },
+      [&](u32 m) {
+        if (!resolve_next) return;
+        __syncthreads();  // every thread's writes for the unit are issued
+        if (threadIdx.x == 0) {
+          SetState& s = set.state[m];
+          __threadfence();
+          sh.finished = atomicAdd(&s.units_done, 1u) + 1 == stride;
+          if (sh.finished) {
+            s.units_done = 0;  // for the next pass's filter
+            __threadfence();
+          }
+        }
+        __syncthreads();
+        if (sh.finished) {
+          resolve_member(set.state[m], m, pass + 1, allow_done, Capture{}, false, sh.resolve);
+        }
       });
 }
 
@@ -1036,9 +1079,12 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
   }
   const u32 stride = list_stride(members, max_member_tiles);
   for (int pass = 0; pass < passes; ++pass) {
-    resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done,
-                                                pass == 0 ? capture : Capture{}, false);
-    DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass " + std::to_string(pass));
+    // From pass 2 on, the previous list filter resolved each member as it finished it.
+    if (pass <= 1) {
+      resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done,
+                                                  pass == 0 ? capture : Capture{}, false);
+      DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass " + std::to_string(pass));
+    }
     if (pass == 0) {
       if (capture.list != nullptr) {
         // Members whose counts at and above their guess could not resolve
@@ -1071,9 +1117,9 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
       // The list filters' blocks take the (member, part) units in turn.
       const unsigned blocks = resident_grid<filter_list_kernel<Keys, Index>>(
           member_blocks(members, stride, sizes), multiprocessors);
-      filter_list_kernel<<<blocks, kThreads, 0, stream>>>(view, members, stride, keys, pass,
-                                                          lists[(pass + 1) % 2], lists[pass % 2],
-                                                          out, write_output);
+      filter_list_kernel<<<blocks, kThreads, 0, stream>>>(
+          view, members, stride, keys, pass, lists[(pass + 1) % 2], lists[pass % 2], out,
+          write_output, pass + 1 < passes, allow_done);
       DGS_CUDA_LAUNCHED("filter_list_kernel", sizes + ", pass " + std::to_string(pass) +
                                                   ", stride " + std::to_string(stride));
     }
