@@ -83,11 +83,13 @@ struct Output {
 // ---------------------------------------------------------------------------
 // Kernels.
 
+// `counts` (null: none): the set's two capture counters (used, missed), zeroed.
 __global__ void init_states_kernel(SetState* states, const u64* need, const u32* segment,
-                                   const u64* threshold_count, const SegmentInfo* seg,
-                                   u32 members) {
+                                   const u64* threshold_count, const SegmentInfo* seg, u32 members,
+                                   u64* counts) {
   const u32 m = blockIdx.x;
   if (m >= members) return;
+  if (counts != nullptr && m == 0 && threadIdx.x < 2) counts[threadIdx.x] = 0;
   SetState& s = states[m];
   for (int d = threadIdx.x; d < kFirstDigitBins; d += blockDim.x) s.first[d] = 0;
   for (int d = threadIdx.x; d < 256; d += blockDim.x) {
@@ -500,8 +502,8 @@ __global__ void whole_kernel(const Tile* tiles, u32 tile_count, Output<Index> ou
 // Mark tiles cover each member's words (Tile: `begin` the first global word,
 // `length` words, `owner` the member), kMarkWords each from the member's
 // first word; a word shared with a neighbouring segment counts only the
-// member's own bits. Three launches: the bits of every tile, their exclusive
-// sum over all tiles (one block), then each tile's slots from that sum.
+// member's own bits. Two launches: the bits of every tile and their
+// exclusive sum over all tiles, then each tile's slots from that sum.
 constexpr u32 kMarkWordsPerThread = 4;
 constexpr u32 kMarkWords = kThreads * kMarkWordsPerThread;
 
@@ -516,9 +518,15 @@ __device__ __forceinline__ u32 own_bits(u64 w, u64 offset, u64 size) {
   return above_from & below_to;
 }
 
+// The bits of every tile; the block that finishes last (a counter, after a
+// fence) then sums them: before[t] = the bits of tiles 0..t-1.
 __global__ void count_marks_kernel(const Tile* tiles, u32 tile_count, const u32* segment,
-                                   const SegmentInfo* seg, const u32* marks, u32* tile_marks) {
+                                   const SegmentInfo* seg, const u32* marks, u32* tile_marks,
+                                   u32* blocks_done, u64* before) {
+  using Scan = cub::BlockScan<u64, kThreads>;
   __shared__ BlockSum sum;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ bool last;
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     const SegmentInfo info = seg[segment[tile.owner]];
@@ -535,22 +543,28 @@ __global__ void count_marks_kernel(const Tile* tiles, u32 tile_count, const u32*
     if (threadIdx.x == 0) tile_marks[t] = sum.total;
     __syncthreads();  // sum.total is rewritten by the next tile
   }
-}
-
-// One block: before[t] = the marks of tiles 0..t-1.
-__global__ void scan_marks_kernel(const u32* tile_marks, u32 tile_count, u64* before) {
-  using Scan = cub::BlockScan<u64, kThreads>;
-  __shared__ typename Scan::TempStorage scan;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(blocks_done, 1u) + 1 == gridDim.x;
+    if (last) {
+      *blocks_done = 0;  // for the next run
+      __threadfence();
+    }
+  }
+  __syncthreads();
+  if (!last) return;
+  // Volatile: the other blocks wrote these during this launch.
+  const volatile u32* counts = tile_marks;
   const u32 per_thread = (tile_count + kThreads - 1) / kThreads;
   const u32 first = threadIdx.x * per_thread;
   const u32 end = min(first + per_thread, tile_count);
   u64 mine = 0;
-  for (u32 t = first; t < end; ++t) mine += tile_marks[t];
+  for (u32 t = first; t < end; ++t) mine += counts[t];
   u64 at = 0;
   Scan(scan).ExclusiveSum(mine, at);
   for (u32 t = first; t < end; ++t) {
     before[t] = at;
-    at += tile_marks[t];
+    at += counts[t];
   }
 }
 
@@ -751,10 +765,6 @@ __global__ void threshold_total_kernel(const u32* members, u32 member_count, con
   }
 }
 
-__global__ void set_count_kernel(u64* count, u64 value) {
-  *count = value;
-}
-
 std::uint64_t mark_words(std::uint64_t coordinates) {
   return std::max<std::uint64_t>(1, (coordinates + 31) / 32);
 }
@@ -816,6 +826,7 @@ struct Selector::Set {
   u32 mark_tile_count = 0;
   u32* tile_marks = nullptr;
   u64* marks_before = nullptr;
+  u32* mark_blocks_done = nullptr;  // count_marks_kernel's blocks finished (0 between runs)
 
   SetView view() const { return {segment, list_offset, states}; }
   // `counts`: the two counters of Selector::capture_counts_ (used, missed).
@@ -989,11 +1000,20 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     large_->mark_tile_count = static_cast<u32>(mark_tiles.size());
     large_->tile_marks = device_alloc<u32>(owned_, mark_tiles.size());
     large_->marks_before = device_alloc<u64>(owned_, mark_tiles.size());
+    large_->mark_blocks_done = device_alloc<u32>(owned_, 1);
+    DGS_CUDA_TRY(cudaMemset(large_->mark_blocks_done, 0, sizeof(u32)));
     if (marks_ == nullptr) {
       DGS_CUDA_TRY(cudaMalloc(&marks_, mark_words(segments_.total()) * sizeof(u32)));
     }
     // Emission clears what each run marks; this covers a run cut short.
     DGS_CUDA_TRY(cudaMemset(marks_, 0, mark_words(segments_.total()) * sizeof(u32)));
+  }
+  if (plan.compressor != Compressor::threshold || sampled.empty()) {
+    // Every slot is filled, whatever the data: the count is the plan's, set
+    // here once rather than by every run (threshold_total_kernel writes it
+    // for an estimated plan).
+    const u64 filled = plan.total_capacity();
+    DGS_CUDA_TRY(cudaMemcpy(count_, &filled, sizeof filled, cudaMemcpyHostToDevice));
   }
   if (!sampled.empty()) {
     sample_ = std::make_unique<Set>();
@@ -1008,7 +1028,8 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
 void Selector::begin(cudaStream_t stream) {
   if (large_) {
     init_states_kernel<<<large_->members, kThreads, 0, stream>>>(
-        large_->states, large_->need, large_->segment, nullptr, segments_dev_, large_->members);
+        large_->states, large_->need, large_->segment, nullptr, segments_dev_, large_->members,
+        capture_counts_);
     DGS_CUDA_LAUNCHED("init_states_kernel", "members " + std::to_string(large_->members));
   }
 }
@@ -1068,10 +1089,6 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
                        cudaStream_t stream) {
   const std::string sizes =
       "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
-  if (capture.list != nullptr) {
-    // used and missed, one allocation (Selector::capture_counts_)
-    DGS_CUDA_TRY(cudaMemsetAsync(capture.used, 0, 2 * sizeof(u64), stream));
-  }
   if (!histogram_done) {
     histogram_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
         data_tiles, data_tile_count, view, keys, capture, false);
@@ -1172,25 +1189,20 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
         const Set& set = *large_;
         const std::string tiles = "mark tiles " + std::to_string(set.mark_tile_count);
         count_marks_kernel<<<grid_for(set.mark_tile_count), kThreads, 0, stream>>>(
-            set.mark_tiles, set.mark_tile_count, set.segment, segments_dev_, marks_,
-            set.tile_marks);
+            set.mark_tiles, set.mark_tile_count, set.segment, segments_dev_, marks_, set.tile_marks,
+            set.mark_blocks_done, set.marks_before);
         DGS_CUDA_LAUNCHED("count_marks_kernel", tiles);
-        scan_marks_kernel<<<1, kThreads, 0, stream>>>(set.tile_marks, set.mark_tile_count,
-                                                      set.marks_before);
-        DGS_CUDA_LAUNCHED("scan_marks_kernel", tiles);
         emit_marks_kernel<<<grid_for(set.mark_tile_count), kThreads, 0, stream>>>(
             set.mark_tiles, set.mark_tile_count, set.segment, marks_, set.marks_before, out);
         DGS_CUDA_LAUNCHED("emit_marks_kernel", tiles);
       }
-      set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
-      DGS_CUDA_LAUNCHED("set_count_kernel", "");
     } else if (sample_) {
       // 1. tau from the sample: its r-th largest key (four key digits, no early stop).
       SampleKeys<decltype(keys)> sampled{keys, segments_dev_, source.seed, source.step,
                                          threshold_sample_};
       init_states_kernel<<<sample_->members, kThreads, 0, stream>>>(
           sample_->states, sample_->need, sample_->segment, nullptr, segments_dev_,
-          sample_->members);
+          sample_->members, nullptr);
       DGS_CUDA_LAUNCHED("init_states_kernel", "sample");
       launch_set_passes<Index>(sample_->data_tiles, sample_->data_tile_count,
                                sample_->max_member_tiles, sample_->view(), sample_->members,
@@ -1207,7 +1219,7 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       // 3. Segments over capacity: exact topk at their capacity instead.
       init_states_kernel<<<clamped_->members, kThreads, 0, stream>>>(
           clamped_->states, clamped_->need, clamped_->segment, threshold_counts_, segments_dev_,
-          clamped_->members);
+          clamped_->members, nullptr);
       DGS_CUDA_LAUNCHED("init_states_kernel", "clamped");
       launch_set_passes<Index>(clamped_->data_tiles, clamped_->data_tile_count,
                                clamped_->max_member_tiles, clamped_->view(), clamped_->members,
@@ -1221,9 +1233,6 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
                                                     threshold_counts_, segments_dev_, whole_entries,
                                                     count_, stats_dev_);
       DGS_CUDA_LAUNCHED("threshold_total_kernel", "");
-    } else {
-      set_count_kernel<<<1, 1, 0, stream>>>(count_, capacity);
-      DGS_CUDA_LAUNCHED("set_count_kernel", "");
     }
     if (in_order) return;
     // Message order: increasing index, which is also segment order.

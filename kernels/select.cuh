@@ -31,9 +31,9 @@
 // topk and randk write every slot in increasing index order, so no sort
 // follows: whole segments and the small-segment kernel write theirs
 // directly, and the large set's filters mark what they select in a bitmap
-// of one bit per coordinate, which three launches turn into each member's
-// slots in order (the bits per tile of 32768 coordinates, their prefix sum,
-// then each tile's indices), clearing it for the next run. threshold
+// of one bit per coordinate, which two launches turn into each member's
+// slots in order (the bits per tile of 32768 coordinates and their prefix
+// sum, then each tile's indices), clearing it for the next run. threshold
 // appends as it finds and leaves unused slots at all-ones; a radix sort of
 // its selected indices (k of them, not P) puts them in order and the
 // all-ones at the end.
@@ -89,7 +89,8 @@ class Selector {
   void set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample);
   const SelectionPlan& plan() const noexcept { return plan_; }
 
-  /// Zeroes the histograms the fused update pass accumulates into.
+  /// Zeroes the histograms the fused update pass accumulates into, and the
+  /// capture counters that captures() reports.
   void begin(cudaStream_t stream);
   /// The view for the fused update pass; inactive unless the plan is topk
   /// with large segments.
