@@ -112,8 +112,8 @@ class CudaWorkerKernels final : public WorkerKernels {
     keys.step = params.step;
     selector_->run(keys, fused.active, stream);
     if (state.mask != nullptr) DGS_CUDA_TRY(cudaMemsetAsync(state.mask, 0, mask_bytes, stream));
-    cuda::launch_emit(e, selector_->indices(), selector_->count(), plan.total_capacity(), stream);
-    cuda::launch_write_header(header, msg, selector_->count(), stream);
+    cuda::launch_emit(e, selector_->indices(), selector_->count(), plan.total_capacity(), header,
+                      stream);
   }
 
   host::SelectionStats last_stats(Stream stream) override {
@@ -268,13 +268,11 @@ class CudaServerKernels final : public ServerKernels {
     keys.w = model;
     keys.r = replica;
     selector_.run(keys, false, stream);
-    auto* msg = static_cast<unsigned char*>(reply);
-    cuda::launch_emit_reply(model, replica, selector_.indices(), reply_plan_.total_capacity(), msg,
-                            reply_layout_, stream);
     MessageHeader h = host::make_reply_header(MessageKind::sparse_reply, reply_layout_, info);
     h.count = reply_plan_.total_capacity();
     h.ratio_code = reply_plan_.ratio_code;
-    cuda::launch_write_header(h, msg, nullptr, stream);
+    cuda::launch_emit_reply(model, replica, selector_.indices(), reply_plan_.total_capacity(),
+                            static_cast<unsigned char*>(reply), reply_layout_, h, stream);
   }
 
   host::CaptureUse last_capture_use(Stream stream) override { return selector_.captures(stream); }

@@ -193,6 +193,16 @@ __device__ __forceinline__ u32 composite_digit(u32 key, u32 local, int pass) {
 
 // --- Message access on the device ------------------------------------------
 
+/// Writes `header` (its count read from `count` when given) at the start of
+/// `message`, by the threads of one block.
+__device__ __forceinline__ void write_header_bytes(MessageHeader header, unsigned char* message,
+                                                   const u64* count) {
+  if (count != nullptr) header.count = *count;
+  const unsigned char* from = reinterpret_cast<const unsigned char*>(&header);
+  for (int b = threadIdx.x; b < static_cast<int>(sizeof header); b += blockDim.x)
+    message[b] = from[b];
+}
+
 __device__ __forceinline__ void store_index(unsigned char* message, IndexType type, u64 slot,
                                             u64 index) {
   unsigned char* base = message + kHeaderBytes;

@@ -54,10 +54,11 @@ struct EmitArgs {
   MessageLayout layout;
 };
 
-/// Writes the selected entries (sorted indices, device count) into the push
-/// and updates the state of the sent coordinates.
+/// Writes the selected entries (sorted indices, device count) into the push,
+/// updates the state of the sent coordinates, and writes `header` with that
+/// count (no launch of its own).
 void launch_emit(const EmitArgs& args, const void* indices, const std::uint64_t* count,
-                 std::uint64_t capacity, cudaStream_t stream);
+                 std::uint64_t capacity, const MessageHeader& header, cudaStream_t stream);
 
 /// rbgs: block entries computed from (seed, step, segment), and the block starts.
 void launch_emit_blocks(const EmitArgs& args, const SegmentInfo* segments,
@@ -106,8 +107,10 @@ void launch_apply_push(const unsigned char* message, const MessageLayout& layout
 void launch_average(const float* accumulator, float inverse, float* model, std::uint64_t p,
                     cudaStream_t stream);
 
-/// The sparse reply's entries: d = q(W - R) at the selected indices, R += d.
+/// The sparse reply's entries: d = q(W - R) at the selected indices, R += d;
+/// and its `header`, prepared on the host (no launch of its own).
 void launch_emit_reply(const float* model, float* replica, const void* indices, std::uint64_t count,
-                       unsigned char* reply, const MessageLayout& layout, cudaStream_t stream);
+                       unsigned char* reply, const MessageLayout& layout,
+                       const MessageHeader& header, cudaStream_t stream);
 
 }  // namespace dgs::cuda

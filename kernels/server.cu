@@ -96,11 +96,14 @@ __global__ void average_kernel(const float* acc, float inverse, float* w, u64 p)
   }
 }
 
-// The selected indices are distinct, so the batches never race.
+// The selected indices are distinct, so the batches never race. Block 0
+// also writes the header (a region of its own).
 template <typename Index>
 __global__ void emit_reply_kernel(const float* __restrict__ w, float* __restrict__ r,
                                   const Index* __restrict__ indices, u64 count,
-                                  unsigned char* __restrict__ reply, MessageLayout layout) {
+                                  unsigned char* __restrict__ reply, MessageLayout layout,
+                                  MessageHeader header) {
+  if (blockIdx.x == 0) write_header_bytes(header, reply, nullptr);
   struct Entry {
     u64 i;
     float w, r;
@@ -146,13 +149,14 @@ void launch_average(const float* accumulator, float inverse, float* model, std::
 }
 
 void launch_emit_reply(const float* model, float* replica, const void* indices, std::uint64_t count,
-                       unsigned char* reply, const MessageLayout& layout, cudaStream_t stream) {
+                       unsigned char* reply, const MessageLayout& layout,
+                       const MessageHeader& header, cudaStream_t stream) {
   if (layout.index_type == IndexType::u64) {
     emit_reply_kernel<u64><<<grid_for(count), kThreads, 0, stream>>>(
-        model, replica, static_cast<const u64*>(indices), count, reply, layout);
+        model, replica, static_cast<const u64*>(indices), count, reply, layout, header);
   } else {
     emit_reply_kernel<u32><<<grid_for(count), kThreads, 0, stream>>>(
-        model, replica, static_cast<const u32*>(indices), count, reply, layout);
+        model, replica, static_cast<const u32*>(indices), count, reply, layout, header);
   }
   DGS_CUDA_LAUNCHED("emit_reply_kernel", "count " + std::to_string(count));
 }

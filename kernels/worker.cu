@@ -158,8 +158,11 @@ struct Picked {
 };
 
 // The selected indices are distinct, so the batches never race.
+// Block 0 also writes the header (a region of its own).
 template <typename Index>
-__global__ void emit_kernel(EmitArgs a, const Index* __restrict__ indices, const u64* count) {
+__global__ void emit_kernel(EmitArgs a, const Index* __restrict__ indices, const u64* count,
+                            MessageHeader header) {
+  if (blockIdx.x == 0) write_header_bytes(header, a.message, count);
   unsigned char* values = a.message + a.layout.values_offset;
   const float* state = a.sent;
   scatter_batched(
@@ -202,10 +205,7 @@ __global__ void emit_blocks_kernel(EmitArgs a, const SegmentInfo* __restrict__ s
 
 __global__ void write_header_kernel(MessageHeader header, unsigned char* message,
                                     const u64* count) {
-  if (count != nullptr) header.count = *count;
-  const unsigned char* from = reinterpret_cast<const unsigned char*>(&header);
-  for (int b = threadIdx.x; b < static_cast<int>(sizeof header); b += blockDim.x)
-    message[b] = from[b];
+  write_header_bytes(header, message, count);
 }
 
 __device__ __forceinline__ u64 header_count(const unsigned char* message) {
@@ -314,13 +314,15 @@ void launch_dense_push(const UpdateArgs& args, std::uint64_t p, unsigned char* m
 }
 
 void launch_emit(const EmitArgs& args, const void* indices, const std::uint64_t* count,
-                 std::uint64_t capacity, cudaStream_t stream) {
+                 std::uint64_t capacity, const MessageHeader& header, cudaStream_t stream) {
   const unsigned grid = grid_for(capacity, kThreads * 4);
   const auto* n = reinterpret_cast<const u64*>(count);
   if (args.layout.index_type == IndexType::u64) {
-    emit_kernel<u64><<<grid, kThreads, 0, stream>>>(args, static_cast<const u64*>(indices), n);
+    emit_kernel<u64>
+        <<<grid, kThreads, 0, stream>>>(args, static_cast<const u64*>(indices), n, header);
   } else {
-    emit_kernel<u32><<<grid, kThreads, 0, stream>>>(args, static_cast<const u32*>(indices), n);
+    emit_kernel<u32>
+        <<<grid, kThreads, 0, stream>>>(args, static_cast<const u32*>(indices), n, header);
   }
   DGS_CUDA_LAUNCHED("emit_kernel", "capacity " + std::to_string(capacity));
 }
