@@ -68,6 +68,7 @@ struct SetView {
   const u32* segment;      // member -> segment
   const u64* list_offset;  // member -> start of its region in the list buffers
   SetState* state;
+  const u32* data_tiles;  // member -> its tiles of data (pass 0 from the data)
 };
 
 template <typename Index>
@@ -396,11 +397,36 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
   __syncthreads();
 }
 
+// A filter's blocks each call this (every thread) when they finish one of
+// member m's `units` pieces of pass `pass`; the block that finishes the last
+// one resolves the member's next pass, so that no resolve launch sits
+// between two filters. A counter in the member's state, taken after a fence,
+// tells that block that every other piece's lists and histogram counts are
+// written.
+__device__ void finish_unit(FilterShared& sh, SetView set, u32 m, u32 units, int pass,
+                            bool allow_done) {
+  __syncthreads();  // every thread's writes for the piece are issued
+  if (threadIdx.x == 0) {
+    SetState& s = set.state[m];
+    __threadfence();
+    sh.finished = atomicAdd(&s.units_done, 1u) + 1 == units;
+    if (sh.finished) {
+      s.units_done = 0;  // for the next pass's filter
+      __threadfence();
+    }
+  }
+  __syncthreads();
+  if (sh.finished) {
+    resolve_member(set.state[m], m, pass + 1, allow_done, Capture{}, false, sh.resolve);
+  }
+}
+
 // Pass 0, from the data: tiles over the members' coordinates, except those
 // of members whose pass 0 reads their capture.
 template <class Keys, typename Index>
 __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys,
-                                   u32* list_out, Output<Index> out, bool write_output) {
+                                   u32* list_out, Output<Index> out, bool write_output,
+                                   bool resolve_next, bool allow_done) {
   __shared__ FilterShared sh;
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
@@ -408,6 +434,7 @@ __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView se
     if (s.done == 0 || s.from_capture) continue;  // skipped before pass 0, or reads its capture
     filter_tile<TileSource::data>(sh, set, keys, 0, tile.owner, tile.begin, tile.length, nullptr,
                                   nullptr, list_out, out, write_output);
+    if (resolve_next) finish_unit(sh, set, tile.owner, set.data_tiles[tile.owner], 0, allow_done);
   }
 }
 
@@ -433,7 +460,7 @@ __device__ __forceinline__ void member_tiles(u32 members, u32 stride, Available 
 template <class Keys, typename Index>
 __global__ void filter_capture_kernel(SetView set, u32 members, u32 stride, Capture capture,
                                       Keys keys, u32* list_out, Output<Index> out,
-                                      bool write_output) {
+                                      bool write_output, bool resolve_next, bool allow_done) {
   __shared__ FilterShared sh;
   member_tiles(
       members, stride,
@@ -443,14 +470,15 @@ __global__ void filter_capture_kernel(SetView set, u32 members, u32 stride, Capt
                                          capture.list + capture.room[m], list_out, out,
                                          write_output);
       },
-      [](u32) {});
+      [&](u32 m) {
+        if (resolve_next && set.state[m].from_capture)
+          finish_unit(sh, set, m, stride, 0, allow_done);
+      });
 }
 
 // Passes 1..7, from the previous pass's lists; a finished member costs one
-// read. `resolve_next`: the block that finishes a member's last unit also
-// resolves the member's next pass (a launch fewer per pass): its counter in
-// the member's state, after a fence, tells it that every other unit's lists
-// and histogram counts are written.
+// read. `resolve_next` (as in the pass-0 filters): the block that finishes a
+// member's last unit resolves its next pass (finish_unit).
 template <class Keys, typename Index>
 __global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys keys, int pass,
                                    const u32* list_in, u32* list_out, Output<Index> out,
@@ -468,21 +496,7 @@ __global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys ke
                                       list_out, out, write_output);
       },
       [&](u32 m) {
-        if (!resolve_next) return;
-        __syncthreads();  // every thread's writes for the unit are issued
-        if (threadIdx.x == 0) {
-          SetState& s = set.state[m];
-          __threadfence();
-          sh.finished = atomicAdd(&s.units_done, 1u) + 1 == stride;
-          if (sh.finished) {
-            s.units_done = 0;  // for the next pass's filter
-            __threadfence();
-          }
-        }
-        __syncthreads();
-        if (sh.finished) {
-          resolve_member(set.state[m], m, pass + 1, allow_done, Capture{}, false, sh.resolve);
-        }
+        if (resolve_next) finish_unit(sh, set, m, stride, pass, allow_done);
       });
 }
 
@@ -813,6 +827,7 @@ struct Selector::Set {
   Tile* data_tiles = nullptr;
   u32 data_tile_count = 0;
   u32 max_member_tiles = 0;  // tiles of the longest member (its list never outgrows its data)
+  u32* member_tiles = nullptr;  // member -> its data tiles
   std::vector<std::uint32_t> host_segments;
   // The capture of likely candidates (large set only): per member, room for
   // a quarter of its coordinates as (local, key) pairs in its region of the
@@ -828,7 +843,7 @@ struct Selector::Set {
   u64* marks_before = nullptr;
   u32* mark_blocks_done = nullptr;  // count_marks_kernel's blocks finished (0 between runs)
 
-  SetView view() const { return {segment, list_offset, states}; }
+  SetView view() const { return {segment, list_offset, states, member_tiles}; }
   // `counts`: the two counters of Selector::capture_counts_ (used, missed).
   Capture capture(u32* list, u64* counts) const {
     if (guess == nullptr) return {};
@@ -906,11 +921,13 @@ void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
   const std::vector<Tile> tiles = make_tiles(list_sizes);
   set.data_tiles = upload(owned_, tiles);
   set.data_tile_count = static_cast<u32>(tiles.size());
-  set.max_member_tiles = 0;
-  for (std::uint64_t n : list_sizes) {
-    set.max_member_tiles =
-        std::max<u32>(set.max_member_tiles, static_cast<u32>((n + kTile - 1) / kTile));
+  std::vector<u32> member_tiles(members.size());
+  for (std::size_t m = 0; m < members.size(); ++m) {
+    member_tiles[m] = static_cast<u32>((list_sizes[m] + kTile - 1) / kTile);
   }
+  set.member_tiles = upload(owned_, member_tiles);
+  set.max_member_tiles =
+      member_tiles.empty() ? 0 : *std::max_element(member_tiles.begin(), member_tiles.end());
 }
 
 void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample) {
@@ -1023,6 +1040,10 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     build_set(*clamped_, sampled, clamped_sizes);
     clamped_->need = upload(owned_, clamped_need);
   }
+  // A copy from pageable memory may return before its DMA lands, and the
+  // caller's stream need not be ordered after the legacy stream's memsets:
+  // every table is on the device before a run can read it.
+  DGS_CUDA_TRY(cudaDeviceSynchronize());
 }
 
 void Selector::begin(cudaStream_t stream) {
@@ -1096,13 +1117,10 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
   }
   const u32 stride = list_stride(members, max_member_tiles);
   for (int pass = 0; pass < passes; ++pass) {
-    // From pass 2 on, the previous list filter resolved each member as it finished it.
-    if (pass <= 1) {
-      resolve_kernel<<<members, 256, 0, stream>>>(view, members, pass, allow_done,
-                                                  pass == 0 ? capture : Capture{}, false);
-      DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass " + std::to_string(pass));
-    }
+    // From pass 1 on, the previous filter resolved each member as it finished it.
     if (pass == 0) {
+      resolve_kernel<<<members, 256, 0, stream>>>(view, members, 0, allow_done, capture, false);
+      DGS_CUDA_LAUNCHED("resolve_kernel", sizes + ", pass 0");
       if (capture.list != nullptr) {
         // Members whose counts at and above their guess could not resolve
         // the boundary: every coordinate counted, then resolved. Usually
@@ -1118,7 +1136,8 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
         const unsigned capture_grid = resident_grid<filter_capture_kernel<Keys, Index>>(
             member_blocks(members, capture_stride, sizes), multiprocessors);
         filter_capture_kernel<<<capture_grid, kThreads, 0, stream>>>(
-            view, members, capture_stride, capture, keys, lists[0], out, write_output);
+            view, members, capture_stride, capture, keys, lists[0], out, write_output, passes > 1,
+            allow_done);
         DGS_CUDA_LAUNCHED("filter_capture_kernel",
                           sizes + ", stride " + std::to_string(capture_stride));
       }
@@ -1128,7 +1147,8 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
                                            grid_for(data_tile_count), multiprocessors)
                                      : grid_for(data_tile_count);
       filter_data_kernel<<<data_grid, kThreads, 0, stream>>>(data_tiles, data_tile_count, view,
-                                                             keys, lists[0], out, write_output);
+                                                             keys, lists[0], out, write_output,
+                                                             passes > 1, allow_done);
       DGS_CUDA_LAUNCHED("filter_data_kernel", sizes);
     } else {
       // The list filters' blocks take the (member, part) units in turn.
