@@ -192,15 +192,15 @@ struct ResolveShared {
 
 // Finds the digit of pass `pass` that holds the need-th largest candidate of
 // member m, by a whole block of 256 threads (resolve_kernel's, or the block
-// of a list filter that finished the member's last unit). With more bins
+// of a filter that finished the member's last piece: finish_unit). With more bins
 // than threads each thread owns a run of bins, thread 0 the highest. Pass 0
 // of a capturing set also decides, per member, whether its histogram pass
 // counted enough at and above its guess to resolve the boundary (if not, the
 // member is `missed`: its counts are cleared for a full histogram, and
 // `again`, a second launch after that histogram, resolves it alone), whether
 // pass 0 may read its capture, and the next run's guess. The histogram is
-// read through volatile loads: in a list filter the other blocks added into
-// it during the same launch, and this block's L1 need not have seen that.
+// read through volatile loads: in a filter the other blocks added into it
+// during the same launch, and this block's L1 need not have seen that.
 __device__ void resolve_member(SetState& s, u32 m, int pass, bool allow_done,
                                const Capture& capture, bool again, ResolveShared& sh) {
   using Scan = ResolveShared::Scan;
@@ -306,8 +306,8 @@ struct FilterShared {
   typename Scan::TempStorage scan;
   u32 next_hist[256];
   u64 base_out, base_next;
-  ResolveShared resolve;  // list filters: the next pass's resolve of a member they finish
-  u32 finished;           // this block finished the member's last unit
+  ResolveShared resolve;  // the next pass's resolve of a member this block finishes
+  u32 finished;           // this block finished the member's last piece (finish_unit)
 };
 
 // Where a tile's coordinates come from: local indices begin.. (data), or
