@@ -70,7 +70,7 @@ struct SetState {
   u32 done;                    // every remaining candidate is taken (or nothing to do)
   u32 from_capture;            // pass 0 reads the captured candidates, not the data
   u32 missed;                  // fewer than `need` reached the guess: histogrammed again in full
-  u32 units_done;              // a list filter's units of this member finished so far (the
+  u32 units_done;              // a filter's pieces of this member finished so far (the
                                // block finishing the last one resolves the next pass)
 };
 

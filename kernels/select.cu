@@ -68,7 +68,7 @@ struct SetView {
   const u32* segment;      // member -> segment
   const u64* list_offset;  // member -> start of its region in the list buffers
   SetState* state;
-  const u32* data_tiles;  // member -> its tiles of data (pass 0 from the data)
+  const u32* tiles_of;  // member -> how many tiles of data it has (pass 0 from the data)
 };
 
 template <typename Index>
@@ -397,6 +397,20 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
   __syncthreads();
 }
 
+// Called by one thread of a block, after a barrier that follows the block's
+// writes: true for the caller that brings `counter` to `expected`, which then
+// sees the writes of every earlier caller's block; it resets the counter for
+// the next launch.
+__device__ __forceinline__ bool last_to_arrive(u32* counter, u32 expected) {
+  __threadfence();
+  const bool last = atomicAdd(counter, 1u) + 1 == expected;
+  if (last) {
+    *counter = 0;
+    __threadfence();
+  }
+  return last;
+}
+
 // A filter's blocks each call this (every thread) when they finish one of
 // member m's `units` pieces of pass `pass`; the block that finishes the last
 // one resolves the member's next pass, so that no resolve launch sits
@@ -406,15 +420,7 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
 __device__ void finish_unit(FilterShared& sh, SetView set, u32 m, u32 units, int pass,
                             bool allow_done) {
   __syncthreads();  // every thread's writes for the piece are issued
-  if (threadIdx.x == 0) {
-    SetState& s = set.state[m];
-    __threadfence();
-    sh.finished = atomicAdd(&s.units_done, 1u) + 1 == units;
-    if (sh.finished) {
-      s.units_done = 0;  // for the next pass's filter
-      __threadfence();
-    }
-  }
+  if (threadIdx.x == 0) sh.finished = last_to_arrive(&set.state[m].units_done, units);
   __syncthreads();
   if (sh.finished) {
     resolve_member(set.state[m], m, pass + 1, allow_done, Capture{}, false, sh.resolve);
@@ -434,7 +440,7 @@ __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView se
     if (s.done == 0 || s.from_capture) continue;  // skipped before pass 0, or reads its capture
     filter_tile<TileSource::data>(sh, set, keys, 0, tile.owner, tile.begin, tile.length, nullptr,
                                   nullptr, list_out, out, write_output);
-    if (resolve_next) finish_unit(sh, set, tile.owner, set.data_tiles[tile.owner], 0, allow_done);
+    if (resolve_next) finish_unit(sh, set, tile.owner, set.tiles_of[tile.owner], 0, allow_done);
   }
 }
 
@@ -557,14 +563,7 @@ __global__ void count_marks_kernel(const Tile* tiles, u32 tile_count, const u32*
     if (threadIdx.x == 0) tile_marks[t] = sum.total;
     __syncthreads();  // sum.total is rewritten by the next tile
   }
-  if (threadIdx.x == 0) {
-    __threadfence();
-    last = atomicAdd(blocks_done, 1u) + 1 == gridDim.x;
-    if (last) {
-      *blocks_done = 0;  // for the next run
-      __threadfence();
-    }
-  }
+  if (threadIdx.x == 0) last = last_to_arrive(blocks_done, gridDim.x);
   __syncthreads();
   if (!last) return;
   // Volatile: the other blocks wrote these during this launch.
@@ -827,7 +826,7 @@ struct Selector::Set {
   Tile* data_tiles = nullptr;
   u32 data_tile_count = 0;
   u32 max_member_tiles = 0;  // tiles of the longest member (its list never outgrows its data)
-  u32* member_tiles = nullptr;  // member -> its data tiles
+  u32* tiles_of = nullptr;   // member -> how many of data_tiles are its
   std::vector<std::uint32_t> host_segments;
   // The capture of likely candidates (large set only): per member, room for
   // a quarter of its coordinates as (local, key) pairs in its region of the
@@ -843,7 +842,7 @@ struct Selector::Set {
   u64* marks_before = nullptr;
   u32* mark_blocks_done = nullptr;  // count_marks_kernel's blocks finished (0 between runs)
 
-  SetView view() const { return {segment, list_offset, states, member_tiles}; }
+  SetView view() const { return {segment, list_offset, states, tiles_of}; }
   // `counts`: the two counters of Selector::capture_counts_ (used, missed).
   Capture capture(u32* list, u64* counts) const {
     if (guess == nullptr) return {};
@@ -921,13 +920,12 @@ void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
   const std::vector<Tile> tiles = make_tiles(list_sizes);
   set.data_tiles = upload(owned_, tiles);
   set.data_tile_count = static_cast<u32>(tiles.size());
-  std::vector<u32> member_tiles(members.size());
+  std::vector<u32> tiles_of(members.size());
   for (std::size_t m = 0; m < members.size(); ++m) {
-    member_tiles[m] = static_cast<u32>((list_sizes[m] + kTile - 1) / kTile);
+    tiles_of[m] = static_cast<u32>((list_sizes[m] + kTile - 1) / kTile);
   }
-  set.member_tiles = upload(owned_, member_tiles);
-  set.max_member_tiles =
-      member_tiles.empty() ? 0 : *std::max_element(member_tiles.begin(), member_tiles.end());
+  set.tiles_of = upload(owned_, tiles_of);
+  set.max_member_tiles = tiles_of.empty() ? 0 : *std::max_element(tiles_of.begin(), tiles_of.end());
 }
 
 void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample) {
@@ -1019,11 +1017,10 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     large_->marks_before = device_alloc<u64>(owned_, mark_tiles.size());
     large_->mark_blocks_done = device_alloc<u32>(owned_, 1);
     DGS_CUDA_TRY(cudaMemset(large_->mark_blocks_done, 0, sizeof(u32)));
-    if (marks_ == nullptr) {
-      DGS_CUDA_TRY(cudaMalloc(&marks_, mark_words(segments_.total()) * sizeof(u32)));
-    }
+    const std::size_t mark_bytes = mark_words(segments_.total()) * sizeof(u32);
+    if (marks_ == nullptr) DGS_CUDA_TRY(cudaMalloc(&marks_, mark_bytes));
     // Emission clears what each run marks; this covers a run cut short.
-    DGS_CUDA_TRY(cudaMemset(marks_, 0, mark_words(segments_.total()) * sizeof(u32)));
+    DGS_CUDA_TRY(cudaMemset(marks_, 0, mark_bytes));
   }
   if (plan.compressor != Compressor::threshold || sampled.empty()) {
     // Every slot is filled, whatever the data: the count is the plan's, set

@@ -153,8 +153,8 @@ class Selector {
   u32* threshold_keys_ = nullptr;    // per segment: tau
   u64* stats_dev_ = nullptr;         // clamped segments, count error
   u64* capture_counts_ = nullptr;    // large segments whose pass 0 read the capture, and missed
-  u32* marks_ =
-      nullptr;  // topk/randk: what the large set selects, one bit per coordinate (P / 8 B)
+  // topk/randk: what the large set selects, one bit per coordinate (P / 8 bytes).
+  u32* marks_ = nullptr;
   int multiprocessors_ = 1;
   void* sort_temp_ = nullptr;
   std::size_t sort_temp_bytes_ = 0;
