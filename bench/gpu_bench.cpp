@@ -332,7 +332,7 @@ void BM_ServerPush(benchmark::State& state, std::string shape, std::uint64_t p, 
       state.SkipWithError(v.describe(0).c_str());
       break;
     }
-    server->apply(push_buffer, w, stream);
+    server->apply(push_buffer, header, w, stream);
     server->sparse_reply(w, r, info, reply_buffer, stream);
     state.SetIterationTime(timer.stop(stream));
     captures.add(server->last_capture_use(stream));  // after the timed part

@@ -247,11 +247,13 @@ class CudaServerKernels final : public ServerKernels {
     return v;
   }
 
-  void apply(const void* message, float* model, Stream stream) override {
-    apply_or_accumulate(message, model, false, stream);
+  void apply(const void* message, const MessageHeader& header, float* model,
+             Stream stream) override {
+    apply_or_accumulate(message, header, model, false, stream);
   }
-  void accumulate(const void* message, float* accumulator, Stream stream) override {
-    apply_or_accumulate(message, accumulator, true, stream);
+  void accumulate(const void* message, const MessageHeader& header, float* accumulator,
+                  Stream stream) override {
+    apply_or_accumulate(message, header, accumulator, true, stream);
   }
   void average(const float* accumulator, std::uint32_t contributors, float* model,
                Stream stream) override {
@@ -342,12 +344,21 @@ class CudaServerKernels final : public ServerKernels {
     return push_table_;
   }
 
-  void apply_or_accumulate(const void* message, float* target, bool accumulate, Stream stream) {
+  // A blocks payload needs the segment table of its ratio: validate's
+  // header names it, so nothing is read back from the device.
+  void apply_or_accumulate(const void* message, const MessageHeader& header, float* target,
+                           bool accumulate, Stream stream) {
     const MessageLayout& layout = rules_.layout;
     const SegmentInfo* table = nullptr;
     if (layout.payload == PayloadLayout::blocks) {
-      const auto h = download<MessageHeader>(message, stream);
-      table = table_for(rules_.plan_at(h.ratio_code), stream);
+      const SelectionPlan plan = rules_.plan_at(header.ratio_code);
+      if (header.kind != MessageKind::push || header.count != plan.total_capacity()) {
+        throw Error(ErrorCode::invalid_argument,
+                    "dgs cuda apply: the header given is not a validated rbgs push's (count " +
+                        std::to_string(header.count) + ", its ratio's plan holds " +
+                        std::to_string(plan.total_capacity()) + ")");
+      }
+      table = table_for(plan, stream);
     }
     cuda::launch_apply_push(static_cast<const unsigned char*>(message), layout, table,
                             static_cast<std::uint32_t>(rules_.segments.count()), target, accumulate,

@@ -49,8 +49,13 @@ class ServerKernels {
   /// same wait.
   virtual Verdict validate(const void* message, std::size_t bytes, MessageHeader& header,
                            Stream stream) = 0;
-  virtual void apply(const void* message, float* model, Stream stream) = 0;
-  virtual void accumulate(const void* message, float* accumulator, Stream stream) = 0;
+  /// Adds (apply) or accumulates a push that validate passed; `header` is the
+  /// header validate returned for it, so neither needs to read it back from
+  /// the message (no host synchronisation: both can be graph-captured).
+  virtual void apply(const void* message, const MessageHeader& header, float* model,
+                     Stream stream) = 0;
+  virtual void accumulate(const void* message, const MessageHeader& header, float* accumulator,
+                          Stream stream) = 0;
   virtual void average(const float* accumulator, std::uint32_t contributors, float* model,
                        Stream stream) = 0;
   virtual void sparse_reply(const float* model, float* replica, const host::ReplyInfo& info,

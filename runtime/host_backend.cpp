@@ -60,10 +60,11 @@ class HostServerKernels final : public ServerKernels {
     header = bytes >= kHeaderBytes ? read_header(message) : blank_header();
     return host::validate_push(message, bytes, rules_);
   }
-  void apply(const void* message, float* model, Stream) override {
+  // The message is in host memory: its header is read where it lies.
+  void apply(const void* message, const MessageHeader&, float* model, Stream) override {
     host::apply_push(message, rules_, model);
   }
-  void accumulate(const void* message, float* accumulator, Stream) override {
+  void accumulate(const void* message, const MessageHeader&, float* accumulator, Stream) override {
     host::accumulate_push(message, rules_, accumulator);
   }
   void average(const float* accumulator, std::uint32_t contributors, float* model,

@@ -42,7 +42,7 @@ struct Server::Impl {
     Clock::time_point last_heard{};
     std::uint64_t last_dense_version = 0;
     bool pushed = false;       // sync: its push for the current round is held
-    std::uint64_t step = 0;    // sync: step of the held push
+    MessageHeader held{};      // sync: the held push's header, as validated
     bool joined_once = false;  // has joined at least once (kept in checkpoints)
     bool given_up = false;     // never joined, and run() no longer waits for it
   };
@@ -326,7 +326,7 @@ struct Server::Impl {
       case MessageKind::push: {
         const std::uint64_t staleness = h.model_version <= version ? version - h.model_version : 0;
         ++stats.staleness[staleness_bucket(staleness)];
-        kernels->apply(receive_buffer.data(), weights.as<float>(), options.stream);
+        kernels->apply(receive_buffer.data(), h, weights.as<float>(), options.stream);
         ++version;
         ++stats.pushes;
         const bool stale = options.staleness_bound > 0 && staleness > options.staleness_bound;
@@ -374,7 +374,7 @@ struct Server::Impl {
     std::uint32_t contributors = 0;
     for (std::uint32_t k = 0; k < slots.size(); ++k) {  // worker-id order
       if (!slots[k].pushed) continue;
-      kernels->accumulate(round_slot(k), accumulator.as<float>(), options.stream);
+      kernels->accumulate(round_slot(k), slots[k].held, accumulator.as<float>(), options.stream);
       ++contributors;
     }
     kernels->average(accumulator.as<float>(), contributors, weights.as<float>(), options.stream);
@@ -403,13 +403,13 @@ struct Server::Impl {
       Slot& s = slots[k];
       if (!s.pushed) continue;
       s.pushed = false;
-      h.step = s.step;
+      h.step = s.held.step;
       write_header(bytes, h);
       backend->upload(reply, bytes, kHeaderBytes, options.stream);
       notify(k);
       if (dense) {
         s.last_dense_version = version;
-        send_dense(k, s.step);
+        send_dense(k, s.held.step);
       } else {
         ++stats.sparse_replies;
         send(k, reply_buffer.data(), reply_layout.bytes);
@@ -457,7 +457,7 @@ struct Server::Impl {
         case MessageKind::push:
           backend->copy(round_slot(k), receive_buffer.data(), push_layout.bytes, options.stream);
           s.pushed = true;
-          s.step = h.step;
+          s.held = h;
           break;
         default:
           break;

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "dgs/backend.h"
+#include "dgs/error.h"
 #include "dgs/version.h"
 #if DGS_WITH_NCCL && !defined(DGS_CUDA_EMULATION)  // NCCL needs the real runtime
 #include "dgs/nccl.h"
@@ -350,6 +351,55 @@ TEST_F(CudaBackendTest, AWorkerStepCanBeCapturedInACudaGraph) {
   CUDA_OK(cudaGraphDestroy(graph));
 }
 
+// Applying a validated push needs no host synchronisation, so the server's
+// apply and accumulate can be captured in a graph for every payload (an rbgs
+// push's segment table comes from validate's header, not read back).
+TEST_F(CudaBackendTest, TheServersApplyCanBeCapturedInACudaGraph) {
+  const Segments model = random_model(9, 30, 6000);
+  const std::uint64_t p = model.total();
+  for (Compressor c : {Compressor::topk, Compressor::rbgs, Compressor::threshold}) {
+    for (Method m : {Method::gd, Method::dense}) {
+      if (m == Method::dense && c != Compressor::topk) continue;
+      Config config;
+      config.method = m;
+      config.compressor = c;
+      config.ratio = 0.03;
+      config.workers = 2;
+      const std::string what = std::string(to_string(m)) + "/" + to_string(c);
+      std::mt19937_64 rng(15);
+      test::RefWorker worker(model, config, 0, test::random_normal(rng, p));
+      const test::Bytes push = worker.push(test::random_normal(rng, p), 0.1f);
+      const host::PushRules rules(model, config);
+      auto gpu = backend_->server_kernels(model, config);
+      detail::Buffer d_push = upload(push);
+      MessageHeader header = blank_header();
+      const Verdict v = gpu->validate(d_push.data(), push.size(), header, stream_);
+      ASSERT_TRUE(v.ok()) << what << ": " << v.describe(0);
+      std::vector<float> w = test::random_normal(rng, p), acc = test::random_normal(rng, p);
+      detail::Buffer d_w = upload(w), d_acc = upload(acc);
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      CUDA_OK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+      gpu->apply(d_push.data(), header, d_w.as<float>(), stream_);
+      gpu->accumulate(d_push.data(), header, d_acc.as<float>(), stream_);
+      CUDA_OK(cudaStreamEndCapture(stream_, &graph)) << what;
+      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0)) << what;
+      for (int replay = 0; replay < 2; ++replay) {  // each replay adds the push once more
+        CUDA_OK(cudaGraphLaunch(exec, stream_));
+        host::apply_push(push.data(), rules, w.data());
+        host::accumulate_push(push.data(), rules, acc.data());
+        EXPECT_EQ(download<float>(d_w, p), w) << what << ", replay " << replay;
+        EXPECT_EQ(download<float>(d_acc, p), acc) << what << ", replay " << replay;
+      }
+      CUDA_OK(cudaGraphExecDestroy(exec));
+      CUDA_OK(cudaGraphDestroy(graph));
+      if (c == Compressor::rbgs) {  // a header that is not the push's is refused, not trusted
+        EXPECT_THROW(gpu->apply(d_push.data(), blank_header(), d_w.as<float>(), stream_), Error);
+      }
+    }
+  }
+}
+
 TEST_F(CudaBackendTest, ReplyFoldAndEvaluationPointMatchTheHost) {
   const Segments model = random_model(7, 20, 5000);
   Config config;
@@ -416,10 +466,10 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
                        acc(p, 0.5f);
     detail::Buffer d_w = upload(w), d_r = upload(r), d_acc = upload(acc);
     host::apply_push(push.data(), rules, w.data());
-    gpu->apply(d_push.data(), d_w.as<float>(), stream_);
+    gpu->apply(d_push.data(), header, d_w.as<float>(), stream_);
     EXPECT_EQ(download<float>(d_w, p), w) << to_string(c);
     host::accumulate_push(push.data(), rules, acc.data());
-    gpu->accumulate(d_push.data(), d_acc.as<float>(), stream_);
+    gpu->accumulate(d_push.data(), header, d_acc.as<float>(), stream_);
     EXPECT_EQ(download<float>(d_acc, p), acc);
     host::apply_average(acc.data(), 3, w.data(), p);
     gpu->average(d_acc.as<float>(), 3, d_w.as<float>(), stream_);

@@ -964,13 +964,24 @@ void expect_schedule_end_to_end(const std::shared_ptr<Backend>& backend, Config 
 }
 
 TEST_P(Runtime, TheWarmupScheduleRunsEndToEnd) {
-  Config config;
-  config.schedule = RatioSchedule::warmup;
-  config.warmup_ratios = {0.25, 0.0625};
-  config.warmup_steps = 3;
-  config.ratio = 0.01;
-  // Three steps at 25%, three at 6.25%, then 1% (the 37-parameter tensor: 1 entry).
-  expect_schedule_end_to_end(backend, config, std::vector<float>(10, 0.01f));
+  // rbgs too: its pushes carry block starts, whose segment table the server
+  // takes from each push's validated header, in both modes (a sync round
+  // applies the pushes it held).
+  for (Compressor c : {Compressor::topk, Compressor::rbgs}) {
+    for (Mode mode : {Mode::async, Mode::sync}) {
+      if (c == Compressor::topk && mode == Mode::sync) continue;
+      SCOPED_TRACE(std::string(to_string(c)) + " " + to_string(mode));
+      Config config;
+      config.compressor = c;
+      config.mode = mode;
+      config.schedule = RatioSchedule::warmup;
+      config.warmup_ratios = {0.25, 0.0625};
+      config.warmup_steps = 3;
+      config.ratio = 0.01;
+      // Three steps at 25%, three at 6.25%, then 1% (the 37-parameter tensor: 1 entry).
+      expect_schedule_end_to_end(backend, config, std::vector<float>(10, 0.01f));
+    }
+  }
 }
 
 TEST_P(Runtime, TheLrProportionalScheduleRunsEndToEnd) {
