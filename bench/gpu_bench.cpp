@@ -22,11 +22,12 @@
 #include <vector>
 
 #include "cub_baseline.cuh"
-#include "fill.cuh"
-#include "update_pass.cuh"
 #include "dgs/dgs.h"
+#include "fill.cuh"
 #include "kernels/server_host.h"
+#include "round_baseline.cuh"
 #include "runtime/backend.h"
+#include "update_pass.cuh"
 
 namespace {
 
@@ -347,6 +348,77 @@ void BM_ServerPush(benchmark::State& state, std::string shape, std::uint64_t p, 
   }
 }
 
+// A sync round of `workers` gd pushes at `ratio` (each worker's own
+// gradient): the server's apply_round (`tiles`: sums per tile in shared
+// memory, touching only the named coordinates) or, as the baseline in the
+// same run, the accumulator round it replaced (`accumulator`: zero P floats,
+// add every push, average over all P). Floor: the pushes read once and the
+// coordinates they name (at most workers * k) read and written once.
+void BM_SyncRound(benchmark::State& state, std::string shape, std::uint64_t p, double ratio,
+                  std::uint32_t workers, bool tiles) {
+  if (!fits(p * 4 * 5)) {
+    state.SkipWithError("not enough device memory");
+    return;
+  }
+  Config config;
+  config.method = Method::gd;
+  config.mode = Mode::sync;
+  config.ratio = ratio;
+  config.workers = workers;
+  const Segments model = segments_for(shape, p);
+  auto backend = make_backend(BackendKind::cuda);
+  auto server = backend->server_kernels(model, config);
+  auto worker = backend->worker_kernels(model, push_layout(model, config), config);
+  const SelectionPlan plan = push_plan(model, config, encode_ratio(ratio));
+  worker->set_plan(plan);
+  const MessageLayout push = push_layout(model, config);
+  float* w = random_device(p, 4);
+  float* grad = random_device(p, 6);
+  float* residual = random_device(p, 7);
+  float* accumulator = nullptr;
+  if (!tiles) check(cudaMalloc(&accumulator, p * sizeof(float)), "cudaMalloc");
+  cudaStream_t stream;
+  cudaStreamCreate(&stream);
+  std::vector<void*> buffers(workers);
+  std::vector<host::RoundPush> pushes(workers);
+  for (std::uint32_t k = 0; k < workers; ++k) {
+    check(cudaMalloc(&buffers[k], push.bytes), "cudaMalloc");
+    check(bench::fill_normal(grad, p, 100 + k), "fill_normal");
+    host::StepParams params;
+    params.method = Method::gd;
+    params.lr = 0.01f;
+    params.sender = k;
+    host::WorkerState s;
+    s.residual = residual;
+    worker->step(params, grad, nullptr, s, buffers[k], stream);
+    MessageHeader header = blank_header();
+    const Verdict v = server->validate(buffers[k], push.bytes, header, stream);
+    if (!v.ok()) {
+      state.SkipWithError(v.describe(k).c_str());
+      return;
+    }
+    pushes[k] = {buffers[k], header};
+  }
+  Timer timer;
+  for (auto _ : state) {
+    timer.start(stream);
+    if (tiles) {
+      server->apply_round(pushes.data(), workers, w, stream);
+    } else {
+      bench::accumulator_round(buffers.data(), workers, push, accumulator, w, stream);
+    }
+    state.SetIterationTime(timer.stop(stream));
+  }
+  const double named =
+      std::min<double>(static_cast<double>(p), static_cast<double>(workers) * plan.total_target());
+  report(state, static_cast<double>(workers) * push.bytes + 8.0 * named, p);
+  state.counters["segments"] = static_cast<double>(model.count());
+  state.counters["workers"] = workers;
+  cudaStreamDestroy(stream);
+  for (void* ptr : buffers) cudaFree(ptr);
+  for (float* ptr : {w, grad, residual, accumulator}) cudaFree(ptr);
+}
+
 double measure_copy_bandwidth() {
   const std::size_t bytes = std::size_t{1} << 30;
   void *a = nullptr, *b = nullptr;
@@ -407,6 +479,16 @@ int main(int argc, char** argv) {
                                       std::string("resnet50"), std::uint64_t{100000000}, 0.01));
   common(benchmark::RegisterBenchmark("server_push/resnet50/P=100000000/ratio=0.010", BM_ServerPush,
                                       std::string("resnet50"), std::uint64_t{100000000}, 0.01));
+  // Sync rounds of 4 and 16 workers, against the accumulator round they replaced.
+  for (std::uint32_t workers : {4u, 16u}) {
+    for (bool tiles : {true, false}) {
+      common(benchmark::RegisterBenchmark(
+          (std::string("sync_round/") + (tiles ? "tiles" : "accumulator") +
+           "/workers=" + std::to_string(workers) + "/resnet50/P=100000000/ratio=0.010")
+              .c_str(),
+          BM_SyncRound, std::string("resnet50"), std::uint64_t{100000000}, 0.01, workers, tiles));
+    }
+  }
   // Where the worker step's update pass stands against its own bytes.
   for (bench::UpdateVariant v : {bench::UpdateVariant::streaming, bench::UpdateVariant::plain,
                                  bench::UpdateVariant::fused}) {

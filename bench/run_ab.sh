@@ -57,7 +57,7 @@ for name in "${names[@]}"; do
     CARRY=gpu-ab/$name OUT=$work/$name bench/run_gpu.sh profile
   else
     CARRY=gpu-ab/$name OUT=$work/$name REPS=${REPS:-5} \
-      BENCH_FILTER=${BENCH_FILTER:-(worker_step/samomentum|server_push|update_pass)/resnet50/P=100000000/} \
+      BENCH_FILTER=${BENCH_FILTER:-(worker_step/samomentum|server_push|update_pass|sync_round/.*)/resnet50/P=100000000/} \
       bench/run_gpu.sh bench
   fi
 done

@@ -107,6 +107,18 @@ def main():
         f = server["seconds"] / server["floor_s"]
         print(f"- server push {server['seconds'] * 1e3:.3f} ms = {f:.2f}× its byte floor of {server['floor_s'] * 1e3:.3f} ms "
               f"(target ≤ 1.3): {'met' if f <= 1.3 else 'NOT met'}")
+    # Sync rounds: the per-tile sums against the accumulator round, same run.
+    rounds = sorted((n, r) for n, r in rows.items() if n.startswith("sync_round/tiles/"))
+    if rounds:
+        print("\nSync rounds (server apply_round; the accumulator round it replaced, same run):")
+    for name, r in rounds:
+        base = rows.get(name.replace("sync_round/tiles/", "sync_round/accumulator/"))
+        workers = next((x.split("=")[1] for x in name.split("/") if x.startswith("workers=")), "?")
+        line = (f"- {workers} workers, {name.split('/')[3]}, P = {float(r.get('P', 0)):.0e}: "
+                f"{r['seconds'] * 1e3:.3f} ms = {r['seconds'] / r['floor_s']:.2f}× its byte floor")
+        if base:
+            line += f"; accumulator round {base['seconds'] * 1e3:.3f} ms ({base['seconds'] / r['seconds']:.1f}× slower)"
+        print(line)
     for t in torch:
         print(f"\nPyTorch baselines, {t['shape']} (P = {t['p']:.0e}, {t['segments']} tensors, ratio {t['ratio']}): "
               f"reference (kthvalue) {t['reference_kthvalue_s'] * 1e3:.1f} ms, torch.topk {t['topk_s'] * 1e3:.2f} ms "

@@ -166,11 +166,17 @@ class CudaServerKernels final : public ServerKernels {
         dense_layout_(dense_reply_layout(model)),
         selector_(rules_.segments, reply_plan_.total_capacity(), reply_layout_.index_type) {
     selector_.set_plan(reply_plan_, config.threshold_sample);
+    int device = 0;
+    DGS_CUDA_TRY(cudaGetDevice(&device));
+    DGS_CUDA_TRY(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
     DGS_CUDA_TRY(cudaMalloc(&check_, sizeof(cuda::EntryCheck)));
     DGS_CUDA_TRY(cudaMallocHost(&staged_, sizeof(Staged)));
   }
 
   ~CudaServerKernels() override {
+    cudaFree(accumulator_);
+    cudaFree(round_pushes_);
+    cudaFree(round_cursors_);
     cudaFree(check_);
     cudaFreeHost(staged_);
     if (push_table_ != nullptr) cudaFree(push_table_);
@@ -251,16 +257,47 @@ class CudaServerKernels final : public ServerKernels {
              Stream stream) override {
     apply_or_accumulate(message, header, model, false, stream);
   }
-  void accumulate(const void* message, const MessageHeader& header, float* accumulator,
-                  Stream stream) override {
-    apply_or_accumulate(message, header, accumulator, true, stream);
-  }
-  void average(const float* accumulator, std::uint32_t contributors, float* model,
-               Stream stream) override {
-    if (contributors == 0)
-      throw Error(ErrorCode::invalid_argument, "dgs cuda average: no contributors");
-    cuda::launch_average(accumulator, 1.0f / static_cast<float>(contributors), model,
-                         rules_.layout.model_size, stream);
+  // Index-list pushes: one pass over their entries (sparse_round_kernel),
+  // no accumulator. Dense and rbgs pushes: an accumulator of P floats (made
+  // with the first such round), zeroed, the pushes added in order, then the
+  // dense average.
+  void apply_round(const host::RoundPush* pushes, std::uint32_t count, float* model,
+                   Stream stream) override {
+    if (count == 0) throw Error(ErrorCode::invalid_argument, "dgs cuda apply_round: no pushes");
+    const MessageLayout& layout = rules_.layout;
+    const float inverse = 1.0f / static_cast<float>(count);
+    if (layout.payload == PayloadLayout::sparse) {
+      const unsigned blocks = cuda::sparse_round_grid(multiprocessors_);
+      if (count > round_room_) {
+        cudaFree(round_pushes_);
+        cudaFree(round_cursors_);
+        round_pushes_ = nullptr;
+        round_cursors_ = nullptr;
+        round_room_ = 0;
+        DGS_CUDA_TRY(cudaMalloc(&round_pushes_, count * sizeof(void*)));
+        DGS_CUDA_TRY(
+            cudaMalloc(&round_cursors_, std::size_t{blocks} * count * sizeof(std::uint64_t)));
+        round_room_ = count;
+      }
+      round_pushes_host_.resize(count);
+      for (std::uint32_t k = 0; k < count; ++k) {
+        round_pushes_host_[k] = static_cast<const unsigned char*>(pushes[k].message);
+      }
+      // From pageable memory: staged before the call returns, so the next
+      // round may refill the vector; read in stream order by the kernel.
+      DGS_CUDA_TRY(cudaMemcpyAsync(round_pushes_, round_pushes_host_.data(), count * sizeof(void*),
+                                   cudaMemcpyHostToDevice, stream));
+      cuda::launch_sparse_round(round_pushes_, count, layout, inverse, model, round_cursors_,
+                                blocks, stream);
+      return;
+    }
+    const std::size_t bytes = layout.model_size * sizeof(float);
+    if (accumulator_ == nullptr) DGS_CUDA_TRY(cudaMalloc(&accumulator_, bytes));
+    DGS_CUDA_TRY(cudaMemsetAsync(accumulator_, 0, bytes, stream));
+    for (std::uint32_t k = 0; k < count; ++k) {
+      apply_or_accumulate(pushes[k].message, pushes[k].header, accumulator_, true, stream);
+    }
+    cuda::launch_average(accumulator_, inverse, model, layout.model_size, stream);
   }
 
   void sparse_reply(const float* model, float* replica, const host::ReplyInfo& info, void* reply,
@@ -382,6 +419,14 @@ class CudaServerKernels final : public ServerKernels {
   std::vector<SegmentInfo> push_table_host_;
   std::uint32_t push_table_code_ = 0;
   bool push_table_fixed_ = false;  // the table's plan has fixed counts (sparse payloads)
+  int multiprocessors_ = 0;
+  // A sync round: the pushes' device pointers and each block's cursors
+  // (room for round_room_ pushes), or the accumulator of dense and rbgs pushes.
+  const unsigned char** round_pushes_ = nullptr;
+  std::vector<const unsigned char*> round_pushes_host_;
+  std::uint64_t* round_cursors_ = nullptr;
+  std::uint32_t round_room_ = 0;
+  float* accumulator_ = nullptr;
 };
 
 class CudaBackend final : public Backend {

@@ -107,6 +107,21 @@ void launch_apply_push(const unsigned char* message, const MessageLayout& layout
 void launch_average(const float* accumulator, float inverse, float* model, std::uint64_t p,
                     cudaStream_t stream);
 
+/// Coordinates per tile of the sync round's sums (in shared memory).
+constexpr std::uint32_t kRoundTile = 8192;
+
+/// The blocks a sync round of index-list pushes runs on (as many as the
+/// device holds at once); it needs `blocks * count` u64 of cursor scratch.
+unsigned sparse_round_grid(int multiprocessors);
+
+/// A sync round of pushes with sorted index lists (a sparse payload):
+/// W_i -= (s_1,i + ... + s_count,i, summed from 0 in the order given) *
+/// inverse, touching only the coordinates the pushes name. `pushes`: a device
+/// array of `count` device pointers to validated messages.
+void launch_sparse_round(const unsigned char* const* pushes, std::uint32_t count,
+                         const MessageLayout& layout, float inverse, float* model,
+                         std::uint64_t* cursors, unsigned blocks, cudaStream_t stream);
+
 /// The sparse reply's entries: d = q(W - R) at the selected indices, R += d;
 /// and its `header`, prepared on the host (no launch of its own).
 void launch_emit_reply(const float* model, float* replica, const void* indices, std::uint64_t count,

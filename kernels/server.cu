@@ -96,6 +96,79 @@ __global__ void average_kernel(const float* acc, float inverse, float* w, u64 p)
   }
 }
 
+// The first slot of a push (sorted indices, n of them) whose index is at
+// least `bound`.
+__device__ u64 first_slot_from(const unsigned char* m, IndexType type, u64 n, u64 bound) {
+  u64 lo = 0, hi = n;
+  while (lo < hi) {
+    const u64 mid = lo + (hi - lo) / 2;
+    if (load_index(m, type, mid) < bound) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// A sync round of index-list pushes: W_i -= (sum over the pushes of s_i,
+// in their order, from 0) * inverse, without an accumulator of P floats.
+// Each block takes a run of consecutive tiles of kRoundTile coordinates,
+// sums the pushes' entries of a tile in shared memory (one push after the
+// other: a push's indices are distinct, so its adds never race, and the
+// barrier between pushes keeps each coordinate's sum in push order), then
+// subtracts the sums that are not zero (a coordinate no push names, or whose
+// sum is +0 - a sum from +0 is never -0 - would become W - 0 * inverse = W:
+// left as it is). The entries of
+// a tile are a run of slots in each push, found once per block by a binary
+// search and then followed by a cursor per push (`cursors`, gridDim.x * count
+// slots of scratch).
+__global__ void __launch_bounds__(kThreads)
+    sparse_round_kernel(const unsigned char* const* pushes, u32 count, MessageLayout layout,
+                        float inverse, float* __restrict__ w, u64* cursors, u64 tiles_per_block) {
+  __shared__ float sum[kRoundTile];
+  const u64 p = layout.model_size;
+  const u64 tiles = (p + kRoundTile - 1) / kRoundTile;
+  const u64 first_tile = blockIdx.x * tiles_per_block;
+  const u64 end_tile = min(tiles, first_tile + tiles_per_block);
+  if (first_tile >= end_tile) return;
+  u64* cursor = cursors + static_cast<u64>(blockIdx.x) * count;
+  for (u32 k = threadIdx.x; k < count; k += blockDim.x) {
+    cursor[k] = first_slot_from(pushes[k], layout.index_type, header_count(pushes[k]),
+                                first_tile * kRoundTile);
+  }
+  for (u64 t = first_tile; t < end_tile; ++t) {
+    const u64 a = t * kRoundTile;
+    const u32 length = static_cast<u32>(min(static_cast<u64>(kRoundTile), p - a));
+    for (u32 c = threadIdx.x; c < kRoundTile; c += blockDim.x) sum[c] = 0.0f;
+    __syncthreads();  // the sums are zero and every cursor is written
+    for (u32 k = 0; k < count; ++k) {
+      const unsigned char* m = pushes[k];
+      const u64 n = header_count(m);
+      const unsigned char* values = m + layout.values_offset;
+      u64 at = cursor[k];  // the same for every thread
+      for (;;) {
+        const u64 j = at + threadIdx.x;
+        bool in = false;
+        if (j < n) {
+          const u64 i = load_index(m, layout.index_type, j);
+          in = i < a + length;  // sorted: the tile's entries are a prefix of the batch
+          if (in) sum[i - a] = __fadd_rn(sum[i - a], load_value(values, layout.value_type, j));
+        }
+        const int taken = __syncthreads_count(in);  // also orders this push's adds first
+        at += static_cast<u64>(taken);
+        if (taken < static_cast<int>(blockDim.x)) break;
+      }
+      if (threadIdx.x == 0) cursor[k] = at;
+    }
+    for (u32 c = threadIdx.x; c < length; c += blockDim.x) {
+      const float s = sum[c];
+      if (s != 0.0f) w[a + c] = __fsub_rn(w[a + c], __fmul_rn(s, inverse));
+    }
+    __syncthreads();  // every sum is read (and cursor[k] written) before the next tile
+  }
+}
+
 // The selected indices are distinct, so the batches never race. Block 0
 // also writes the header (a region of its own).
 template <typename Index>
@@ -146,6 +219,27 @@ void launch_average(const float* accumulator, float inverse, float* model, std::
                     cudaStream_t stream) {
   average_kernel<<<grid_for(p), kThreads, 0, stream>>>(accumulator, inverse, model, p);
   DGS_CUDA_LAUNCHED("average_kernel", "elements " + std::to_string(p));
+}
+
+unsigned sparse_round_grid(int multiprocessors) {
+  static const int per_multiprocessor = [] {
+    int blocks = 0;
+    DGS_CUDA_TRY(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, sparse_round_kernel, kThreads, 0));
+    return std::max(1, blocks);
+  }();
+  return static_cast<unsigned>(per_multiprocessor * std::max(1, multiprocessors));
+}
+
+void launch_sparse_round(const unsigned char* const* pushes, std::uint32_t count,
+                         const MessageLayout& layout, float inverse, float* model,
+                         std::uint64_t* cursors, unsigned blocks, cudaStream_t stream) {
+  const std::uint64_t tiles = (layout.model_size + kRoundTile - 1) / kRoundTile;
+  const std::uint64_t per_block = std::max<std::uint64_t>(1, (tiles + blocks - 1) / blocks);
+  sparse_round_kernel<<<blocks, kThreads, 0, stream>>>(pushes, count, layout, inverse, model,
+                                                       reinterpret_cast<u64*>(cursors), per_block);
+  DGS_CUDA_LAUNCHED("sparse_round_kernel", "pushes " + std::to_string(count) + ", model " +
+                                               std::to_string(layout.model_size));
 }
 
 void launch_emit_reply(const float* model, float* replica, const void* indices, std::uint64_t count,

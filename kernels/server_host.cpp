@@ -172,6 +172,16 @@ void apply_average(const float* accumulator, std::uint32_t contributors, float* 
   for (std::uint64_t i = 0; i < p; ++i) model[i] = model[i] - accumulator[i] * inverse;
 }
 
+void apply_round(const RoundPush* pushes, std::uint32_t count, const PushRules& rules, float* model,
+                 std::vector<float>& accumulator) {
+  if (count == 0) throw Error(ErrorCode::invalid_argument, "dgs::host::apply_round: no pushes");
+  accumulator.assign(rules.layout.model_size, 0.0f);
+  for (std::uint32_t k = 0; k < count; ++k) {
+    accumulate_push(pushes[k].message, rules, accumulator.data());
+  }
+  apply_average(accumulator.data(), count, model, rules.layout.model_size);
+}
+
 MessageHeader make_reply_header(MessageKind kind, const MessageLayout& layout,
                                 const ReplyInfo& info) {
   MessageHeader h = blank_header();

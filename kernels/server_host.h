@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "dgs/config.h"
 #include "dgs/message.h"
@@ -53,6 +54,17 @@ void accumulate_push(const void* message, const PushRules& rules, float* accumul
 /// Sync mode: W = W - acc * (1 / contributors), product rounded first.
 void apply_average(const float* accumulator, std::uint32_t contributors, float* model,
                    std::uint64_t p);
+
+/// A push a sync round holds, with the header its validation returned.
+struct RoundPush {
+  const void* message;
+  MessageHeader header;
+};
+
+/// A sync round: `accumulator` (resized to P) zeroed, every push added into it
+/// in the order given, then apply_average with `count` contributors.
+void apply_round(const RoundPush* pushes, std::uint32_t count, const PushRules& rules, float* model,
+                 std::vector<float>& accumulator);
 
 struct ReplyInfo {
   std::uint64_t step = 0;           ///< echoed from the push being answered

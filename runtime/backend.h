@@ -49,15 +49,16 @@ class ServerKernels {
   /// same wait.
   virtual Verdict validate(const void* message, std::size_t bytes, MessageHeader& header,
                            Stream stream) = 0;
-  /// Adds (apply) or accumulates a push that validate passed; `header` is the
-  /// header validate returned for it, so neither needs to read it back from
-  /// the message (no host synchronisation: both can be graph-captured).
+  /// W -= s for a push that validate passed; `header` is the header validate
+  /// returned for it, so it is not read back from the message (no host
+  /// synchronisation: it can be graph-captured).
   virtual void apply(const void* message, const MessageHeader& header, float* model,
                      Stream stream) = 0;
-  virtual void accumulate(const void* message, const MessageHeader& header, float* accumulator,
-                          Stream stream) = 0;
-  virtual void average(const float* accumulator, std::uint32_t contributors, float* model,
-                       Stream stream) = 0;
+  /// A sync round: W = W - (s_1 + ... + s_count) * (1 / count), each
+  /// coordinate's sum taken from 0 in the order given (worker id), over
+  /// `count` >= 1 validated pushes.
+  virtual void apply_round(const host::RoundPush* pushes, std::uint32_t count, float* model,
+                           Stream stream) = 0;
   virtual void sparse_reply(const float* model, float* replica, const host::ReplyInfo& info,
                             void* reply, Stream stream) = 0;
   /// The last sparse reply's selection (waits for it).

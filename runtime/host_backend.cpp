@@ -64,12 +64,9 @@ class HostServerKernels final : public ServerKernels {
   void apply(const void* message, const MessageHeader&, float* model, Stream) override {
     host::apply_push(message, rules_, model);
   }
-  void accumulate(const void* message, const MessageHeader&, float* accumulator, Stream) override {
-    host::accumulate_push(message, rules_, accumulator);
-  }
-  void average(const float* accumulator, std::uint32_t contributors, float* model,
-               Stream) override {
-    host::apply_average(accumulator, contributors, model, rules_.layout.model_size);
+  void apply_round(const host::RoundPush* pushes, std::uint32_t count, float* model,
+                   Stream) override {
+    host::apply_round(pushes, count, rules_, model, accumulator_);
   }
   void sparse_reply(const float* model, float* replica, const host::ReplyInfo& info, void* reply,
                     Stream) override {
@@ -87,6 +84,7 @@ class HostServerKernels final : public ServerKernels {
   MessageLayout reply_layout_;
   MessageLayout dense_layout_;
   host::Scratch scratch_;
+  std::vector<float> accumulator_;  // a sync round's sums (P floats once a round ran)
 };
 
 class HostBackend final : public Backend {

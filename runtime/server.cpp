@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "dgs/error.h"
 #include "runtime/backend.h"
@@ -96,7 +97,6 @@ struct Server::Impl {
     }
     receive_buffer = detail::Buffer(be, push_layout.bytes);
     if (sync()) {
-      accumulator = detail::Buffer(be, floats);
       round_buffers = detail::Buffer(be, push_layout.bytes * config.workers);
     }
     reply_buffer = detail::Buffer(be, reply_layout.bytes);
@@ -369,15 +369,12 @@ struct Server::Impl {
   }
 
   void complete_round() {
-    const std::size_t floats = model.total() * sizeof(float);
-    backend->zero(accumulator.data(), floats, options.stream);
-    std::uint32_t contributors = 0;
+    held.clear();
     for (std::uint32_t k = 0; k < slots.size(); ++k) {  // worker-id order
-      if (!slots[k].pushed) continue;
-      kernels->accumulate(round_slot(k), slots[k].held, accumulator.as<float>(), options.stream);
-      ++contributors;
+      if (slots[k].pushed) held.push_back({round_slot(k), slots[k].held});
     }
-    kernels->average(accumulator.as<float>(), contributors, weights.as<float>(), options.stream);
+    const auto contributors = static_cast<std::uint32_t>(held.size());
+    kernels->apply_round(held.data(), contributors, weights.as<float>(), options.stream);
     ++version;
     ++stats.rounds;
     stats.pushes += contributors;
@@ -474,9 +471,9 @@ struct Server::Impl {
   bool dense_replies;
   detail::Channel channel;
   std::unique_ptr<detail::ServerKernels> kernels;
-  detail::Buffer weights, replicas, accumulator, receive_buffer, round_buffers, reply_buffer,
-      dense_buffer;
+  detail::Buffer weights, replicas, receive_buffer, round_buffers, reply_buffer, dense_buffer;
   std::vector<Slot> slots;
+  std::vector<host::RoundPush> held;  // a sync round's pushes, in worker-id order
   std::vector<int> peers;
   std::uint64_t version = 0;
   ServerStats stats;

@@ -136,6 +136,40 @@ TEST(Emulation, BarriersAndBlockScansGiveCudasResults) {
   }
 }
 
+// Three counts in a row with different predicates: each call returns its own.
+__global__ void count_kernel(const unsigned* in, int* out) {
+  const unsigned v = in[blockIdx.x * blockDim.x + threadIdx.x];
+  int* o = out + (blockIdx.x * blockDim.x + threadIdx.x) * 3;
+  o[0] = __syncthreads_count(v & 1u);
+  o[1] = __syncthreads_count(v & 2u);
+  o[2] = __syncthreads_count(threadIdx.x < v % 97u);
+}
+
+TEST(Emulation, SyncthreadsCountCountsEachCallsPredicates) {
+  constexpr int kBlocks = 2, kThreads = 160;
+  std::mt19937 rng(5);
+  std::vector<unsigned> in(kBlocks * kThreads);
+  for (auto& v : in) v = rng();
+  const DeviceArray<unsigned> d_in(in);
+  const DeviceArray<int> d_out(in.size() * 3);
+  count_kernel<<<kBlocks, kThreads>>>(d_in.get(), d_out.get());
+  CUDA_OK(cudaGetLastError());
+  const std::vector<int> out = d_out.host();
+  for (int b = 0; b < kBlocks; ++b) {
+    int want[3] = {0, 0, 0};
+    for (int t = 0; t < kThreads; ++t) {
+      const unsigned v = in[b * kThreads + t];
+      want[0] += (v & 1u) != 0;
+      want[1] += (v & 2u) != 0;
+      want[2] += static_cast<unsigned>(t) < v % 97u;
+    }
+    for (int t = 0; t < kThreads; ++t) {
+      for (int c = 0; c < 3; ++c)
+        EXPECT_EQ(out[(b * kThreads + t) * 3 + c], want[c]) << b << " " << t;
+    }
+  }
+}
+
 TEST(Emulation, RadixSortIsStableOnItsBitRange) {
   std::mt19937 rng(3);
   std::vector<unsigned> keys(1000);

@@ -352,8 +352,8 @@ TEST_F(CudaBackendTest, AWorkerStepCanBeCapturedInACudaGraph) {
 }
 
 // Applying a validated push needs no host synchronisation, so the server's
-// apply and accumulate can be captured in a graph for every payload (an rbgs
-// push's segment table comes from validate's header, not read back).
+// apply can be captured in a graph for every payload (an rbgs push's segment
+// table comes from validate's header, not read back).
 TEST_F(CudaBackendTest, TheServersApplyCanBeCapturedInACudaGraph) {
   const Segments model = random_model(9, 30, 6000);
   const std::uint64_t p = model.total();
@@ -375,21 +375,18 @@ TEST_F(CudaBackendTest, TheServersApplyCanBeCapturedInACudaGraph) {
       MessageHeader header = blank_header();
       const Verdict v = gpu->validate(d_push.data(), push.size(), header, stream_);
       ASSERT_TRUE(v.ok()) << what << ": " << v.describe(0);
-      std::vector<float> w = test::random_normal(rng, p), acc = test::random_normal(rng, p);
-      detail::Buffer d_w = upload(w), d_acc = upload(acc);
+      std::vector<float> w = test::random_normal(rng, p);
+      detail::Buffer d_w = upload(w);
       cudaGraph_t graph;
       cudaGraphExec_t exec;
       CUDA_OK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
       gpu->apply(d_push.data(), header, d_w.as<float>(), stream_);
-      gpu->accumulate(d_push.data(), header, d_acc.as<float>(), stream_);
       CUDA_OK(cudaStreamEndCapture(stream_, &graph)) << what;
       CUDA_OK(cudaGraphInstantiate(&exec, graph, 0)) << what;
       for (int replay = 0; replay < 2; ++replay) {  // each replay adds the push once more
         CUDA_OK(cudaGraphLaunch(exec, stream_));
         host::apply_push(push.data(), rules, w.data());
-        host::accumulate_push(push.data(), rules, acc.data());
         EXPECT_EQ(download<float>(d_w, p), w) << what << ", replay " << replay;
-        EXPECT_EQ(download<float>(d_acc, p), acc) << what << ", replay " << replay;
       }
       CUDA_OK(cudaGraphExecDestroy(exec));
       CUDA_OK(cudaGraphDestroy(graph));
@@ -462,17 +459,19 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
     const Verdict v = gpu->validate(d_push.data(), push.size(), header, stream_);
     ASSERT_TRUE(v.ok()) << v.describe(1);
     EXPECT_EQ(std::memcmp(&header, push.data(), kHeaderBytes), 0) << "the header read back";
-    std::vector<float> w = test::random_normal(rng, p), r = test::random_normal(rng, p),
-                       acc(p, 0.5f);
-    detail::Buffer d_w = upload(w), d_r = upload(r), d_acc = upload(acc);
+    std::vector<float> w = test::random_normal(rng, p), r = test::random_normal(rng, p);
+    detail::Buffer d_w = upload(w), d_r = upload(r);
     host::apply_push(push.data(), rules, w.data());
     gpu->apply(d_push.data(), header, d_w.as<float>(), stream_);
     EXPECT_EQ(download<float>(d_w, p), w) << to_string(c);
-    host::accumulate_push(push.data(), rules, acc.data());
-    gpu->accumulate(d_push.data(), header, d_acc.as<float>(), stream_);
-    EXPECT_EQ(download<float>(d_acc, p), acc);
-    host::apply_average(acc.data(), 3, w.data(), p);
-    gpu->average(d_acc.as<float>(), 3, d_w.as<float>(), stream_);
+    // A sync round of the same push three times (SyncRoundsMatchTheHost has others).
+    const host::RoundPush on_host[3] = {
+        {push.data(), header}, {push.data(), header}, {push.data(), header}};
+    const host::RoundPush on_gpu[3] = {
+        {d_push.data(), header}, {d_push.data(), header}, {d_push.data(), header}};
+    std::vector<float> acc;
+    host::apply_round(on_host, 3, rules, w.data(), acc);
+    gpu->apply_round(on_gpu, 3, d_w.as<float>(), stream_);
     EXPECT_EQ(download<float>(d_w, p), w);
     // The sparse reply: message and replica, bit for bit.
     const MessageLayout layout = sparse_reply_layout(model, config);
@@ -485,6 +484,72 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
     gpu->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_reply.data(), stream_);
     EXPECT_EQ(download<unsigned char>(d_reply, layout.bytes), reply);
     EXPECT_EQ(download<float>(d_r, p), r);
+  }
+}
+
+// Sync rounds of pushes from different workers (their indices overlap in
+// part): the model bit for bit as the host's accumulator and average give
+// it, for index lists (sums in shared memory, per tile, no accumulator),
+// rbgs blocks and dense pushes (the accumulator), with wire values of every
+// width. The model spans many round tiles, more than the blocks hold at once.
+TEST_F(CudaBackendTest, SyncRoundsMatchTheHost) {
+  const Segments model({70000, 3, 9000, 1, 60000, 40000, 8191, 8193});
+  const std::uint64_t p = model.total();
+  struct Case {
+    Method method;
+    Compressor compressor;
+    double ratio;
+    WireValue wire;
+  };
+  const Case cases[] = {
+      {Method::gd, Compressor::topk, 0.01, WireValue::f32},
+      {Method::gd, Compressor::topk, 0.3, WireValue::bf16},
+      {Method::dgc, Compressor::threshold, 0.02, WireValue::f16},
+      {Method::samomentum, Compressor::randk, 0.05, WireValue::f32},
+      {Method::gd, Compressor::rbgs, 0.04, WireValue::f32},
+      {Method::dense, Compressor::topk, 1.0, WireValue::f32},
+  };
+  for (const Case& c : cases) {
+    Config config;
+    config.method = c.method;
+    config.compressor = c.compressor;
+    config.ratio = c.ratio;
+    config.wire_values = c.wire;
+    config.workers = 5;
+    config.mode = Mode::sync;
+    const std::string what = std::string(to_string(c.method)) + "/" + to_string(c.compressor) +
+                             " at " + std::to_string(c.ratio) + ", " + to_string(c.wire);
+    const host::PushRules rules(model, config);
+    auto gpu = backend_->server_kernels(model, config);
+    std::mt19937_64 rng(16);
+    std::vector<float> w = test::random_normal(rng, p);
+    detail::Buffer d_w = upload(w);
+    std::vector<test::Bytes> pushes;
+    std::vector<detail::Buffer> d_pushes;
+    std::vector<host::RoundPush> on_host, on_gpu;
+    for (std::uint32_t k = 0; k < config.workers; ++k) {
+      test::RefWorker worker(model, config, k, w);
+      // Two steps, so the second push's state carries the first's residue.
+      worker.push(test::random_normal(rng, p), 0.1f);
+      pushes.push_back(worker.push(test::random_normal(rng, p), 0.1f));
+      d_pushes.push_back(upload(pushes.back()));
+    }
+    for (std::uint32_t k = 0; k < config.workers; ++k) {
+      MessageHeader header = blank_header();
+      const Verdict v = gpu->validate(d_pushes[k].data(), pushes[k].size(), header, stream_);
+      ASSERT_TRUE(v.ok()) << what << ": " << v.describe(k);
+      on_host.push_back({pushes[k].data(), header});
+      on_gpu.push_back({d_pushes[k].data(), header});
+    }
+    std::vector<float> acc;
+    // Rounds of 1, 3 and 5 pushes (a round holds the pushes of the live
+    // workers), one after the other on the same model.
+    for (std::uint32_t count : {1u, 3u, 5u}) {
+      host::apply_round(on_host.data(), count, rules, w.data(), acc);
+      gpu->apply_round(on_gpu.data(), count, d_w.as<float>(), stream_);
+      ASSERT_EQ(download<float>(d_w, p), w) << what << ", a round of " << count;
+    }
+    EXPECT_THROW(gpu->apply_round(on_gpu.data(), 0, d_w.as<float>(), stream_), Error);
   }
 }
 

@@ -192,6 +192,21 @@ constexpr int warpSize = 32;
 
 // ---- synchronisation -------------------------------------------------------
 inline void __syncthreads() { ::dgs_emu::sync_block(); }
+namespace dgs_emu {
+inline unsigned char g_count_flags[1024];  // one per thread of the running block
+}  // namespace dgs_emu
+// Every thread's predicate is in place after the first barrier; the second
+// keeps the next call's writes after every thread has counted.
+inline int __syncthreads_count(int predicate) {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const unsigned n = blockDim.x * blockDim.y * blockDim.z;
+  ::dgs_emu::g_count_flags[t] = predicate != 0;
+  ::dgs_emu::sync_block();
+  int count = 0;
+  for (unsigned i = 0; i < n; ++i) count += ::dgs_emu::g_count_flags[i];
+  ::dgs_emu::sync_block();
+  return count;
+}
 inline void __syncwarp(unsigned int mask = 0xFFFFFFFFu) {
   ::dgs_emu::warp_exchange(mask, 0, 0, ::dgs_emu::combine_none);
 }
