@@ -257,17 +257,19 @@ class CudaServerKernels final : public ServerKernels {
              Stream stream) override {
     apply_or_accumulate(message, header, model, false, stream);
   }
-  // Index-list pushes: one pass over their entries (sparse_round_kernel),
-  // no accumulator. Dense and rbgs pushes: an accumulator of P floats (made
+  // Index-list pushes: one pass over their entries (sparse_round_kernel);
+  // dense pushes: one pass over W and the pushes (dense_round_kernel); no
+  // accumulator for either. rbgs pushes: an accumulator of P floats (made
   // with the first such round), zeroed, the pushes added in order, then the
-  // dense average.
+  // average over all of W.
   void apply_round(const host::RoundPush* pushes, std::uint32_t count, float* model,
                    Stream stream) override {
     if (count == 0) throw Error(ErrorCode::invalid_argument, "dgs cuda apply_round: no pushes");
     const MessageLayout& layout = rules_.layout;
     const float inverse = 1.0f / static_cast<float>(count);
-    if (layout.payload == PayloadLayout::sparse) {
-      const unsigned blocks = cuda::sparse_round_grid(multiprocessors_);
+    if (layout.payload != PayloadLayout::blocks) {
+      const bool sparse = layout.payload == PayloadLayout::sparse;
+      const unsigned blocks = sparse ? cuda::sparse_round_grid(multiprocessors_) : 0;
       if (count > round_room_) {
         cudaFree(round_pushes_);
         cudaFree(round_cursors_);
@@ -275,8 +277,10 @@ class CudaServerKernels final : public ServerKernels {
         round_cursors_ = nullptr;
         round_room_ = 0;
         DGS_CUDA_TRY(cudaMalloc(&round_pushes_, count * sizeof(void*)));
-        DGS_CUDA_TRY(
-            cudaMalloc(&round_cursors_, std::size_t{blocks} * count * sizeof(std::uint64_t)));
+        if (sparse) {
+          DGS_CUDA_TRY(
+              cudaMalloc(&round_cursors_, std::size_t{blocks} * count * sizeof(std::uint64_t)));
+        }
         round_room_ = count;
       }
       round_pushes_host_.resize(count);
@@ -287,8 +291,12 @@ class CudaServerKernels final : public ServerKernels {
       // round may refill the vector; read in stream order by the kernel.
       DGS_CUDA_TRY(cudaMemcpyAsync(round_pushes_, round_pushes_host_.data(), count * sizeof(void*),
                                    cudaMemcpyHostToDevice, stream));
-      cuda::launch_sparse_round(round_pushes_, count, layout, inverse, model, round_cursors_,
-                                blocks, stream);
+      if (sparse) {
+        cuda::launch_sparse_round(round_pushes_, count, layout, inverse, model, round_cursors_,
+                                  blocks, stream);
+      } else {
+        cuda::launch_dense_round(round_pushes_, count, layout, inverse, model, stream);
+      }
       return;
     }
     const std::size_t bytes = layout.model_size * sizeof(float);
@@ -421,7 +429,7 @@ class CudaServerKernels final : public ServerKernels {
   bool push_table_fixed_ = false;  // the table's plan has fixed counts (sparse payloads)
   int multiprocessors_ = 0;
   // A sync round: the pushes' device pointers and each block's cursors
-  // (room for round_room_ pushes), or the accumulator of dense and rbgs pushes.
+  // (room for round_room_ pushes), or the accumulator of rbgs pushes.
   const unsigned char** round_pushes_ = nullptr;
   std::vector<const unsigned char*> round_pushes_host_;
   std::uint64_t* round_cursors_ = nullptr;

@@ -122,6 +122,11 @@ void launch_sparse_round(const unsigned char* const* pushes, std::uint32_t count
                          const MessageLayout& layout, float inverse, float* model,
                          std::uint64_t* cursors, unsigned blocks, cudaStream_t stream);
 
+/// The same round for dense pushes: one pass over W and the pushes.
+void launch_dense_round(const unsigned char* const* pushes, std::uint32_t count,
+                        const MessageLayout& layout, float inverse, float* model,
+                        cudaStream_t stream);
+
 /// The sparse reply's entries: d = q(W - R) at the selected indices, R += d;
 /// and its `header`, prepared on the host (no launch of its own).
 void launch_emit_reply(const float* model, float* replica, const void* indices, std::uint64_t count,

@@ -169,6 +169,21 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// A sync round of dense pushes: the same sums, one pass over W and the
+// pushes, no accumulator.
+__global__ void dense_round_kernel(const unsigned char* const* pushes, u32 count,
+                                   MessageLayout layout, float inverse, float* __restrict__ w) {
+  const u64 p = layout.model_size;
+  for (u64 i = blockIdx.x * static_cast<u64>(blockDim.x) + threadIdx.x; i < p;
+       i += static_cast<u64>(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (u32 k = 0; k < count; ++k) {
+      s = __fadd_rn(s, load_value(pushes[k] + layout.values_offset, layout.value_type, i));
+    }
+    w[i] = __fsub_rn(w[i], __fmul_rn(s, inverse));
+  }
+}
+
 // The selected indices are distinct, so the batches never race. Block 0
 // also writes the header (a region of its own).
 template <typename Index>
@@ -240,6 +255,15 @@ void launch_sparse_round(const unsigned char* const* pushes, std::uint32_t count
                                                        reinterpret_cast<u64*>(cursors), per_block);
   DGS_CUDA_LAUNCHED("sparse_round_kernel", "pushes " + std::to_string(count) + ", model " +
                                                std::to_string(layout.model_size));
+}
+
+void launch_dense_round(const unsigned char* const* pushes, std::uint32_t count,
+                        const MessageLayout& layout, float inverse, float* model,
+                        cudaStream_t stream) {
+  dense_round_kernel<<<grid_for(layout.model_size), kThreads, 0, stream>>>(pushes, count, layout,
+                                                                           inverse, model);
+  DGS_CUDA_LAUNCHED("dense_round_kernel", "pushes " + std::to_string(count) + ", model " +
+                                              std::to_string(layout.model_size));
 }
 
 void launch_emit_reply(const float* model, float* replica, const void* indices, std::uint64_t count,
