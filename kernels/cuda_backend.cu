@@ -197,18 +197,17 @@ class CudaServerKernels final : public ServerKernels {
     if (speculated) {
       DGS_CUDA_TRY(cudaMemcpyAsync(&staged_->header, msg, sizeof(MessageHeader),
                                    cudaMemcpyDeviceToHost, stream));
-      check_entries(msg, stream);
+      check_entries(msg, dense, stream);
       header = staged_->header;
     } else if (bytes >= kHeaderBytes) {
       header = download<MessageHeader>(msg, stream);
     }
-    const MessageHeader& h = header;
     SelectionPlan plan;
-    Verdict v = host::validate_push_header(h, bytes, rules_, &plan);
-    if (!v.ok() || h.kind != MessageKind::push) return v;
+    Verdict v = host::validate_push_header(header, bytes, rules_, &plan);
+    if (!v.ok() || header.kind != MessageKind::push) return v;
     if (!speculated || (!dense && push_table_code_ != plan.ratio_code)) {
       if (!dense) table_for(plan, stream);
-      check_entries(msg, stream);
+      check_entries(msg, dense, stream);
     }
     const cuda::EntryCheck result = staged_->check;
     if (result.index_failure != ~0ull) {
@@ -350,8 +349,7 @@ class CudaServerKernels final : public ServerKernels {
 
   // Checks the entries of `msg` against the current push table (none for a
   // dense payload) and waits for the result in staged_->check.
-  void check_entries(const unsigned char* msg, Stream stream) {
-    const bool dense = rules_.layout.payload == PayloadLayout::dense;
+  void check_entries(const unsigned char* msg, bool dense, Stream stream) {
     cuda::launch_check_entries(msg, rules_.layout, dense ? nullptr : push_table_,
                                static_cast<std::uint32_t>(rules_.segments.count()),
                                !dense && push_table_fixed_, check_, stream);

@@ -1052,13 +1052,17 @@ void Selector::begin(cudaStream_t stream) {
   }
 }
 
+Capture Selector::large_capture() const {
+  return large_ ? large_->capture(lists_[1], capture_counts_) : Capture{};
+}
+
 FusedHistogram Selector::fused_histogram() const {
   FusedHistogram f;
   f.tiles = all_tiles_;
   f.tile_count = all_tile_count_;
   f.member = member_;
   f.states = large_ ? large_->states : nullptr;
-  if (large_) f.capture = large_->capture(lists_[1], capture_counts_);
+  f.capture = large_capture();
   f.active = large_ != nullptr && plan_.compressor == Compressor::topk;
   return f;
 }
@@ -1200,8 +1204,7 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
         marked.marks = marks_;
         launch_set_passes<Index>(large_->data_tiles, large_->data_tile_count,
                                  large_->max_member_tiles, large_->view(), large_->members, keys,
-                                 histogram_done, true, kPasses, lists,
-                                 large_->capture(lists_[1], capture_counts_),
+                                 histogram_done, true, kPasses, lists, large_capture(),
                                  large_->max_capture_tiles, multiprocessors_, marked, true, stream);
         const Set& set = *large_;
         const std::string tiles = "mark tiles " + std::to_string(set.mark_tile_count);

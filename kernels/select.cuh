@@ -123,6 +123,8 @@ class Selector {
   struct Set;  // a selection set: members, their tiles and states
   void build_set(Set& set, const std::vector<std::uint32_t>& members,
                  const std::vector<std::uint64_t>& list_sizes);
+  /// The large set's capture (in the second list buffer), none without one.
+  Capture large_capture() const;
 
   Segments segments_;
   IndexType index_type_;

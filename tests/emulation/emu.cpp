@@ -47,10 +47,9 @@ Grid g_grid{};
 }
 
 [[noreturn]] void fail_block_scan_size(int expected_threads) {
-  const std::string what = "cub::BlockScan for " + std::to_string(expected_threads) +
-                           " threads used in a block of " +
-                           std::to_string(g_grid.block_dim.x * g_grid.block_dim.y *
-                                          g_grid.block_dim.z);
+  const std::string what =
+      "cub::BlockScan for " + std::to_string(expected_threads) + " threads used in a block of " +
+      std::to_string(g_grid.block_dim.x * g_grid.block_dim.y * g_grid.block_dim.z);
   fatal(what.c_str());
 }
 
@@ -182,8 +181,8 @@ void start_fiber(Fiber& f) {
   // makecontext passes int arguments: the pointer goes in two halves.
   const auto bits = reinterpret_cast<std::uintptr_t>(&f);
   makecontext(&f.context, reinterpret_cast<void (*)()>(+[](unsigned lo, unsigned hi) {
-                fiber_main(reinterpret_cast<void*>((std::uintptr_t{hi} << 32) | lo));
-              }),
+    fiber_main(reinterpret_cast<void*>((std::uintptr_t{hi} << 32) | lo));
+  }),
               2, static_cast<unsigned>(bits), static_cast<unsigned>(bits >> 32));
 #endif
 }
@@ -482,8 +481,7 @@ std::uint64_t combine_ballot(const std::uint64_t* v, const std::uint64_t*, unsig
     if (((mask >> l) & 1u) && v[l] != 0) bits |= 1ull << l;
   return bits;
 }
-std::uint64_t combine_none(const std::uint64_t*, const std::uint64_t*, unsigned int,
-                           unsigned int) {
+std::uint64_t combine_none(const std::uint64_t*, const std::uint64_t*, unsigned int, unsigned int) {
   return 0;
 }
 
@@ -595,8 +593,7 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
 
 cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
                      std::function<void()> body) {
-  const unsigned long long threads =
-      static_cast<unsigned long long>(block.x) * block.y * block.z;
+  const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
   if (threads == 0 || threads > kMaxThreads || block.z > 64 || grid.x == 0 || grid.y == 0 ||
       grid.z == 0 || grid.x > 0x7FFFFFFFu || grid.y > 65535 || grid.z > 65535 ||
       shared_bytes > 48 * 1024)
@@ -628,44 +625,74 @@ cudaError_t cudaGetLastError() {
   dgs_emu::t_last_error = cudaSuccess;
   return e;
 }
-cudaError_t cudaPeekAtLastError() { return dgs_emu::t_last_error; }
+cudaError_t cudaPeekAtLastError() {
+  return dgs_emu::t_last_error;
+}
 
 const char* cudaGetErrorName(cudaError_t error) {
   switch (error) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInitializationError: return "cudaErrorInitializationError";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
-    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
-    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
-    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError:
+      return "cudaErrorInitializationError";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidMemcpyDirection:
+      return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorNoDevice:
+      return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalAddress:
+      return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread:
+      return "cudaErrorStreamCaptureWrongThread";
   }
   return "cudaErrorUnknown";
 }
 
 const char* cudaGetErrorString(cudaError_t error) {
   switch (error) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInitializationError: return "initialization error";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
-    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
-    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
-    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInitializationError:
+      return "initialization error";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidMemcpyDirection:
+      return "invalid copy direction for memcpy";
+    case cudaErrorNoDevice:
+      return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    case cudaErrorIllegalAddress:
+      return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread:
+      return "attempt to terminate a thread-local capture sequence from another thread";
   }
   return "unknown error";
 }
@@ -697,7 +724,9 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   }
   return fail(cudaErrorInvalidValue);
 }
-cudaError_t cudaDeviceSynchronize() { return dgs_emu::refuse_if_capturing(); }
+cudaError_t cudaDeviceSynchronize() {
+  return dgs_emu::refuse_if_capturing();
+}
 
 cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
   if (free_bytes == nullptr || total_bytes == nullptr) return fail(cudaErrorInvalidValue);
@@ -747,7 +776,9 @@ cudaError_t allocate(void** pointer, std::size_t bytes, bool managed) {
 }
 }  // namespace
 
-cudaError_t cudaMalloc(void** pointer, std::size_t bytes) { return allocate(pointer, bytes, false); }
+cudaError_t cudaMalloc(void** pointer, std::size_t bytes) {
+  return allocate(pointer, bytes, false);
+}
 cudaError_t cudaMallocManaged(void** pointer, std::size_t bytes, unsigned int) {
   return allocate(pointer, bytes, true);
 }
@@ -890,7 +921,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
-  if (stream == nullptr || graph == nullptr || !stream->capturing) return fail(cudaErrorInvalidValue);
+  if (stream == nullptr || graph == nullptr || !stream->capturing)
+    return fail(cudaErrorInvalidValue);
   CUgraph_st* captured = stop_capture(stream);
   if (stream->invalidated) {
     delete captured;

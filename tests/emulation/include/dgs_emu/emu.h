@@ -52,12 +52,16 @@ struct dim3 {
   struct alignas(align) name {          \
     T x, y;                             \
   };                                    \
-  inline name make_##name(T x, T y) { return name{x, y}; }
-#define DGS_EMU_VECTOR4(name, T, align) \
-  struct alignas(align) name {          \
-    T x, y, z, w;                       \
-  };                                    \
-  inline name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }
+  inline name make_##name(T x, T y) {   \
+    return name{x, y};                  \
+  }
+#define DGS_EMU_VECTOR4(name, T, align)         \
+  struct alignas(align) name {                  \
+    T x, y, z, w;                               \
+  };                                            \
+  inline name make_##name(T x, T y, T z, T w) { \
+    return name{x, y, z, w};                    \
+  }
 DGS_EMU_VECTOR2(float2, float, 8)
 DGS_EMU_VECTOR4(float4, float, 16)
 DGS_EMU_VECTOR2(int2, int, 8)
@@ -131,16 +135,22 @@ using Combine = std::uint64_t (*)(const std::uint64_t* values, const std::uint64
 std::uint64_t warp_exchange(unsigned int mask, std::uint64_t value, std::uint64_t arg,
                             Combine combine);
 
-std::uint64_t combine_shfl(const std::uint64_t* v, const std::uint64_t* a, unsigned int, unsigned int lane);
-std::uint64_t combine_shfl_up(const std::uint64_t* v, const std::uint64_t* a, unsigned int, unsigned int lane);
-std::uint64_t combine_shfl_down(const std::uint64_t* v, const std::uint64_t* a, unsigned int, unsigned int lane);
-std::uint64_t combine_shfl_xor(const std::uint64_t* v, const std::uint64_t* a, unsigned int, unsigned int lane);
-std::uint64_t combine_ballot(const std::uint64_t* v, const std::uint64_t* a, unsigned int mask, unsigned int);
+std::uint64_t combine_shfl(const std::uint64_t* v, const std::uint64_t* a, unsigned int,
+                           unsigned int lane);
+std::uint64_t combine_shfl_up(const std::uint64_t* v, const std::uint64_t* a, unsigned int,
+                              unsigned int lane);
+std::uint64_t combine_shfl_down(const std::uint64_t* v, const std::uint64_t* a, unsigned int,
+                                unsigned int lane);
+std::uint64_t combine_shfl_xor(const std::uint64_t* v, const std::uint64_t* a, unsigned int,
+                               unsigned int lane);
+std::uint64_t combine_ballot(const std::uint64_t* v, const std::uint64_t* a, unsigned int mask,
+                             unsigned int);
 std::uint64_t combine_none(const std::uint64_t*, const std::uint64_t*, unsigned int, unsigned int);
 
 template <typename T>
 std::uint64_t to_word(T v) {
-  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "warp exchange of at most 8 bytes");
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>,
+                "warp exchange of at most 8 bytes");
   std::uint64_t w = 0;
   std::memcpy(&w, &v, sizeof v);
   return w;
@@ -168,8 +178,7 @@ struct Launch {
   template <typename Call, typename... Args>
   void operator()(Call call, Args&&... args) const {
     std::tuple<std::decay_t<Args>...> params(std::forward<Args>(args)...);
-    run_grid(grid, block, shared_bytes, stream,
-             [call, params]() { std::apply(call, params); });
+    run_grid(grid, block, shared_bytes, stream, [call, params]() { std::apply(call, params); });
   }
 };
 inline Launch launch(dim3 grid, dim3 block, std::size_t shared_bytes = 0,
@@ -191,7 +200,9 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work);
 constexpr int warpSize = 32;
 
 // ---- synchronisation -------------------------------------------------------
-inline void __syncthreads() { ::dgs_emu::sync_block(); }
+inline void __syncthreads() {
+  ::dgs_emu::sync_block();
+}
 namespace dgs_emu {
 inline unsigned char g_count_flags[1024];  // one per thread of the running block
 }  // namespace dgs_emu
@@ -249,7 +260,9 @@ inline int __any_sync(unsigned int mask, int predicate) {
 inline int __all_sync(unsigned int mask, int predicate) {
   return __ballot_sync(mask, predicate) == mask;
 }
-inline unsigned int __activemask() { return 0xFFFFFFFFu; }
+inline unsigned int __activemask() {
+  return 0xFFFFFFFFu;
+}
 
 // ---- atomics: plain read-modify-writes, returning the old value -------------
 namespace dgs_emu {
@@ -260,16 +273,17 @@ T read_modify_write(T* p, Next next) {
   return old;
 }
 }  // namespace dgs_emu
-#define DGS_EMU_ATOMIC(name, expression)                                                  \
-  template <typename T, typename U>                                                       \
-  T name(T* p, U value) {                                                                 \
-    const T v = static_cast<T>(value);                                                    \
-    return ::dgs_emu::read_modify_write(p, [v]([[maybe_unused]] T old) { return static_cast<T>(expression); }); \
+#define DGS_EMU_ATOMIC(name, expression)                                        \
+  template <typename T, typename U>                                             \
+  T name(T* p, U value) {                                                       \
+    const T v = static_cast<T>(value);                                          \
+    return ::dgs_emu::read_modify_write(                                        \
+        p, [v]([[maybe_unused]] T old) { return static_cast<T>(expression); }); \
   }
 DGS_EMU_ATOMIC(atomicAdd, old + v)
 DGS_EMU_ATOMIC(atomicSub, old - v)
 DGS_EMU_ATOMIC(atomicOr, old | v)
-DGS_EMU_ATOMIC(atomicAnd, old & v)
+DGS_EMU_ATOMIC(atomicAnd, old& v)
 DGS_EMU_ATOMIC(atomicXor, old ^ v)
 DGS_EMU_ATOMIC(atomicMin, v < old ? v : old)
 DGS_EMU_ATOMIC(atomicMax, v > old ? v : old)
@@ -282,11 +296,21 @@ T atomicCAS(T* p, U compare, V value) {
 }
 
 // ---- integer and float intrinsics --------------------------------------------
-inline int __popc(unsigned int x) { return __builtin_popcount(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline int __popc(unsigned int x) {
+  return __builtin_popcount(x);
+}
+inline int __popcll(unsigned long long x) {
+  return __builtin_popcountll(x);
+}
+inline int __ffs(int x) {
+  return __builtin_ffs(x);
+}
+inline int __ffsll(long long x) {
+  return __builtin_ffsll(x);
+}
+inline int __clz(int x) {
+  return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x));
+}
 inline int __clzll(long long x) {
   return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
 }
@@ -305,20 +329,44 @@ inline unsigned int __funnelshift_l(unsigned int lo, unsigned int hi, unsigned i
   const unsigned long long both = (static_cast<unsigned long long>(hi) << 32) | lo;
   return static_cast<unsigned int>((both << (shift & 31u)) >> 32);
 }
-inline unsigned int __float_as_uint(float x) { return ::dgs_emu::from_word<unsigned int>(::dgs_emu::to_word(x)); }
-inline float __uint_as_float(unsigned int x) { return ::dgs_emu::from_word<float>(::dgs_emu::to_word(x)); }
-inline int __float_as_int(float x) { return ::dgs_emu::from_word<int>(::dgs_emu::to_word(x)); }
-inline float __int_as_float(int x) { return ::dgs_emu::from_word<float>(::dgs_emu::to_word(x)); }
+inline unsigned int __float_as_uint(float x) {
+  return ::dgs_emu::from_word<unsigned int>(::dgs_emu::to_word(x));
+}
+inline float __uint_as_float(unsigned int x) {
+  return ::dgs_emu::from_word<float>(::dgs_emu::to_word(x));
+}
+inline int __float_as_int(float x) {
+  return ::dgs_emu::from_word<int>(::dgs_emu::to_word(x));
+}
+inline float __int_as_float(int x) {
+  return ::dgs_emu::from_word<float>(::dgs_emu::to_word(x));
+}
 // Round-to-nearest arithmetic: the emulated targets build with
 // -ffp-contract=off, so these are single IEEE operations, as on the GPU.
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
-inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
+inline float __fadd_rn(float a, float b) {
+  return a + b;
+}
+inline float __fsub_rn(float a, float b) {
+  return a - b;
+}
+inline float __fmul_rn(float a, float b) {
+  return a * b;
+}
+inline float __fdiv_rn(float a, float b) {
+  return a / b;
+}
+inline float __fmaf_rn(float a, float b, float c) {
+  return std::fmaf(a, b, c);
+}
+inline double __dadd_rn(double a, double b) {
+  return a + b;
+}
+inline double __dmul_rn(double a, double b) {
+  return a * b;
+}
+inline double __fma_rn(double a, double b, double c) {
+  return std::fma(a, b, c);
+}
 // The device's min and max of two numbers, in their common type.
 template <typename A, typename B,
           typename = std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>>>
