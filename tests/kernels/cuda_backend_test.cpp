@@ -25,6 +25,7 @@
 #include "dgs/worker.h"
 #include "kernels/numeric.h"
 #include "runtime/backend.h"
+#include "support/floats.h"
 #include "support/host_job.h"
 #include "support/random.h"
 #include "support/server_thread.h"
@@ -735,22 +736,21 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
   const std::vector<float> w0 = test::random_normal(rng, p);
   auto server = std::make_unique<Server>(config, model, backend, endpoints[0], w0.data());
   auto serving = std::make_unique<test::ServerThread>(*server);
-  std::vector<detail::Buffer> weights, grads;
+  std::vector<std::unique_ptr<test::Floats>> weights, grads;
   std::vector<std::unique_ptr<Worker>> workers(config.workers);
   auto make_worker = [&](std::uint32_t k) {
     WorkerOptions o;
     o.id = k;
-    workers[k] = std::make_unique<Worker>(config, model, backend, endpoints[k + 1],
-                                          weights[k].as<float>(), o);
+    workers[k] =
+        std::make_unique<Worker>(config, model, backend, endpoints[k + 1], weights[k]->data(), o);
   };
   for (std::uint32_t k = 0; k < config.workers; ++k) {
-    weights.emplace_back(backend_ref, p * sizeof(float));
-    grads.emplace_back(backend_ref, p * sizeof(float));
+    weights.push_back(std::make_unique<test::Floats>(backend_ref, p));
+    grads.push_back(std::make_unique<test::Floats>(backend_ref, p));
     make_worker(k);
     workers[k]->join();
   }
   const test::Quadratic problem(p, 17);
-  std::vector<float> w(p);
   for (int t = 0; t < steps; ++t) {
     if (t == restore_at) {
       serving->stop();
@@ -767,7 +767,7 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
       server->restore(path + "_server");
       std::remove((path + "_server").c_str());
       for (std::uint32_t k = 0; k < config.workers; ++k) {
-        backend_ref.upload(weights[k].data(), other.data(), p * sizeof(float), nullptr);
+        weights[k]->assign(other);
         make_worker(k);
         workers[k]->restore(path + "_worker" + std::to_string(k));
         std::remove((path + "_worker" + std::to_string(k)).c_str());
@@ -775,13 +775,11 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
       serving = std::make_unique<test::ServerThread>(*server);
     }
     for (std::uint32_t k = 0; k < config.workers; ++k) {
-      backend_ref.download(w.data(), weights[k].data(), p * sizeof(float), nullptr);
-      const std::vector<float> g = problem.gradient(w, t, k);
-      backend_ref.upload(grads[k].data(), g.data(), p * sizeof(float), nullptr);
+      grads[k]->assign(problem.gradient(weights[k]->host(), t, k));
       if (config.mode == Mode::sync) {
-        workers[k]->push(grads[k].as<float>(), 0.02f);
+        workers[k]->push(grads[k]->data(), 0.02f);
       } else {
-        workers[k]->step(grads[k].as<float>(), 0.02f);
+        workers[k]->step(grads[k]->data(), 0.02f);
       }
     }
     if (config.mode == Mode::sync) {
@@ -790,10 +788,7 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
   }
   serving->stop();
   std::vector<std::vector<float>> out;
-  for (auto& b : weights) {
-    out.emplace_back(p);
-    backend_ref.download(out.back().data(), b.data(), p * sizeof(float), nullptr);
-  }
+  for (const auto& b : weights) out.push_back(b->host());
   out.emplace_back(p);
   server->copy_model(out.back().data());
   return out;
