@@ -270,8 +270,8 @@ class CudaServerKernels final : public ServerKernels {
       const bool sparse = layout.payload == PayloadLayout::sparse;
       const unsigned blocks = sparse ? cuda::sparse_round_grid(multiprocessors_) : 0;
       if (count > round_room_) {
-        cudaFree(round_pushes_);
-        cudaFree(round_cursors_);
+        DGS_CUDA_TRY(cudaFree(round_pushes_));
+        DGS_CUDA_TRY(cudaFree(round_cursors_));
         round_pushes_ = nullptr;
         round_cursors_ = nullptr;
         round_room_ = 0;
@@ -367,9 +367,11 @@ class CudaServerKernels final : public ServerKernels {
 
   // The segment table of the push plan at a ratio code, uploaded on `stream`
   // when it changes: in stream order after the kernels that read the last one,
-  // without the device-wide wait of a synchronous copy. The host table is a
-  // member, so it outlives the copy; the next change comes after the stream
-  // was synchronized (validate waits for its verdict).
+  // without the device-wide wait of a synchronous copy. The copy is from
+  // pageable memory, which the runtime stages before cudaMemcpyAsync returns,
+  // so the host table may be rewritten at once: an rbgs sync round whose
+  // pushes have different ratios changes it between its accumulate launches,
+  // each of which reads the table uploaded just before it.
   const SegmentInfo* table_for(const SelectionPlan& plan, Stream stream) {
     if (push_table_ != nullptr && push_table_code_ == plan.ratio_code) return push_table_;
     const Segments& s = rules_.segments;

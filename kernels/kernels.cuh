@@ -116,7 +116,8 @@ unsigned sparse_round_grid(int multiprocessors);
 
 /// A sync round of pushes with sorted index lists (a sparse payload):
 /// W_i -= (s_1,i + ... + s_count,i, summed from 0 in the order given) *
-/// inverse, touching only the coordinates the pushes name. `pushes`: a device
+/// inverse, writing only the coordinates the pushes name whose sum is not
+/// zero (the others would keep their bits). `pushes`: a device
 /// array of `count` device pointers to validated messages.
 void launch_sparse_round(const unsigned char* const* pushes, std::uint32_t count,
                          const MessageLayout& layout, float inverse, float* model,

@@ -51,7 +51,9 @@ class ServerKernels {
                            Stream stream) = 0;
   /// W -= s for a push that validate passed; `header` is the header validate
   /// returned for it, so it is not read back from the message (no host
-  /// synchronisation: it can be graph-captured).
+  /// synchronisation: it can be graph-captured; a captured rbgs apply reads
+  /// the segment table of the last ratio validated or applied, so it holds
+  /// for pushes at the ratio it was captured at).
   virtual void apply(const void* message, const MessageHeader& header, float* model,
                      Stream stream) = 0;
   /// A sync round: W = W - (s_1 + ... + s_count) * (1 / count), each

@@ -136,13 +136,18 @@ TEST(Emulation, BarriersAndBlockScansGiveCudasResults) {
   }
 }
 
-// Three counts in a row with different predicates: each call returns its own.
+// Three counts in a row with different predicates: each call returns its
+// own. Then the threads from 100 up return, and the rest count again: only
+// the threads that call take part (the returned ones' last predicate, true,
+// is not counted).
 __global__ void count_kernel(const unsigned* in, int* out) {
   const unsigned v = in[blockIdx.x * blockDim.x + threadIdx.x];
-  int* o = out + (blockIdx.x * blockDim.x + threadIdx.x) * 3;
+  int* o = out + (blockIdx.x * blockDim.x + threadIdx.x) * 4;
   o[0] = __syncthreads_count(v & 1u);
   o[1] = __syncthreads_count(v & 2u);
-  o[2] = __syncthreads_count(threadIdx.x < v % 97u);
+  o[2] = __syncthreads_count(threadIdx.x < v % 97u || threadIdx.x >= 100);
+  if (threadIdx.x >= 100) return;
+  o[3] = __syncthreads_count(v & 4u);
 }
 
 TEST(Emulation, SyncthreadsCountCountsEachCallsPredicates) {
@@ -151,21 +156,23 @@ TEST(Emulation, SyncthreadsCountCountsEachCallsPredicates) {
   std::vector<unsigned> in(kBlocks * kThreads);
   for (auto& v : in) v = rng();
   const DeviceArray<unsigned> d_in(in);
-  const DeviceArray<int> d_out(in.size() * 3);
+  const DeviceArray<int> d_out(in.size() * 4);
   count_kernel<<<kBlocks, kThreads>>>(d_in.get(), d_out.get());
   CUDA_OK(cudaGetLastError());
   const std::vector<int> out = d_out.host();
   for (int b = 0; b < kBlocks; ++b) {
-    int want[3] = {0, 0, 0};
+    int want[4] = {0, 0, 0, 0};
     for (int t = 0; t < kThreads; ++t) {
       const unsigned v = in[b * kThreads + t];
       want[0] += (v & 1u) != 0;
       want[1] += (v & 2u) != 0;
-      want[2] += static_cast<unsigned>(t) < v % 97u;
+      want[2] += static_cast<unsigned>(t) < v % 97u || t >= 100;
+      want[3] += t < 100 && (v & 4u) != 0;
     }
     for (int t = 0; t < kThreads; ++t) {
-      for (int c = 0; c < 3; ++c)
-        EXPECT_EQ(out[(b * kThreads + t) * 3 + c], want[c]) << b << " " << t;
+      for (int c = 0; c < (t < 100 ? 4 : 3); ++c) {
+        EXPECT_EQ(out[(b * kThreads + t) * 4 + c], want[c]) << b << " " << t << " " << c;
+      }
     }
   }
 }

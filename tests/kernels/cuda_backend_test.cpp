@@ -488,14 +488,65 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
   }
 }
 
+// A sync round of `workers` pushes applied by the GPU and by the host, on
+// the same model, in rounds of the first `counts[r]` pushes: the model bit
+// for bit as the host's accumulator and average give it. Worker k pushes
+// after `1 + k * stagger` steps (with a ratio schedule, pushes at different
+// ratios); `zero_worker`'s gradients are all zero.
+void expect_rounds_match(Backend& backend, detail::ServerKernels& gpu, const Segments& model,
+                         Config config, std::uint32_t workers,
+                         const std::vector<std::uint32_t>& counts, const std::string& what,
+                         std::uint32_t stagger = 0, std::uint32_t zero_worker = UINT32_MAX) {
+  config.workers = workers;
+  config.mode = Mode::sync;
+  const std::uint64_t p = model.total();
+  const host::PushRules rules(model, config);
+  std::mt19937_64 rng(16);
+  std::vector<float> w = test::random_normal(rng, p);
+  test::Floats d_w(backend, w);
+  std::vector<test::Bytes> pushes;
+  std::vector<detail::Buffer> d_pushes;
+  std::vector<host::RoundPush> on_host, on_gpu;
+  for (std::uint32_t k = 0; k < workers; ++k) {
+    test::RefWorker worker(model, config, k, w);
+    for (std::uint32_t s = 0; s <= k * stagger; ++s) {
+      const std::vector<float> g =
+          k == zero_worker ? std::vector<float>(p, 0.0f) : test::random_normal(rng, p);
+      if (s == k * stagger) {
+        pushes.push_back(worker.push(g, 0.1f));
+      } else {
+        worker.push(g, 0.1f);
+      }
+    }
+    detail::Buffer d(backend, pushes.back().size());
+    backend.upload(d.data(), pushes.back().data(), pushes.back().size(), nullptr);
+    d_pushes.push_back(std::move(d));
+  }
+  for (std::uint32_t k = 0; k < workers; ++k) {
+    MessageHeader header = blank_header();
+    const Verdict v = gpu.validate(d_pushes[k].data(), pushes[k].size(), header, nullptr);
+    ASSERT_TRUE(v.ok()) << what << ": " << v.describe(k);
+    on_host.push_back({pushes[k].data(), header});
+    on_gpu.push_back({d_pushes[k].data(), header});
+  }
+  std::vector<float> acc;
+  for (std::uint32_t count : counts) {
+    host::apply_round(on_host.data(), count, rules, w.data(), acc);
+    gpu.apply_round(on_gpu.data(), count, d_w.data(), nullptr);
+    ASSERT_EQ(d_w.host(), w) << what << ", a round of " << count;
+  }
+}
+
 // Sync rounds of pushes from different workers (their indices overlap in
-// part): the model bit for bit as the host's accumulator and average give
-// it, for index lists (sums in shared memory, per tile, no accumulator),
-// rbgs blocks and dense pushes (the accumulator), with wire values of every
-// width. The model spans many round tiles, more than the blocks hold at once.
+// part), for index lists (sums in shared memory, per tile, no accumulator),
+// rbgs blocks (the accumulator) and dense pushes (one pass), with wire
+// values of every width; the model spans many round tiles, more than the
+// blocks the emulation holds at once. Then: a model of over a thousand tiles
+// (more than an H100 holds blocks, so there too a block goes from tile to
+// tile); a round of 300 pushes (more than a block's threads); pushes at
+// different ratios; a push with almost no entries.
 TEST_F(CudaBackendTest, SyncRoundsMatchTheHost) {
   const Segments model({70000, 3, 9000, 1, 60000, 40000, 8191, 8193});
-  const std::uint64_t p = model.total();
   struct Case {
     Method method;
     Compressor compressor;
@@ -520,37 +571,53 @@ TEST_F(CudaBackendTest, SyncRoundsMatchTheHost) {
     config.mode = Mode::sync;
     const std::string what = std::string(to_string(c.method)) + "/" + to_string(c.compressor) +
                              " at " + std::to_string(c.ratio) + ", " + to_string(c.wire);
-    const host::PushRules rules(model, config);
     auto gpu = backend_->server_kernels(model, config);
-    std::mt19937_64 rng(16);
-    std::vector<float> w = test::random_normal(rng, p);
-    detail::Buffer d_w = upload(w);
-    std::vector<test::Bytes> pushes;
-    std::vector<detail::Buffer> d_pushes;
-    std::vector<host::RoundPush> on_host, on_gpu;
-    for (std::uint32_t k = 0; k < config.workers; ++k) {
-      test::RefWorker worker(model, config, k, w);
-      // Two steps, so the second push's state carries the first's residue.
-      worker.push(test::random_normal(rng, p), 0.1f);
-      pushes.push_back(worker.push(test::random_normal(rng, p), 0.1f));
-      d_pushes.push_back(upload(pushes.back()));
-    }
-    for (std::uint32_t k = 0; k < config.workers; ++k) {
-      MessageHeader header = blank_header();
-      const Verdict v = gpu->validate(d_pushes[k].data(), pushes[k].size(), header, stream_);
-      ASSERT_TRUE(v.ok()) << what << ": " << v.describe(k);
-      on_host.push_back({pushes[k].data(), header});
-      on_gpu.push_back({d_pushes[k].data(), header});
-    }
-    std::vector<float> acc;
-    // Rounds of 1, 3 and 5 pushes (a round holds the pushes of the live
-    // workers), one after the other on the same model.
-    for (std::uint32_t count : {1u, 3u, 5u}) {
-      host::apply_round(on_host.data(), count, rules, w.data(), acc);
-      gpu->apply_round(on_gpu.data(), count, d_w.as<float>(), stream_);
-      ASSERT_EQ(download<float>(d_w, p), w) << what << ", a round of " << count;
-    }
-    EXPECT_THROW(gpu->apply_round(on_gpu.data(), 0, d_w.as<float>(), stream_), Error);
+    expect_rounds_match(*backend_, *gpu, model, config, 5, {1, 3, 5}, what);
+    EXPECT_THROW(gpu->apply_round(nullptr, 0, nullptr, stream_), Error) << what;
+  }
+  {
+    const Segments big({(std::uint64_t{1} << 23) + 12345, 70001});
+    Config config;
+    config.method = Method::gd;
+    config.ratio = 0.01;
+    config.workers = 3;
+    config.mode = Mode::sync;
+    auto gpu = backend_->server_kernels(big, config);
+    expect_rounds_match(*backend_, *gpu, big, config, 3, {3}, "over a thousand tiles");
+  }
+  {
+    const Segments small({3000, 2000});
+    Config config;
+    config.method = Method::gd;
+    config.ratio = 0.02;
+    config.workers = 300;
+    config.mode = Mode::sync;
+    auto gpu = backend_->server_kernels(small, config);
+    expect_rounds_match(*backend_, *gpu, small, config, 300, {300, 257}, "300 pushes");
+  }
+  for (Compressor c : {Compressor::topk, Compressor::rbgs}) {
+    Config config;
+    config.method = Method::gd;
+    config.compressor = c;
+    config.ratio = 0.01;
+    config.schedule = RatioSchedule::warmup;
+    config.warmup_ratios = {0.25, 0.1, 0.05};
+    config.warmup_steps = 1;
+    config.workers = 4;
+    config.mode = Mode::sync;
+    auto gpu = backend_->server_kernels(model, config);
+    expect_rounds_match(*backend_, *gpu, model, config, 4, {4, 2},
+                        std::string("ratios of ") + to_string(c), 1);
+  }
+  {
+    Config config;
+    config.method = Method::dgc;
+    config.compressor = Compressor::threshold;
+    config.ratio = 0.02;
+    config.workers = 3;
+    config.mode = Mode::sync;
+    auto gpu = backend_->server_kernels(model, config);
+    expect_rounds_match(*backend_, *gpu, model, config, 3, {3}, "a push of zeros", 0, 1);
   }
 }
 

@@ -204,10 +204,13 @@ inline void __syncthreads() {
   ::dgs_emu::sync_block();
 }
 namespace dgs_emu {
-inline unsigned char g_count_flags[1024];  // one per thread of the running block
+// One per thread of the running block, zero outside a call (a thread that
+// has returned, or a block that ran before, leaves none set).
+inline unsigned char g_count_flags[1024];
 }  // namespace dgs_emu
-// Every thread's predicate is in place after the first barrier; the second
-// keeps the next call's writes after every thread has counted.
+// Every calling thread's predicate is in place after the first barrier; the
+// second keeps each thread's clearing, and the next call's writes, after
+// every thread has counted.
 inline int __syncthreads_count(int predicate) {
   const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   const unsigned n = blockDim.x * blockDim.y * blockDim.z;
@@ -216,6 +219,7 @@ inline int __syncthreads_count(int predicate) {
   int count = 0;
   for (unsigned i = 0; i < n; ++i) count += ::dgs_emu::g_count_flags[i];
   ::dgs_emu::sync_block();
+  ::dgs_emu::g_count_flags[t] = 0;
   return count;
 }
 inline void __syncwarp(unsigned int mask = 0xFFFFFFFFu) {
