@@ -70,6 +70,24 @@ class CudaBackendTest : public ::testing::Test {
     EXPECT_EQ(got.value, want.value) << what;
     EXPECT_EQ(got.expected, want.expected) << what;
   }
+  // Worker `id`'s push (one step from random weights, then a random
+  // gradient), uploaded and validated by `gpu`: the message, its device copy,
+  // the header validate returned and its verdict.
+  struct ValidatedPush {
+    test::Bytes bytes;
+    detail::Buffer device;
+    MessageHeader header;
+    Verdict verdict;
+  };
+  ValidatedPush validated_push(detail::ServerKernels& gpu, const Segments& model,
+                               const Config& config, std::uint32_t id, std::mt19937_64& rng) {
+    const std::uint64_t p = model.total();
+    test::RefWorker worker(model, config, id, test::random_normal(rng, p));
+    ValidatedPush v{worker.push(test::random_normal(rng, p), 0.1f), {}, blank_header(), {}};
+    v.device = upload(v.bytes);
+    v.verdict = gpu.validate(v.device.data(), v.bytes.size(), v.header, stream_);
+    return v;
+  }
   template <typename T>
   std::vector<T> download(const detail::Buffer& b, std::size_t count) {
     std::vector<T> host(count);
@@ -368,14 +386,13 @@ TEST_F(CudaBackendTest, TheServersApplyCanBeCapturedInACudaGraph) {
       config.workers = 2;
       const std::string what = std::string(to_string(m)) + "/" + to_string(c);
       std::mt19937_64 rng(15);
-      test::RefWorker worker(model, config, 0, test::random_normal(rng, p));
-      const test::Bytes push = worker.push(test::random_normal(rng, p), 0.1f);
       const host::PushRules rules(model, config);
       auto gpu = backend_->server_kernels(model, config);
-      detail::Buffer d_push = upload(push);
-      MessageHeader header = blank_header();
-      const Verdict v = gpu->validate(d_push.data(), push.size(), header, stream_);
-      ASSERT_TRUE(v.ok()) << what << ": " << v.describe(0);
+      const ValidatedPush pushed = validated_push(*gpu, model, config, 0, rng);
+      ASSERT_TRUE(pushed.verdict.ok()) << what << ": " << pushed.verdict.describe(0);
+      const test::Bytes& push = pushed.bytes;
+      const detail::Buffer& d_push = pushed.device;
+      const MessageHeader& header = pushed.header;
       std::vector<float> w = test::random_normal(rng, p);
       detail::Buffer d_w = upload(w);
       cudaGraph_t graph;
@@ -451,14 +468,13 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
     config.workers = 2;
     const std::uint64_t p = model.total();
     std::mt19937_64 rng(14);
-    test::RefWorker worker(model, config, 1, test::random_normal(rng, p));
-    const test::Bytes push = worker.push(test::random_normal(rng, p), 0.1f);
     const host::PushRules rules(model, config);
     auto gpu = backend_->server_kernels(model, config);
-    detail::Buffer d_push = upload(push);
-    MessageHeader header = blank_header();
-    const Verdict v = gpu->validate(d_push.data(), push.size(), header, stream_);
-    ASSERT_TRUE(v.ok()) << v.describe(1);
+    const ValidatedPush pushed = validated_push(*gpu, model, config, 1, rng);
+    ASSERT_TRUE(pushed.verdict.ok()) << pushed.verdict.describe(1);
+    const test::Bytes& push = pushed.bytes;
+    const detail::Buffer& d_push = pushed.device;
+    const MessageHeader& header = pushed.header;
     EXPECT_EQ(std::memcmp(&header, push.data(), kHeaderBytes), 0) << "the header read back";
     std::vector<float> w = test::random_normal(rng, p), r = test::random_normal(rng, p);
     detail::Buffer d_w = upload(w), d_r = upload(r);
@@ -488,17 +504,20 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
   }
 }
 
-// A sync round of `workers` pushes applied by the GPU and by the host, on
+// A sync round of `workers` pushes (Config `config` in sync mode with that
+// many workers) applied by the GPU and by the host, on
 // the same model, in rounds of the first `counts[r]` pushes: the model bit
 // for bit as the host's accumulator and average give it. Worker k pushes
 // after `1 + k * stagger` steps (with a ratio schedule, pushes at different
 // ratios); `zero_worker`'s gradients are all zero.
-void expect_rounds_match(Backend& backend, detail::ServerKernels& gpu, const Segments& model,
-                         Config config, std::uint32_t workers,
-                         const std::vector<std::uint32_t>& counts, const std::string& what,
-                         std::uint32_t stagger = 0, std::uint32_t zero_worker = UINT32_MAX) {
+void expect_rounds_match(Backend& backend, const Segments& model, Config config,
+                         std::uint32_t workers, const std::vector<std::uint32_t>& counts,
+                         const std::string& what, std::uint32_t stagger = 0,
+                         std::uint32_t zero_worker = UINT32_MAX) {
   config.workers = workers;
   config.mode = Mode::sync;
+  auto gpu_kernels = backend.server_kernels(model, config);
+  detail::ServerKernels& gpu = *gpu_kernels;
   const std::uint64_t p = model.total();
   const host::PushRules rules(model, config);
   std::mt19937_64 rng(16);
@@ -561,64 +580,38 @@ TEST_F(CudaBackendTest, SyncRoundsMatchTheHost) {
       {Method::gd, Compressor::rbgs, 0.04, WireValue::f32},
       {Method::dense, Compressor::topk, 1.0, WireValue::f32},
   };
-  for (const Case& c : cases) {
+  // A sync Config of gd (or `method`) pushes at `ratio`.
+  auto config_of = [](double ratio, Method method = Method::gd,
+                      Compressor compressor = Compressor::topk) {
     Config config;
-    config.method = c.method;
-    config.compressor = c.compressor;
-    config.ratio = c.ratio;
+    config.method = method;
+    config.compressor = compressor;
+    config.ratio = ratio;
+    return config;
+  };
+  for (const Case& c : cases) {
+    Config config = config_of(c.ratio, c.method, c.compressor);
     config.wire_values = c.wire;
-    config.workers = 5;
-    config.mode = Mode::sync;
     const std::string what = std::string(to_string(c.method)) + "/" + to_string(c.compressor) +
                              " at " + std::to_string(c.ratio) + ", " + to_string(c.wire);
-    auto gpu = backend_->server_kernels(model, config);
-    expect_rounds_match(*backend_, *gpu, model, config, 5, {1, 3, 5}, what);
-    EXPECT_THROW(gpu->apply_round(nullptr, 0, nullptr, stream_), Error) << what;
+    expect_rounds_match(*backend_, model, config, 5, {1, 3, 5}, what);
   }
-  {
-    const Segments big({(std::uint64_t{1} << 23) + 12345, 70001});
-    Config config;
-    config.method = Method::gd;
-    config.ratio = 0.01;
-    config.workers = 3;
-    config.mode = Mode::sync;
-    auto gpu = backend_->server_kernels(big, config);
-    expect_rounds_match(*backend_, *gpu, big, config, 3, {3}, "over a thousand tiles");
-  }
-  {
-    const Segments small({3000, 2000});
-    Config config;
-    config.method = Method::gd;
-    config.ratio = 0.02;
-    config.workers = 300;
-    config.mode = Mode::sync;
-    auto gpu = backend_->server_kernels(small, config);
-    expect_rounds_match(*backend_, *gpu, small, config, 300, {300, 257}, "300 pushes");
-  }
+  auto gpu = backend_->server_kernels(model, config_of(0.01));
+  EXPECT_THROW(gpu->apply_round(nullptr, 0, nullptr, stream_), Error) << "a round of no pushes";
+  const Segments big({(std::uint64_t{1} << 23) + 12345, 70001});
+  expect_rounds_match(*backend_, big, config_of(0.01), 3, {3}, "over a thousand tiles");
+  expect_rounds_match(*backend_, Segments({3000, 2000}), config_of(0.02), 300, {300, 257},
+                      "300 pushes");
   for (Compressor c : {Compressor::topk, Compressor::rbgs}) {
-    Config config;
-    config.method = Method::gd;
-    config.compressor = c;
-    config.ratio = 0.01;
+    Config config = config_of(0.01, Method::gd, c);
     config.schedule = RatioSchedule::warmup;
     config.warmup_ratios = {0.25, 0.1, 0.05};
     config.warmup_steps = 1;
-    config.workers = 4;
-    config.mode = Mode::sync;
-    auto gpu = backend_->server_kernels(model, config);
-    expect_rounds_match(*backend_, *gpu, model, config, 4, {4, 2},
+    expect_rounds_match(*backend_, model, config, 4, {4, 2},
                         std::string("ratios of ") + to_string(c), 1);
   }
-  {
-    Config config;
-    config.method = Method::dgc;
-    config.compressor = Compressor::threshold;
-    config.ratio = 0.02;
-    config.workers = 3;
-    config.mode = Mode::sync;
-    auto gpu = backend_->server_kernels(model, config);
-    expect_rounds_match(*backend_, *gpu, model, config, 3, {3}, "a push of zeros", 0, 1);
-  }
+  expect_rounds_match(*backend_, model, config_of(0.02, Method::dgc, Compressor::threshold), 3, {3},
+                      "a push of zeros", 0, 1);
 }
 
 // The reply selection's capture (select.cuh) as W - R moves: reused while the
