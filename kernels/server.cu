@@ -111,6 +111,29 @@ __device__ u64 first_slot_from(const unsigned char* m, IndexType type, u64 n, u6
   return lo;
 }
 
+// One batch of a push's entries, from slot `at`: this thread's is slot
+// at + threadIdx.x, taken when its index lies below `end` (the tile's entries
+// are a prefix of the batch, the indices being sorted). Its index and value
+// are loaded together, the value whether or not it is taken, so a batch
+// costs one memory latency.
+struct RoundEntry {
+  u64 i;
+  float v;
+  bool in;
+};
+
+__device__ __forceinline__ RoundEntry round_entry(const unsigned char* m,
+                                                  const MessageLayout& layout, u64 at, u64 end) {
+  RoundEntry e{0, 0.0f, false};
+  const u64 j = at + threadIdx.x;
+  if (j < header_count(m)) {
+    e.i = load_index(m, layout.index_type, j);
+    e.v = load_value(m + layout.values_offset, layout.value_type, j);
+    e.in = e.i < end;
+  }
+  return e;
+}
+
 // A sync round of index-list pushes: W_i -= (sum over the pushes of s_i,
 // in their order, from 0) * inverse, without an accumulator of P floats.
 // Each block takes a run of consecutive tiles of kRoundTile coordinates,
@@ -122,7 +145,9 @@ __device__ u64 first_slot_from(const unsigned char* m, IndexType type, u64 n, u6
 // left as it is). The entries of
 // a tile are a run of slots in each push, found once per block by a binary
 // search and then followed by a cursor per push (`cursors`, gridDim.x * count
-// slots of scratch).
+// slots of scratch). The next push's first batch is loaded before this
+// push's entries are added, so its latency overlaps theirs (about one
+// memory latency per push).
 __global__ void __launch_bounds__(kThreads)
     sparse_round_kernel(const unsigned char* const* pushes, u32 count, MessageLayout layout,
                         float inverse, float* __restrict__ w, u64* cursors, u64 tiles_per_block) {
@@ -142,24 +167,22 @@ __global__ void __launch_bounds__(kThreads)
     const u32 length = static_cast<u32>(min(static_cast<u64>(kRoundTile), p - a));
     for (u32 c = threadIdx.x; c < kRoundTile; c += blockDim.x) sum[c] = 0.0f;
     __syncthreads();  // the sums are zero and every cursor is written
+    const u64 end = a + length;
+    RoundEntry e = round_entry(pushes[0], layout, cursor[0], end);
     for (u32 k = 0; k < count; ++k) {
-      const unsigned char* m = pushes[k];
-      const u64 n = header_count(m);
-      const unsigned char* values = m + layout.values_offset;
       u64 at = cursor[k];  // the same for every thread
+      // cursor[k + 1] is rewritten only once push k + 1 is added, below.
+      const RoundEntry next =
+          k + 1 < count ? round_entry(pushes[k + 1], layout, cursor[k + 1], end) : RoundEntry{};
       for (;;) {
-        const u64 j = at + threadIdx.x;
-        bool in = false;
-        if (j < n) {
-          const u64 i = load_index(m, layout.index_type, j);
-          in = i < a + length;  // sorted: the tile's entries are a prefix of the batch
-          if (in) sum[i - a] = __fadd_rn(sum[i - a], load_value(values, layout.value_type, j));
-        }
-        const int taken = __syncthreads_count(in);  // also orders this push's adds first
+        if (e.in) sum[e.i - a] = __fadd_rn(sum[e.i - a], e.v);
+        const int taken = __syncthreads_count(e.in);  // also orders this push's adds first
         at += static_cast<u64>(taken);
         if (taken < static_cast<int>(blockDim.x)) break;
+        e = round_entry(pushes[k], layout, at, end);  // a full batch: there may be more
       }
       if (threadIdx.x == 0) cursor[k] = at;
+      e = next;
     }
     for (u32 c = threadIdx.x; c < length; c += blockDim.x) {
       const float s = sum[c];
