@@ -171,6 +171,9 @@ class CudaServerKernels final : public ServerKernels {
     DGS_CUDA_TRY(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
     DGS_CUDA_TRY(cudaMalloc(&check_, sizeof(cuda::EntryCheck)));
     DGS_CUDA_TRY(cudaMallocHost(&staged_, sizeof(Staged)));
+    // A sync server's rounds hold at most one push per worker: their room
+    // is made here, so a round allocates nothing.
+    if (config.mode == Mode::sync) reserve_round(config.workers);
   }
 
   ~CudaServerKernels() override {
@@ -258,30 +261,17 @@ class CudaServerKernels final : public ServerKernels {
   }
   // Index-list pushes: one pass over their entries (sparse_round_kernel);
   // dense pushes: one pass over W and the pushes (dense_round_kernel); no
-  // accumulator for either. rbgs pushes: an accumulator of P floats (made
-  // with the first such round), zeroed, the pushes added in order, then the
-  // average over all of W.
+  // accumulator for either. rbgs pushes: an accumulator of P floats,
+  // zeroed, the pushes added in order, then the average over all of W. The
+  // room is the sync server's (made with it); a larger round grows it.
   void apply_round(const host::RoundPush* pushes, std::uint32_t count, float* model,
                    Stream stream) override {
     if (count == 0) throw Error(ErrorCode::invalid_argument, "dgs cuda apply_round: no pushes");
     const MessageLayout& layout = rules_.layout;
     const float inverse = 1.0f / static_cast<float>(count);
+    reserve_round(count);
     if (layout.payload != PayloadLayout::blocks) {
       const bool sparse = layout.payload == PayloadLayout::sparse;
-      const unsigned blocks = sparse ? cuda::sparse_round_grid(multiprocessors_) : 0;
-      if (count > round_room_) {
-        DGS_CUDA_TRY(cudaFree(round_pushes_));
-        DGS_CUDA_TRY(cudaFree(round_cursors_));
-        round_pushes_ = nullptr;
-        round_cursors_ = nullptr;
-        round_room_ = 0;
-        DGS_CUDA_TRY(cudaMalloc(&round_pushes_, count * sizeof(void*)));
-        if (sparse) {
-          DGS_CUDA_TRY(
-              cudaMalloc(&round_cursors_, std::size_t{blocks} * count * sizeof(std::uint64_t)));
-        }
-        round_room_ = count;
-      }
       round_pushes_host_.resize(count);
       for (std::uint32_t k = 0; k < count; ++k) {
         round_pushes_host_[k] = static_cast<const unsigned char*>(pushes[k].message);
@@ -292,15 +282,13 @@ class CudaServerKernels final : public ServerKernels {
                                    cudaMemcpyHostToDevice, stream));
       if (sparse) {
         cuda::launch_sparse_round(round_pushes_, count, layout, inverse, model, round_cursors_,
-                                  blocks, stream);
+                                  round_blocks_, stream);
       } else {
         cuda::launch_dense_round(round_pushes_, count, layout, inverse, model, stream);
       }
       return;
     }
-    const std::size_t bytes = layout.model_size * sizeof(float);
-    if (accumulator_ == nullptr) DGS_CUDA_TRY(cudaMalloc(&accumulator_, bytes));
-    DGS_CUDA_TRY(cudaMemsetAsync(accumulator_, 0, bytes, stream));
+    DGS_CUDA_TRY(cudaMemsetAsync(accumulator_, 0, layout.model_size * sizeof(float), stream));
     for (std::uint32_t k = 0; k < count; ++k) {
       apply_or_accumulate(pushes[k].message, pushes[k].header, accumulator_, true, stream);
     }
@@ -389,6 +377,31 @@ class CudaServerKernels final : public ServerKernels {
     return push_table_;
   }
 
+  // Room for rounds of `count` pushes: their device pointers and, for index
+  // lists, each block's cursors; for rbgs pushes, the accumulator.
+  void reserve_round(std::uint32_t count) {
+    const MessageLayout& layout = rules_.layout;
+    if (layout.payload == PayloadLayout::blocks) {
+      if (accumulator_ == nullptr) {
+        DGS_CUDA_TRY(cudaMalloc(&accumulator_, layout.model_size * sizeof(float)));
+      }
+      return;
+    }
+    if (count <= round_room_) return;
+    DGS_CUDA_TRY(cudaFree(round_pushes_));
+    DGS_CUDA_TRY(cudaFree(round_cursors_));
+    round_pushes_ = nullptr;
+    round_cursors_ = nullptr;
+    round_room_ = 0;
+    DGS_CUDA_TRY(cudaMalloc(&round_pushes_, count * sizeof(void*)));
+    if (layout.payload == PayloadLayout::sparse) {
+      round_blocks_ = cuda::sparse_round_grid(multiprocessors_);
+      DGS_CUDA_TRY(
+          cudaMalloc(&round_cursors_, std::size_t{round_blocks_} * count * sizeof(std::uint64_t)));
+    }
+    round_room_ = count;
+  }
+
   // A blocks payload needs the segment table of its ratio: validate's
   // header names it, so nothing is read back from the device.
   void apply_or_accumulate(const void* message, const MessageHeader& header, float* target,
@@ -434,6 +447,7 @@ class CudaServerKernels final : public ServerKernels {
   std::vector<const unsigned char*> round_pushes_host_;
   std::uint64_t* round_cursors_ = nullptr;
   std::uint32_t round_room_ = 0;
+  unsigned round_blocks_ = 0;  // sparse_round_kernel's grid
   float* accumulator_ = nullptr;
 };
 

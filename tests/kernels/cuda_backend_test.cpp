@@ -551,7 +551,12 @@ void expect_rounds_match(Backend& backend, const Segments& model, Config config,
   std::vector<float> acc;
   for (std::uint32_t count : counts) {
     host::apply_round(on_host.data(), count, rules, w.data(), acc);
+    std::size_t free_before = 0, free_after = 0, total = 0;
+    ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
     gpu.apply_round(on_gpu.data(), count, d_w.data(), nullptr);
+    ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+    // Its room was made with the kernels: a round allocates nothing.
+    EXPECT_EQ(free_after, free_before) << what << ", a round of " << count;
     ASSERT_EQ(d_w.host(), w) << what << ", a round of " << count;
   }
 }
