@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -348,14 +349,54 @@ void fiber_main(void* arg) {
 // between two meeting points, last first. A kernel that reads what another
 // thread wrote without a barrier between, or that depends on the order blocks
 // run in, then sees different data in one of the two orders.
-bool reverse_order() {
-  static const bool reverse = [] {
+// DGS_EMU_ORDER=shuffle (or shuffle:SEED) runs each grid's blocks in a
+// random order, and each block's threads forward or reverse at random: the
+// block that finishes last, for one, is then neither the first nor the last.
+enum class Order { forward, reverse, shuffle };
+
+struct OrderSetting {
+  Order order = Order::forward;
+  std::uint64_t seed = 1;
+};
+
+const OrderSetting& order_setting() {
+  static const OrderSetting setting = [] {
+    OrderSetting s;
     const char* v = std::getenv("DGS_EMU_ORDER");
-    if (v == nullptr || std::strcmp(v, "forward") == 0) return false;
-    if (std::strcmp(v, "reverse") == 0) return true;
-    fatal("DGS_EMU_ORDER must be forward or reverse");
+    if (v == nullptr || std::strcmp(v, "forward") == 0) return s;
+    if (std::strcmp(v, "reverse") == 0) {
+      s.order = Order::reverse;
+      return s;
+    }
+    if (std::strncmp(v, "shuffle", 7) == 0 && (v[7] == '\0' || v[7] == ':')) {
+      s.order = Order::shuffle;
+      if (v[7] == ':') s.seed = std::strtoull(v + 8, nullptr, 10);
+      return s;
+    }
+    fatal("DGS_EMU_ORDER must be forward, reverse, shuffle or shuffle:SEED");
   }();
-  return reverse;
+  return setting;
+}
+
+// The shuffled order's draws (SplitMix64), one stream for the process.
+std::uint64_t next_draw() {
+  static std::uint64_t state = order_setting().seed;
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+bool reverse_threads() {
+  switch (order_setting().order) {
+    case Order::forward:
+      return false;
+    case Order::reverse:
+      return true;
+    case Order::shuffle:
+      return (next_draw() & 1u) != 0;
+  }
+  return false;
 }
 
 void run_block(unsigned int threads) {
@@ -367,7 +408,7 @@ void run_block(unsigned int threads) {
   b.started = 0;
   b.position = 0;
   b.fibers = 0;
-  b.reverse = reverse_order();
+  b.reverse = reverse_threads();
   for (unsigned int w = 0; w < (threads + 31) / 32; ++w) b.warps[w].arrived = b.warps[w].ready = 0;
   const dim3 dim = g_grid.block_dim;
   for (unsigned int t = 0; t < threads; ++t) {
@@ -604,9 +645,19 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
     g_grid.block_dim = block;
     const auto threads_per_block = block.x * block.y * block.z;
     const unsigned long long blocks = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
-    const bool reverse = reverse_order();
+    const Order order = order_setting().order;
+    std::vector<unsigned long long> shuffled;
+    if (order == Order::shuffle) {
+      shuffled.resize(blocks);
+      for (unsigned long long i = 0; i < blocks; ++i) shuffled[i] = i;
+      for (unsigned long long i = blocks; i > 1; --i) {
+        std::swap(shuffled[i - 1], shuffled[next_draw() % i]);
+      }
+    }
     for (unsigned long long i = 0; i < blocks; ++i) {
-      const unsigned long long n = reverse ? blocks - 1 - i : i;
+      const unsigned long long n = order == Order::reverse   ? blocks - 1 - i
+                                   : order == Order::shuffle ? shuffled[i]
+                                                             : i;
       g_grid.block_idx = {static_cast<unsigned int>(n % grid.x),
                           static_cast<unsigned int>(n / grid.x % grid.y),
                           static_cast<unsigned int>(n / grid.x / grid.y)};

@@ -3,6 +3,7 @@
 // CUDA refuses. Built like the kernels: launches rewritten, emu.h in front.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <stdexcept>
@@ -174,6 +175,37 @@ TEST(Emulation, SyncthreadsCountCountsEachCallsPredicates) {
         EXPECT_EQ(out[(b * kThreads + t) * 4 + c], want[c]) << b << " " << t << " " << c;
       }
     }
+  }
+}
+
+// Each block notes when it ran.
+__global__ void order_kernel(unsigned* turn, unsigned* ran) {
+  if (threadIdx.x == 0) ran[atomicAdd(turn, 1u)] = blockIdx.x;
+}
+
+// The blocks run in the order DGS_EMU_ORDER names: forward, reverse, or
+// (shuffle) a permutation that is neither.
+TEST(Emulation, BlocksRunInTheOrderAsked) {
+  constexpr unsigned kBlocks = 64;
+  const DeviceArray<unsigned> turn(std::vector<unsigned>{0});
+  const DeviceArray<unsigned> ran(kBlocks);
+  order_kernel<<<kBlocks, 32>>>(turn.get(), ran.get());
+  CUDA_OK(cudaGetLastError());
+  const std::vector<unsigned> order = ran.host();
+  std::vector<unsigned> forward(kBlocks), reverse(kBlocks);
+  for (unsigned b = 0; b < kBlocks; ++b) forward[b] = b, reverse[b] = kBlocks - 1 - b;
+  const char* v = std::getenv("DGS_EMU_ORDER");
+  const std::string asked = v == nullptr ? "forward" : v;
+  if (asked == "forward") {
+    EXPECT_EQ(order, forward);
+  } else if (asked == "reverse") {
+    EXPECT_EQ(order, reverse);
+  } else {
+    std::vector<unsigned> sorted = order;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, forward) << "every block once";
+    EXPECT_NE(order, forward);
+    EXPECT_NE(order, reverse);
   }
 }
 
