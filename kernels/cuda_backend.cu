@@ -166,9 +166,7 @@ class CudaServerKernels final : public ServerKernels {
         dense_layout_(dense_reply_layout(model)),
         selector_(rules_.segments, reply_plan_.total_capacity(), reply_layout_.index_type) {
     selector_.set_plan(reply_plan_, config.threshold_sample);
-    int device = 0;
-    DGS_CUDA_TRY(cudaGetDevice(&device));
-    DGS_CUDA_TRY(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
+    multiprocessors_ = detail::multiprocessor_count();
     DGS_CUDA_TRY(cudaMalloc(&check_, sizeof(cuda::EntryCheck)));
     DGS_CUDA_TRY(cudaMallocHost(&staged_, sizeof(Staged)));
     // A sync server's rounds hold at most one push per worker: their room

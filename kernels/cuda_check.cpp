@@ -13,4 +13,13 @@ void throw_cuda_error(cudaError_t status, const char* call, const char* file, in
   throw Error(ErrorCode::cuda, message);
 }
 
+int multiprocessor_count() {
+  int device = 0;
+  int count = 0;
+  cuda_check(cudaGetDevice(&device), "cudaGetDevice", __FILE__, __LINE__);
+  cuda_check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device),
+             "cudaDeviceGetAttribute", __FILE__, __LINE__);
+  return count;
+}
+
 }  // namespace dgs::detail

@@ -16,6 +16,9 @@ inline void cuda_check(cudaError_t status, const char* call, const char* file, i
   if (status != cudaSuccess) throw_cuda_error(status, call, file, line, context);
 }
 
+/// The current device's multiprocessors (the resident grids' width).
+int multiprocessor_count();
+
 }  // namespace dgs::detail
 
 #define DGS_CUDA_TRY(call) ::dgs::detail::cuda_check((call), #call, __FILE__, __LINE__)

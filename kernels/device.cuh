@@ -4,8 +4,11 @@
 
 #include <cstdint>
 
+#include <algorithm>
+
 #include "dgs/config.h"
 #include "dgs/message.h"
+#include "kernels/cuda_check.h"
 #include "kernels/numeric.h"
 
 namespace dgs::cuda {
@@ -291,6 +294,23 @@ __device__ __forceinline__ void scatter_batched(u64 n, Load load, Store store) {
       if (j0 + b * stride < n) store(j0 + b * stride, v[b]);
     }
   }
+}
+
+// --- Launch sizes (host) -----------------------------------------------------
+
+/// A grid of `wanted` blocks of `Kernel` (kThreads each), but no more than
+/// the device holds at once; the kernel's occupancy is asked once. For
+/// kernels whose blocks loop over their work (the selection's usually idle
+/// filters: skipping then costs a few waves of blocks, not one per tile; the
+/// sync round, whose blocks keep cursors from tile to tile).
+template <auto Kernel>
+unsigned resident_grid(unsigned wanted, int multiprocessors) {
+  static const int per_multiprocessor = [] {
+    int blocks = 0;
+    DGS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kThreads, 0));
+    return std::max(1, blocks);
+  }();
+  return std::min(wanted, static_cast<unsigned>(per_multiprocessor * std::max(1, multiprocessors)));
 }
 
 }  // namespace dgs::cuda

@@ -874,9 +874,7 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
   DGS_CUDA_TRY(cudaMalloc(&stats_dev_, 2 * sizeof(u64)));
   DGS_CUDA_TRY(cudaMalloc(&capture_counts_, 2 * sizeof(u64)));
   DGS_CUDA_TRY(cudaMemset(capture_counts_, 0, 2 * sizeof(u64)));
-  int device = 0;
-  DGS_CUDA_TRY(cudaGetDevice(&device));
-  DGS_CUDA_TRY(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
+  multiprocessors_ = detail::multiprocessor_count();
   // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
   // estimated (sample_); with every segment taken whole they stay zero, so start them there.
   DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
@@ -1077,20 +1075,6 @@ unsigned member_blocks(u32 members, u32 stride, const std::string& sizes) {
     throw Error(ErrorCode::internal, "dgs cuda selection: too many list blocks (" + sizes + ")");
   }
   return static_cast<unsigned>(blocks);
-}
-
-// A grid of `wanted` blocks of `Kernel` (kThreads each), but no more than
-// the device holds at once; the kernel's occupancy is asked once. For
-// kernels that usually find nothing to do, whose blocks loop over their
-// work: skipping then costs a few waves of blocks, not one per tile.
-template <auto Kernel>
-unsigned resident_grid(unsigned wanted, int multiprocessors) {
-  static const int per_multiprocessor = [] {
-    int blocks = 0;
-    DGS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kThreads, 0));
-    return std::max(1, blocks);
-  }();
-  return std::min(wanted, static_cast<unsigned>(per_multiprocessor * std::max(1, multiprocessors)));
 }
 
 // Enough blocks per member to fill the GPU when lists are long, never more

@@ -260,13 +260,7 @@ void launch_average(const float* accumulator, float inverse, float* model, std::
 }
 
 unsigned sparse_round_grid(int multiprocessors) {
-  static const int per_multiprocessor = [] {
-    int blocks = 0;
-    DGS_CUDA_TRY(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, sparse_round_kernel, kThreads, 0));
-    return std::max(1, blocks);
-  }();
-  return static_cast<unsigned>(per_multiprocessor * std::max(1, multiprocessors));
+  return resident_grid<sparse_round_kernel>(0xFFFFFFFFu, multiprocessors);
 }
 
 void launch_sparse_round(const unsigned char* const* pushes, std::uint32_t count,
