@@ -113,80 +113,120 @@ struct Capture {
   }
 };
 
-/// A histogram pass's shared first-digit bins from `lowest` up: cleared before
-/// a tile, added into the member's `first` after it (bins below `lowest` are
-/// neither, so a block may leave stale counts there).
-__device__ __forceinline__ void clear_first_bins(u32* hist, u32 lowest) {
-  for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) hist[d] = 0;
-}
-__device__ __forceinline__ void add_first_bins(const u32* hist, u32 lowest, u64* first) {
-  for (u32 d = lowest + threadIdx.x; d < kFirstDigitBins; d += blockDim.x) {
-    if (hist[d] != 0) atomicAdd(&first[d], static_cast<u64>(hist[d]));
-  }
-}
-
-/// Exclusive prefix sum of one u32 per thread over a block of kThreads
-/// threads; `total` becomes the block's sum. Every thread must call it; it
-/// ends with a barrier, after which `sh` may be reused. Written here rather
-/// than taken from cub::BlockScan so that worker.cu, which captures too, need
-/// not include CUB (select.cu stays the only translation unit that does).
-struct BlockSum {
-  u32 warp[kThreads / 32];
-  u32 total;
+/// A histogram pass's first-digit counts of one tile, for a block that counts
+/// its tiles one after the other (the worker's update pass, the server's
+/// histogram of |W - R|). The bins live in shared memory (FirstDigitShared)
+/// and are zero between tiles from the lowest digit the block has counted
+/// so far up: a tile's flush zeroes the bins it read, so a block clears them
+/// once, not per tile, and flushes only up to the highest digit the tile
+/// counted (with a guess, a few bins instead of every bin above it). The
+/// capture of a tile's counted items takes one atomic per warp, issued before
+/// the tile's barrier so that its latency passes while the block waits and
+/// flushes; a tile costs one barrier (two when the block counts another
+/// after it). Every thread of the block calls, per tile, in order:
+///   start(lowest)            (a barrier when it has to clear bins)
+///   count(digit, j)          for each of its items
+///   finish(...)
+struct FirstDigitShared {
+  u32 bins[kFirstDigitBins];
+  u32 top[kThreads / 32];  // per warp: one above the highest digit it counted in the tile
 };
 
-__device__ __forceinline__ u32 block_exclusive_sum(BlockSum& sh, u32 v) {
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  u32 x = v;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const u32 y = __shfl_up_sync(0xFFFFFFFFu, x, d);
-    if (lane >= d) x += y;
-  }
-  if (lane == 31) sh.warp[warp] = x;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    u32 sum = 0;
-    for (int w = 0; w < kThreads / 32; ++w) {
-      const u32 c = sh.warp[w];
-      sh.warp[w] = sum;
-      sum += c;
-    }
-    sh.total = sum;
-  }
-  __syncthreads();
-  const u32 before = sh.warp[warp] + x - v;
-  __syncthreads();
-  return before;
-}
+class FirstDigitTile {
+ public:
+  __device__ explicit FirstDigitTile(FirstDigitShared& sh) : sh_(sh) {}
 
-/// Captures the coordinates of one tile of member `m` whose first digit
-/// reaches the member's guess. Bit j of `bits` marks the thread's item j (local
-/// index begin + threadIdx.x + j * kThreads) as one of them, and key_of(j)
-/// gives its key. Every thread of the block calls it with the same tile.
-/// Keeping a mask rather than the keys costs the caller one register, not
-/// kItems; key_of may read the key back from memory, once per captured item.
-template <typename KeyOf>
-__device__ __forceinline__ void capture_tile(BlockSum& sh, u64& base, const Capture& c, SetState& s,
-                                             u32 m, u64 begin, u32 bits, KeyOf key_of) {
-  const u32 before = block_exclusive_sum(sh, static_cast<u32>(__popc(bits)));
-  if (threadIdx.x == 0)
-    base = sh.total != 0 ? atomicAdd(&s.captured, static_cast<u64>(sh.total)) : 0;
-  __syncthreads();
-  const u64 room = c.room[m];
-  u64 at = base + before;
-  if (bits != 0 && at < room) {
-    u32* locals = c.list + c.list_offset[m];
-    u32* keys = locals + room;
-    for (; bits != 0 && at < room; bits &= bits - 1, ++at) {
-      const int j = __ffs(static_cast<int>(bits)) - 1;
-      locals[at] = static_cast<u32>(begin + threadIdx.x + j * kThreads);
-      keys[at] = key_of(j);
+  /// Begins a tile whose counted digits are `lowest` and up (uniform across
+  /// the block).
+  __device__ __forceinline__ void start(u32 lowest) {
+    lowest_ = lowest;
+    bits_ = 0;
+    top_ = 0;
+    if (lowest < clean_) {
+      for (u32 d = lowest + threadIdx.x; d < clean_; d += kThreads) sh_.bins[d] = 0;
+      clean_ = lowest;
+      __syncthreads();
     }
   }
-  __syncthreads();  // `base` is reused by the next tile
-}
+
+  /// Counts this thread's item j, whose first digit is `digit`, when the
+  /// digit is the tile's lowest or above.
+  __device__ __forceinline__ void count(u32 digit, int j) {
+    if (digit < lowest_) return;
+    atomicAdd(&sh_.bins[digit], 1u);
+    bits_ |= 1u << j;
+    top_ = top_ > digit + 1 ? top_ : digit + 1;
+  }
+
+  /// Ends the tile: adds its counts into `s.first` (zeroing the bins) and,
+  /// when `capturing`, appends the counted items of member `m` as
+  /// (local index begin + threadIdx.x + j * kThreads, key key_of(j)) pairs to
+  /// its region, as many as the room holds (s.captured counts them all).
+  /// key_of may read the key back from memory, once per captured item.
+  /// `more`: the block counts another tile after this one.
+  template <typename KeyOf>
+  __device__ __forceinline__ void finish(SetState& s, const Capture& capture, bool capturing, u32 m,
+                                         u64 begin, bool more, KeyOf key_of) {
+    constexpr unsigned kAll = 0xFFFFFFFFu;
+    const int lane = threadIdx.x & 31;
+    u32 top = top_;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const u32 other = __shfl_xor_sync(kAll, top, o);
+      top = other > top ? other : top;
+    }
+    if (lane == 0) sh_.top[threadIdx.x >> 5] = top;
+    u32 before = 0;
+    u64 base = 0;
+    if (capturing) {
+      const u32 mine = static_cast<u32>(__popc(bits_));
+      u32 x = mine;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const u32 y = __shfl_up_sync(kAll, x, d);
+        if (lane >= d) x += y;
+      }
+      before = x - mine;
+      const u32 total = __shfl_sync(kAll, x, 31);
+      if (lane == 0 && total != 0) base = atomicAdd(&s.captured, static_cast<u64>(total));
+    }
+    __syncthreads();  // the tile's counts and the warps' tops are complete
+    u32 block_top = 0;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w)
+      block_top = sh_.top[w] > block_top ? sh_.top[w] : block_top;
+    for (u32 d = lowest_ + threadIdx.x; d < block_top; d += kThreads) {
+      const u32 v = sh_.bins[d];
+      if (v != 0) {
+        atomicAdd(&s.first[d], static_cast<u64>(v));
+        sh_.bins[d] = 0;
+      }
+    }
+    if (more) __syncthreads();  // the bins and tops are read before the next tile counts
+    if (capturing) {
+      base = __shfl_sync(kAll, base, 0);
+      const u64 room = capture.room[m];
+      u64 at = base + before;
+      u32 bits = bits_;
+      if (bits != 0 && at < room) {
+        u32* locals = capture.list + capture.list_offset[m];
+        u32* keys = locals + room;
+        for (; bits != 0 && at < room; bits &= bits - 1, ++at) {
+          const int j = __ffs(static_cast<int>(bits)) - 1;
+          locals[at] = static_cast<u32>(begin + threadIdx.x + j * kThreads);
+          keys[at] = key_of(j);
+        }
+      }
+    }
+  }
+
+ private:
+  FirstDigitShared& sh_;
+  u32 clean_ = kFirstDigitBins;  // bins from here up are zero
+  u32 lowest_ = 0;
+  u32 bits_ = 0;  // bit j: item j was counted
+  u32 top_ = 0;   // one above the highest digit this thread counted
+};
 
 /// Digit `pass` of a composite key.
 __device__ __forceinline__ u32 composite_digit(u32 key, u32 local, int pass) {

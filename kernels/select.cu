@@ -81,6 +81,40 @@ struct Output {
   u32* marks = nullptr;
 };
 
+// Exclusive prefix sum of one u32 per thread over a block of kThreads
+// threads; `total` becomes the block's sum. Every thread must call it; it
+// ends with a barrier, after which `sh` may be reused.
+struct BlockSum {
+  u32 warp[kThreads / 32];
+  u32 total;
+};
+
+__device__ __forceinline__ u32 block_exclusive_sum(BlockSum& sh, u32 v) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  u32 x = v;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const u32 y = __shfl_up_sync(0xFFFFFFFFu, x, d);
+    if (lane >= d) x += y;
+  }
+  if (lane == 31) sh.warp[warp] = x;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    u32 sum = 0;
+    for (int w = 0; w < kThreads / 32; ++w) {
+      const u32 c = sh.warp[w];
+      sh.warp[w] = sum;
+      sum += c;
+    }
+    sh.total = sum;
+  }
+  __syncthreads();
+  const u32 before = sh.warp[warp] + x - v;
+  __syncthreads();
+  return before;
+}
+
 // ---------------------------------------------------------------------------
 // Kernels.
 
@@ -123,16 +157,14 @@ __global__ void init_states_kernel(SetState* states, const u64* need, const u32*
 template <class Keys>
 __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set, Keys keys,
                                  Capture capture, bool again) {
-  __shared__ u32 hist[kFirstDigitBins];
-  __shared__ BlockSum sum;
-  __shared__ u64 base;
+  __shared__ FirstDigitShared shared;
+  FirstDigitTile counts(shared);
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     SetState& s = set.state[tile.owner];
     if (again ? s.missed == 0 : s.done == 0) continue;
     const u32 lowest = again ? 0 : capture.lowest(tile.owner);
-    clear_first_bins(hist, lowest);
-    __syncthreads();
+    counts.start(lowest);
     const u32 l = set.segment[tile.owner];
     u32 key[kItems];
 #pragma unroll
@@ -140,21 +172,12 @@ __global__ void histogram_kernel(const Tile* tiles, u32 tile_count, SetView set,
       const u32 i = threadIdx.x + j * kThreads;
       if (i < tile.length) key[j] = keys(l, tile.begin + i);
     }
-    u32 bits = 0;  // bit j: item j is counted (and captured, with a guess)
 #pragma unroll
     for (int j = 0; j < kItems; ++j) {
-      if (threadIdx.x + j * kThreads < tile.length && first_digit(key[j]) >= lowest) {
-        atomicAdd(&hist[first_digit(key[j])], 1u);
-        bits |= 1u << j;
-      }
+      if (threadIdx.x + j * kThreads < tile.length) counts.count(first_digit(key[j]), j);
     }
-    __syncthreads();
-    add_first_bins(hist, lowest, s.first);
-    if (lowest != 0) {  // a guess
-      capture_tile(sum, base, capture, s, tile.owner, tile.begin, bits,
-                   [&](int j) { return keys(l, tile.begin + threadIdx.x + j * kThreads); });
-    }
-    __syncthreads();
+    counts.finish(s, capture, lowest != 0, tile.owner, tile.begin, t + gridDim.x < tile_count,
+                  [&](int j) { return keys(l, tile.begin + threadIdx.x + j * kThreads); });
   }
 }
 

@@ -29,19 +29,14 @@ __device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
 template <Method M>
 __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* tiles, u32 tile_count,
                                              const SegmentInfo* seg, const FusedHistogram& h) {
-  __shared__ u32 hist[kFirstDigitBins];
-  __shared__ BlockSum sum;
-  __shared__ u64 captured_base;
+  __shared__ FirstDigitShared shared;
+  FirstDigitTile counts(shared);
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     const int member = h.active ? h.member[tile.owner] : -1;
     // With a guess only the captured are counted.
     const u32 lowest = member >= 0 ? h.capture.lowest(static_cast<u32>(member)) : 0;
-    u32 captured = 0;  // bit r: item r is captured
-    if (member >= 0) {
-      clear_first_bins(hist, lowest);
-      __syncthreads();
-    }
+    if (member >= 0) counts.start(lowest);
     const u64 base = seg[tile.owner].offset + tile.begin;
     float g[kItems], first[kItems], second[kItems];
     u32 word[kItems];
@@ -81,26 +76,15 @@ __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* ti
           x = __fmaf_rn(sent ? a.momentum : 1.0f, first[r], __fmul_rn(a.lr, g[r]));
           a.momentum_buffer[i] = x;
         }
-        if (member >= 0) {
-          const u32 digit = first_digit(detail::magnitude_key(x));
-          if (digit >= lowest) {
-            atomicAdd(&hist[digit], 1u);
-            captured |= 1u << r;
-          }
-        }
+        if (member >= 0) counts.count(first_digit(detail::magnitude_key(x)), r);
       }
     }
     if (member >= 0) {
-      __syncthreads();
-      add_first_bins(hist, lowest, h.states[member].first);
-      if (lowest != 0) {  // a guess
-        // The captured keys are read back from the state this thread just wrote.
-        capture_tile(sum, captured_base, h.capture, h.states[member], static_cast<u32>(member),
-                     tile.begin, captured, [&](int r) {
-                       return detail::magnitude_key(a.selected[base + threadIdx.x + r * kThreads]);
-                     });
-      }
-      __syncthreads();
+      // The captured keys are read back from the state this thread just wrote.
+      counts.finish(h.states[member], h.capture, lowest != 0, static_cast<u32>(member), tile.begin,
+                    t + gridDim.x < tile_count, [&](int r) {
+                      return detail::magnitude_key(a.selected[base + threadIdx.x + r * kThreads]);
+                    });
     }
   }
 }
