@@ -123,7 +123,8 @@ void UpdatePass::run(const float* grad, float* u, const std::uint32_t* mask, flo
                                          ? impl_->selector.fused_histogram()
                                          : cuda::FusedHistogram{};
   cuda::launch_update(a, impl_->selector.all_tiles(), impl_->selector.all_tile_count(),
-                      impl_->selector.segment_table(), fused, stream);
+                      impl_->selector.segment_table(), fused, impl_->selector.multiprocessors(),
+                      stream);
 }
 
 void UpdatePass::settle(const float* u, cudaStream_t stream) {

@@ -91,7 +91,8 @@ class CudaWorkerKernels final : public WorkerKernels {
     const std::size_t mask_bytes = host::mask_words(layout_.model_size) * sizeof(std::uint32_t);
     if (plan.compressor == Compressor::rbgs) {
       cuda::launch_update(a, selector_->all_tiles(), selector_->all_tile_count(),
-                          selector_->segment_table(), cuda::FusedHistogram{}, stream);
+                          selector_->segment_table(), cuda::FusedHistogram{},
+                          selector_->multiprocessors(), stream);
       if (state.mask != nullptr) DGS_CUDA_TRY(cudaMemsetAsync(state.mask, 0, mask_bytes, stream));
       cuda::launch_emit_blocks(e, selector_->segment_table(),
                                static_cast<std::uint32_t>(segments_.count()), plan.total_capacity(),
@@ -103,7 +104,7 @@ class CudaWorkerKernels final : public WorkerKernels {
     const cuda::FusedHistogram fused = selector_->fused_histogram();
     if (fused.active) selector_->begin(stream);
     cuda::launch_update(a, selector_->all_tiles(), selector_->all_tile_count(),
-                        selector_->segment_table(), fused, stream);
+                        selector_->segment_table(), fused, selector_->multiprocessors(), stream);
     KeySource keys;
     keys.kind =
         plan.compressor == Compressor::randk ? KeySource::Kind::randk : KeySource::Kind::values;

@@ -33,9 +33,10 @@ struct UpdateArgs {
 /// The fused pass: fold g' into the method state (every coordinate, once);
 /// with an active FusedHistogram also histogram digit 0 of the large segments.
 /// Bytes: read g (and w with weight decay), read and write the state.
+/// `multiprocessors`: the device's (the grid is as wide as it holds at once).
 void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile_count,
                    const SegmentInfo* segments, const FusedHistogram& histogram,
-                   cudaStream_t stream);
+                   int multiprocessors, cudaStream_t stream);
 
 /// Method::dense: s = lr * g' straight into a dense message's values.
 void launch_dense_push(const UpdateArgs& args, std::uint64_t p, unsigned char* message,

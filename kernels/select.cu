@@ -1119,8 +1119,12 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
   const std::string sizes =
       "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
   if (!histogram_done) {
-    histogram_kernel<<<grid_for(data_tile_count), kThreads, 0, stream>>>(
-        data_tiles, data_tile_count, view, keys, capture, false);
+    // As wide as the GPU holds at once: each block counts a run of tiles,
+    // so it clears its bins once (FirstDigitTile).
+    const unsigned grid =
+        resident_grid<histogram_kernel<Keys>>(grid_for(data_tile_count), multiprocessors);
+    histogram_kernel<<<grid, kThreads, 0, stream>>>(data_tiles, data_tile_count, view, keys,
+                                                    capture, false);
     DGS_CUDA_LAUNCHED("histogram_kernel", sizes);
   }
   const u32 stride = list_stride(members, max_member_tiles);

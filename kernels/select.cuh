@@ -99,6 +99,8 @@ class Selector {
   const Tile* all_tiles() const noexcept { return all_tiles_; }
   std::uint32_t all_tile_count() const noexcept { return all_tile_count_; }
   const SegmentInfo* segment_table() const noexcept { return segments_dev_; }
+  /// The device's multiprocessors (for grids as wide as it holds at once).
+  int multiprocessors() const noexcept { return multiprocessors_; }
 
   /// Selects. `histogram_done`: digit 0 of the large segments was histogrammed
   /// by a fused pass after begin(). Asynchronous on `stream`.

@@ -20,7 +20,7 @@ __device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
   return a.weight_decay != 0.0f ? __fmaf_rn(a.weight_decay, a.weights[i], a.grad[i]) : a.grad[i];
 }
 
-// One block per tile; bytes per coordinate: 4 (g) [+ 4 (w)] + 4|8 read + 4|8
+// A block takes tiles t, t + gridDim.x, ...; bytes per coordinate: 4 (g) [+ 4 (w)] + 4|8 read + 4|8
 // write of the state; digit-0 histogram of large segments in shared memory:
 // of every coordinate for a segment without a guess, else only of the
 // coordinates it captures as likely candidates (select.cuh), a few percent.
@@ -254,34 +254,43 @@ std::string sizes(std::uint64_t n) {
   return "elements " + std::to_string(n);
 }
 
+// The update pass on a grid as wide as the GPU holds at once: each block
+// counts a run of tiles, so it clears its histogram bins once.
+template <auto Kernel>
+void launch_update_kernel(const UpdateArgs& args, const Tile* tiles, u32 tile_count,
+                          const SegmentInfo* segments, const FusedHistogram& histogram,
+                          int multiprocessors, cudaStream_t stream) {
+  const unsigned wanted = std::max<u32>(1, std::min<u32>(tile_count, 65535));
+  Kernel<<<resident_grid<Kernel>(wanted, multiprocessors), kThreads, 0, stream>>>(
+      args, tiles, tile_count, segments, histogram);
+}
+
 }  // namespace
 
 void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile_count,
                    const SegmentInfo* segments, const FusedHistogram& histogram,
-                   cudaStream_t stream) {
+                   int multiprocessors, cudaStream_t stream) {
   if (histogram.active && histogram.capture.list != nullptr && args.selected == nullptr) {
     throw Error(ErrorCode::internal,
                 "dgs cuda update: a capturing histogram needs UpdateArgs::selected");
   }
-  const unsigned grid =
-      static_cast<unsigned>(std::max<std::uint32_t>(1, std::min<std::uint32_t>(tile_count, 65535)));
   switch (args.method) {
     case Method::gd:
-      update_kernel_4<Method::gd>
-          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      launch_update_kernel<update_kernel_4<Method::gd>>(args, tiles, tile_count, segments,
+                                                        histogram, multiprocessors, stream);
       break;
     case Method::gmc:
     case Method::gmc_plus:
-      update_kernel_4<Method::gmc>
-          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      launch_update_kernel<update_kernel_4<Method::gmc>>(args, tiles, tile_count, segments,
+                                                         histogram, multiprocessors, stream);
       break;
     case Method::dgc:
-      update_kernel<Method::dgc>
-          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      launch_update_kernel<update_kernel<Method::dgc>>(args, tiles, tile_count, segments, histogram,
+                                                       multiprocessors, stream);
       break;
     case Method::samomentum:
-      update_kernel<Method::samomentum>
-          <<<grid, kThreads, 0, stream>>>(args, tiles, tile_count, segments, histogram);
+      launch_update_kernel<update_kernel<Method::samomentum>>(args, tiles, tile_count, segments,
+                                                              histogram, multiprocessors, stream);
       break;
     case Method::dense:
       return;
