@@ -399,7 +399,21 @@ bool reverse_threads() {
   return false;
 }
 
+// Every __shared__ variable a kernel has declared so far (SharedVariable).
+struct SharedRegion {
+  void* address;
+  std::size_t bytes;
+};
+std::mutex g_shared_mutex;
+std::vector<SharedRegion> g_shared;
+
+void poison_shared() {
+  std::lock_guard<std::mutex> lock(g_shared_mutex);
+  for (const SharedRegion& r : g_shared) std::memset(r.address, 0x5A, r.bytes);
+}
+
 void run_block(unsigned int threads) {
+  poison_shared();
   Block& b = g_block;
   b.threads = threads;
   b.live = threads;
@@ -665,6 +679,12 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
     }
     g_block.body = nullptr;
   });
+}
+
+SharedVariable::SharedVariable(void* address, std::size_t bytes) {
+  std::memset(address, 0x5A, bytes);
+  std::lock_guard<std::mutex> lock(g_shared_mutex);
+  g_shared.push_back({address, bytes});
 }
 
 }  // namespace dgs_emu

@@ -283,6 +283,33 @@ __global__ void deadlock_kernel() {
   }
 }
 
+// Each block reads its shared words before any thread writes them, then
+// writes them: what the next block reads is the runtime's fill, not what
+// this block left.
+__global__ void shared_fill_kernel(unsigned* out) {
+  __shared__ unsigned words[4];
+  __shared__ unsigned char flag;
+  if (threadIdx.x < 4) out[blockIdx.x * 5 + threadIdx.x] = words[threadIdx.x];
+  if (threadIdx.x == 4) out[blockIdx.x * 5 + 4] = flag;
+  __syncthreads();
+  if (threadIdx.x < 4) words[threadIdx.x] = blockIdx.x + 1;
+  if (threadIdx.x == 4) flag = 1;
+}
+
+TEST(Emulation, EachBlocksSharedMemoryStartsFilled) {
+  constexpr int kBlocks = 3;
+  const DeviceArray<unsigned> d_out(kBlocks * 5);
+  for (int launch = 0; launch < 2; ++launch) {  // the first launch of a kernel too
+    CUDA_OK(cudaMemset(d_out.get(), 0, d_out.bytes()));
+    shared_fill_kernel<<<kBlocks, 32>>>(d_out.get());
+    CUDA_OK(cudaGetLastError());
+    const std::vector<unsigned> out = d_out.host();
+    for (int i = 0; i < kBlocks * 5; ++i) {
+      EXPECT_EQ(out[i], i % 5 == 4 ? 0x5Au : 0x5A5A5A5Au) << "launch " << launch << ", word " << i;
+    }
+  }
+}
+
 TEST(EmulationDeathTest, ADeadlockedBlockIsReportedByName) {
   EXPECT_DEATH(
       {

@@ -6,13 +6,31 @@ becomes
     ::dgs_emu::launch(grid, block, smem, stream)([=](auto... p) { callee(p...); }, args)
 
 so the arguments are evaluated once, at the launch, and a kernel template's
-arguments are deduced from them as in the CUDA call. Line breaks are kept,
+arguments are deduced from them as in the CUDA call; and each declaration
+
+    __shared__ TYPE NAME[...];
+gains, on the same line,
+    static ::dgs_emu::SharedVariable dgs_emu_shared_NAME(&NAME, sizeof NAME);
+
+so the runtime fills the variable with 0x5A before each block (emu.h). Line
+breaks are kept,
 so compiler messages point at the original lines (a #line directive names
 the original file).
 
 usage: rewrite_launches.py SOURCE OUTPUT
 """
+import re
 import sys
+
+SHARED = re.compile(r'__shared__\s[^;{}()=]*?\b(\w+)\s*(\[[^;]*?\])?\s*;')
+
+
+def register_shared(text):
+    """Follows each __shared__ declaration with its SharedVariable."""
+    return SHARED.sub(
+        lambda m: (f"{m.group(0)} static ::dgs_emu::SharedVariable "
+                   f"dgs_emu_shared_{m.group(1)}(&{m.group(1)}, sizeof {m.group(1)});"),
+        text)
 
 
 def callee_start(text, end):
@@ -85,7 +103,7 @@ def main():
     source, output = sys.argv[1], sys.argv[2]
     with open(source) as f:
         text = f.read()
-    result = rewrite(text, source)
+    result = register_shared(rewrite(text, source))
     with open(output, 'w') as f:
         f.write(f'#line 1 "{source}"\n')
         f.write(result)

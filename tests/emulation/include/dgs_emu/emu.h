@@ -186,6 +186,16 @@ inline Launch launch(dim3 grid, dim3 block, std::size_t shared_bytes = 0,
   return Launch{grid, block, shared_bytes, stream};
 }
 
+/// A __shared__ variable, made known to the runtime where it is declared
+/// (rewrite_launches.py adds one of these after each declaration). It is
+/// filled with 0x5A at once, before any thread can write it, and again
+/// before each block runs: a GPU block's shared memory starts with whatever
+/// was there, so a read of shared memory that no thread of the block wrote
+/// shows, as a read of device memory nothing wrote does.
+struct SharedVariable {
+  SharedVariable(void* address, std::size_t bytes);
+};
+
 /// Enqueues host work on a stream (the device-wide CUB algorithms): runs now,
 /// or is recorded when the stream is capturing.
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> work);
