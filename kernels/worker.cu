@@ -89,8 +89,9 @@ __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* ti
   }
 }
 
-// samomentum and dgc: ptxas's own register choice (96: 2 blocks per SM, as
-// before the capture); bounding them to 3 blocks per SM spills.
+// samomentum and dgc: ptxas's own register choice (100 and 94: 2 blocks per
+// SM); bounding them to 3 blocks per SM (80) spills 8 bytes in samomentum,
+// which is to be timed (bench/README.md) before it is chosen.
 template <Method M>
 __global__ void update_kernel(UpdateArgs a, const Tile* tiles, u32 tile_count,
                               const SegmentInfo* seg, FusedHistogram h) {
