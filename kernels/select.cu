@@ -324,14 +324,19 @@ __global__ void resolve_kernel(SetView set, u32 members, int pass, bool allow_do
 // become the next pass's candidates (and are histogrammed by the next digit).
 // One tile of member m: `length` coordinates from `begin` of its data (pass
 // 0) or of the previous pass's list. Called by every thread of the block.
+// `next_hist` is zero between tiles: a filter kernel clears it once
+// (clear_next_hist) and each tile's flush zeroes what it reads.
 struct FilterShared {
-  using Scan = cub::BlockScan<u64, kThreads>;
-  typename Scan::TempStorage scan;
   u32 next_hist[256];
-  u64 base_out, base_next;
   ResolveShared resolve;  // the next pass's resolve of a member this block finishes
   u32 finished;           // this block finished the member's last piece (finish_unit)
 };
+
+// Called by every thread of a filter kernel's block before its first tile.
+__device__ __forceinline__ void clear_next_hist(FilterShared& sh) {
+  for (int d = threadIdx.x; d < 256; d += blockDim.x) sh.next_hist[d] = 0;
+  __syncthreads();
+}
 
 // Where a tile's coordinates come from: local indices begin.. (data), or
 // list_in[list_at + begin..] (list, capture); their keys from `keys`, or for
@@ -348,8 +353,6 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
   const bool take_bucket = s.done == static_cast<u32>(pass) + 1;
   const bool last = pass == kPasses - 1;
   const u64 list_at = set.list_offset[m];
-  for (int d = threadIdx.x; d < 256; d += blockDim.x) sh.next_hist[d] = 0;
-  __syncthreads();
 
   // Every load first, so a thread's loads are in flight together.
   u32 locals[kItems];
@@ -386,15 +389,39 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
       }
     }
   }
-  u64 offset = 0, total = 0;
-  FilterShared::Scan(sh.scan).ExclusiveSum((static_cast<u64>(n_out) << 32) | n_next, offset, total);
-  if (threadIdx.x == 0) {
-    sh.base_out = (total >> 32) ? atomicAdd(&s.out, total >> 32) : 0;
-    sh.base_next = (total & 0xFFFFFFFFu) ? atomicAdd(&s.count[pass % 2], total & 0xFFFFFFFFu) : 0;
+  // Each warp takes its room in the member's output and next list with one
+  // atomic per counter, issued before the barrier so that its latency passes
+  // while the block waits and flushes (the order within them is free: the
+  // marks and the next pass's histogram do not depend on it, and threshold
+  // sorts what it appends).
+  constexpr unsigned kAll = 0xFFFFFFFFu;
+  const int lane = threadIdx.x & 31;
+  const u64 mine = (static_cast<u64>(n_out) << 32) | n_next;
+  u64 x = mine;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const u64 y = __shfl_up_sync(kAll, x, d);
+    if (lane >= d) x += y;
   }
-  __syncthreads();
-  u64 at_out = sh.base_out + (offset >> 32);
-  u64 at_next = sh.base_next + (offset & 0xFFFFFFFFu);
+  const u64 offset = x - mine;
+  const u64 total = __shfl_sync(kAll, x, 31);
+  u64 base_out = 0, base_next = 0;
+  if (lane == 0) {
+    if (total >> 32) base_out = atomicAdd(&s.out, total >> 32);
+    if (total & 0xFFFFFFFFu) base_next = atomicAdd(&s.count[pass % 2], total & 0xFFFFFFFFu);
+  }
+  __syncthreads();  // the tile's next-digit counts are complete
+  if (!last) {
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) {
+      const u32 v = sh.next_hist[d];
+      if (v != 0) {
+        atomicAdd(&s.hist[(pass + 1) % 2][d], static_cast<u64>(v));
+        sh.next_hist[d] = 0;
+      }
+    }
+  }
+  u64 at_out = __shfl_sync(kAll, base_out, 0) + (offset >> 32);
+  u64 at_next = __shfl_sync(kAll, base_next, 0) + (offset & 0xFFFFFFFFu);
   const SegmentInfo info = out.seg[l];
 #pragma unroll
   for (int j = 0; j < kItems; ++j) {
@@ -412,12 +439,7 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
       list_out[list_at + at_next++] = locals[j];
     }
   }
-  if (!last) {
-    for (int d = threadIdx.x; d < 256; d += blockDim.x) {
-      if (sh.next_hist[d] != 0) atomicAdd(&s.hist[(pass + 1) % 2][d], static_cast<u64>(sh.next_hist[d]));
-    }
-  }
-  __syncthreads();
+  __syncthreads();  // the flush is done before the next tile counts
 }
 
 // Called by one thread of a block, after a barrier that follows the block's
@@ -457,6 +479,7 @@ __global__ void filter_data_kernel(const Tile* tiles, u32 tile_count, SetView se
                                    u32* list_out, Output<Index> out, bool write_output,
                                    bool resolve_next, bool allow_done) {
   __shared__ FilterShared sh;
+  clear_next_hist(sh);
   for (u32 t = blockIdx.x; t < tile_count; t += gridDim.x) {
     const Tile tile = tiles[t];
     const SetState& s = set.state[tile.owner];
@@ -491,6 +514,7 @@ __global__ void filter_capture_kernel(SetView set, u32 members, u32 stride, Capt
                                       Keys keys, u32* list_out, Output<Index> out,
                                       bool write_output, bool resolve_next, bool allow_done) {
   __shared__ FilterShared sh;
+  clear_next_hist(sh);
   member_tiles(
       members, stride,
       [&](u32 m) { return set.state[m].from_capture ? set.state[m].captured : u64{0}; },
@@ -513,6 +537,7 @@ __global__ void filter_list_kernel(SetView set, u32 members, u32 stride, Keys ke
                                    const u32* list_in, u32* list_out, Output<Index> out,
                                    bool write_output, bool resolve_next, bool allow_done) {
   __shared__ FilterShared sh;
+  clear_next_hist(sh);
   member_tiles(
       members, stride,
       [&](u32 m) {
