@@ -1,5 +1,8 @@
 #include "kernels/cuda_check.h"
 
+#include <cstdlib>
+#include <string>
+
 #include "dgs/error.h"
 
 namespace dgs::detail {
@@ -20,6 +23,21 @@ int multiprocessor_count() {
   cuda_check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device),
              "cudaDeviceGetAttribute", __FILE__, __LINE__);
   return count;
+}
+
+unsigned resident_grid_cap() {
+  static const unsigned cap = [] {
+    const char* text = std::getenv("DGS_RESIDENT_GRID_CAP");
+    if (text == nullptr || *text == '\0') return 0u;
+    char* end = nullptr;
+    const unsigned long value = std::strtoul(text, &end, 10);
+    if (*end != '\0' || value == 0 || value > 65535 || text[0] == '-') {
+      throw Error(ErrorCode::invalid_argument, std::string("DGS_RESIDENT_GRID_CAP=") + text +
+                                                   ": expected a block count from 1 to 65535");
+    }
+    return static_cast<unsigned>(value);
+  }();
+  return cap;
 }
 
 }  // namespace dgs::detail

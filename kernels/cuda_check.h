@@ -19,6 +19,13 @@ inline void cuda_check(cudaError_t status, const char* call, const char* file, i
 /// The current device's multiprocessors (the resident grids' width).
 int multiprocessor_count();
 
+/// DGS_RESIDENT_GRID_CAP, read once: at most that many blocks in a grid
+/// sized to what the device holds at once (resident_grid), so that a
+/// sanitizer run on a small test still sees each block take many tiles; 0
+/// (unset) for no cap. Throws dgs::Error when it is set to anything but a
+/// positive integer.
+unsigned resident_grid_cap();
+
 }  // namespace dgs::detail
 
 #define DGS_CUDA_TRY(call) ::dgs::detail::cuda_check((call), #call, __FILE__, __LINE__)

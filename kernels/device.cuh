@@ -122,8 +122,9 @@ struct Capture {
 /// counted (with a guess, a few bins instead of every bin above it). The
 /// capture of a tile's counted items takes one atomic per warp, issued before
 /// the tile's barrier so that its latency passes while the block waits and
-/// flushes; a tile costs one barrier (two when the block counts another
-/// after it). Every thread of the block calls, per tile, in order:
+/// flushes; a tile costs one barrier, one more when the block has a later
+/// tile, and one more when start() has bins to clear. Every thread of the block calls, per tile, in
+/// order:
 ///   start(lowest)            (a barrier when it has to clear bins)
 ///   count(digit, j)          for each of its items
 ///   finish(...)
@@ -342,7 +343,9 @@ __device__ __forceinline__ void scatter_batched(u64 n, Load load, Store store) {
 /// the device holds at once; the kernel's occupancy is asked once. For
 /// kernels whose blocks loop over their work (the selection's usually idle
 /// filters: skipping then costs a few waves of blocks, not one per tile; the
-/// sync round, whose blocks keep cursors from tile to tile).
+/// sync round, whose blocks keep cursors from tile to tile; the histogram
+/// passes, whose blocks clear their bins once). DGS_RESIDENT_GRID_CAP caps it
+/// (detail::resident_grid_cap).
 template <auto Kernel>
 unsigned resident_grid(unsigned wanted, int multiprocessors) {
   static const int per_multiprocessor = [] {
@@ -350,7 +353,10 @@ unsigned resident_grid(unsigned wanted, int multiprocessors) {
     DGS_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kThreads, 0));
     return std::max(1, blocks);
   }();
-  return std::min(wanted, static_cast<unsigned>(per_multiprocessor * std::max(1, multiprocessors)));
+  const unsigned resident =
+      std::min(wanted, static_cast<unsigned>(per_multiprocessor * std::max(1, multiprocessors)));
+  const unsigned cap = detail::resident_grid_cap();
+  return cap != 0 ? std::min(resident, cap) : resident;
 }
 
 }  // namespace dgs::cuda

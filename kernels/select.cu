@@ -1144,7 +1144,7 @@ void launch_set_passes(const Tile* data_tiles, u32 data_tile_count, u32 max_memb
   const std::string sizes =
       "members " + std::to_string(members) + ", tiles " + std::to_string(data_tile_count);
   if (!histogram_done) {
-    // As wide as the GPU holds at once: each block counts a run of tiles,
+    // As wide as the GPU holds at once: each block counts every grid-th tile,
     // so it clears its bins once (FirstDigitTile).
     const unsigned grid =
         resident_grid<histogram_kernel<Keys>>(grid_for(data_tile_count), multiprocessors);

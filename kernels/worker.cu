@@ -256,7 +256,7 @@ std::string sizes(std::uint64_t n) {
 }
 
 // The update pass on a grid as wide as the GPU holds at once: each block
-// counts a run of tiles, so it clears its histogram bins once.
+// counts every grid-th tile, so it clears its histogram bins once.
 template <auto Kernel>
 void launch_update_kernel(const UpdateArgs& args, const Tile* tiles, u32 tile_count,
                           const SegmentInfo* segments, const FusedHistogram& histogram,

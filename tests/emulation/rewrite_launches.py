@@ -22,15 +22,27 @@ usage: rewrite_launches.py SOURCE OUTPUT
 import re
 import sys
 
-SHARED = re.compile(r'__shared__\s[^;{}()=]*?\b(\w+)\s*(\[[^;]*?\])?\s*;')
+SHARED = re.compile(r'^(\s*__shared__\s[^;,{}()=\[]*?\b(\w+)\s*(\[[^;]*?\])?\s*;)')
 
 
-def register_shared(text):
-    """Follows each __shared__ declaration with its SharedVariable."""
-    return SHARED.sub(
-        lambda m: (f"{m.group(0)} static ::dgs_emu::SharedVariable "
-                   f"dgs_emu_shared_{m.group(1)}(&{m.group(1)}, sizeof {m.group(1)});"),
-        text)
+def register_shared(text, name):
+    """Follows each __shared__ declaration with its SharedVariable. A
+    declaration takes one line and names one variable; any other use of
+    __shared__ outside a comment (several names, extern, alignment) stops the
+    build, naming the line, rather than leaving a variable unfilled."""
+    lines = text.split('\n')
+    for n, line in enumerate(lines):
+        code = line.split('//', 1)[0]
+        if '__shared__' not in code:
+            continue
+        m = SHARED.match(code)
+        if m is None:
+            raise SystemExit(f"{name}:{n + 1}: a __shared__ declaration the emulation does not "
+                             f"handle (one variable per line, no extern): {line.strip()}")
+        v = m.group(2)
+        lines[n] = (line[:m.end(1)] + f" static ::dgs_emu::SharedVariable dgs_emu_shared_{v}"
+                    f"(&{v}, sizeof {v});" + line[m.end(1):])
+    return '\n'.join(lines)
 
 
 def callee_start(text, end):
@@ -103,7 +115,7 @@ def main():
     source, output = sys.argv[1], sys.argv[2]
     with open(source) as f:
         text = f.read()
-    result = register_shared(rewrite(text, source))
+    result = register_shared(rewrite(text, source), source)
     with open(output, 'w') as f:
         f.write(f'#line 1 "{source}"\n')
         f.write(result)
