@@ -113,6 +113,18 @@ struct Capture {
   }
 };
 
+/// Inclusive prefix sum of `v` over the lanes of a warp (all 32 must call it).
+template <typename T>
+__device__ __forceinline__ T warp_inclusive_sum(T v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const T y = __shfl_up_sync(0xFFFFFFFFu, v, d);
+    if (lane >= d) v += y;
+  }
+  return v;
+}
+
 /// A histogram pass's first-digit counts of one tile, for a block that counts
 /// its tiles one after the other (the worker's update pass, the server's
 /// histogram of |W - R|). The bins live in shared memory (FirstDigitShared)
@@ -122,9 +134,9 @@ struct Capture {
 /// counted (with a guess, a few bins instead of every bin above it). The
 /// capture of a tile's counted items takes one atomic per warp, issued before
 /// the tile's barrier so that its latency passes while the block waits and
-/// flushes; a tile costs one barrier, one more when the block has a later
-/// tile, and one more when start() has bins to clear. Every thread of the block calls, per tile, in
-/// order:
+/// flushes. A tile costs one barrier, one more when the block has a later
+/// tile, and one more when start() has bins to clear. Every thread of the
+/// block calls, per tile, in order:
 ///   start(lowest)            (a barrier when it has to clear bins)
 ///   count(digit, j)          for each of its items
 ///   finish(...)
@@ -181,12 +193,7 @@ class FirstDigitTile {
     u64 base = 0;
     if (capturing) {
       const u32 mine = static_cast<u32>(__popc(bits_));
-      u32 x = mine;
-#pragma unroll
-      for (int d = 1; d < 32; d <<= 1) {
-        const u32 y = __shfl_up_sync(kAll, x, d);
-        if (lane >= d) x += y;
-      }
+      const u32 x = warp_inclusive_sum(mine);
       before = x - mine;
       const u32 total = __shfl_sync(kAll, x, 31);
       if (lane == 0 && total != 0) base = atomicAdd(&s.captured, static_cast<u64>(total));

@@ -92,12 +92,7 @@ struct BlockSum {
 __device__ __forceinline__ u32 block_exclusive_sum(BlockSum& sh, u32 v) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  u32 x = v;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const u32 y = __shfl_up_sync(0xFFFFFFFFu, x, d);
-    if (lane >= d) x += y;
-  }
+  const u32 x = warp_inclusive_sum(v);
   if (lane == 31) sh.warp[warp] = x;
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -397,12 +392,7 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
   constexpr unsigned kAll = 0xFFFFFFFFu;
   const int lane = threadIdx.x & 31;
   const u64 mine = (static_cast<u64>(n_out) << 32) | n_next;
-  u64 x = mine;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const u64 y = __shfl_up_sync(kAll, x, d);
-    if (lane >= d) x += y;
-  }
+  const u64 x = warp_inclusive_sum(mine);
   const u64 offset = x - mine;
   const u64 total = __shfl_sync(kAll, x, 31);
   u64 base_out = 0, base_next = 0;

@@ -20,12 +20,11 @@ __device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
   return a.weight_decay != 0.0f ? __fmaf_rn(a.weight_decay, a.weights[i], a.grad[i]) : a.grad[i];
 }
 
-// A block takes tiles t, t + gridDim.x, ...; bytes per coordinate: 4 (g) [+ 4 (w)] + 4|8 read + 4|8
-// write of the state; digit-0 histogram of large segments in shared memory:
-// of every coordinate for a segment without a guess, else only of the
-// coordinates it captures as likely candidates (select.cuh), a few percent.
-// Each thread loads all of its kItems coordinates before it computes or
-// stores any, so the loads of a tile are in flight together.
+// A block takes tiles t, t + gridDim.x, ...; bytes per coordinate: 4 (g)
+// [+ 4 (w)] + 4|8 read + 4|8 write of the state; digit-0 histogram of large segments in shared
+// memory: of every coordinate for a segment without a guess, else only of the coordinates it
+// captures as likely candidates (select.cuh), a few percent. Each thread loads all of its kItems
+// coordinates before it computes or stores any, so the loads of a tile are in flight together.
 template <Method M>
 __device__ __forceinline__ void update_tiles(const UpdateArgs& a, const Tile* tiles, u32 tile_count,
                                              const SegmentInfo* seg, const FusedHistogram& h) {
@@ -261,8 +260,7 @@ template <auto Kernel>
 void launch_update_kernel(const UpdateArgs& args, const Tile* tiles, u32 tile_count,
                           const SegmentInfo* segments, const FusedHistogram& histogram,
                           int multiprocessors, cudaStream_t stream) {
-  const unsigned wanted = std::max<u32>(1, std::min<u32>(tile_count, 65535));
-  Kernel<<<resident_grid<Kernel>(wanted, multiprocessors), kThreads, 0, stream>>>(
+  Kernel<<<resident_grid<Kernel>(grid_for(tile_count, 1), multiprocessors), kThreads, 0, stream>>>(
       args, tiles, tile_count, segments, histogram);
 }
 
