@@ -6,7 +6,8 @@
 # replace compute-sanitizer on one (races between blocks, the real hardware).
 #
 #   scripts/emulated-memcheck.sh        # build in ./build-emu-asan; every test but the
-#                                       # every-method one (over half an hour here), both orders
+#                                       # every-method one (over half an hour here), in all
+#                                       # three orders (forward, reverse, interleaved)
 #   EXCLUDE= scripts/emulated-memcheck.sh            # all of them
 #   BUILD_DIR=b TESTS=emulated\\. scripts/emulated-memcheck.sh   # one order
 set -euo pipefail
@@ -21,5 +22,6 @@ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHIT
   -DDGS_CUDA_EMULATION=ON -DDGS_CUDA_EMULATION_ASAN=ON >/dev/null
 cmake --build "$build_dir" --target dgs_emulated_tests -j"$(nproc)"
 exclude=${EXCLUDE-EveryMethodAndCompressor}
-ctest --test-dir "$build_dir" -R "^(${TESTS:-emulated\\.|emulated_reverse\\.})" \
+ctest --test-dir "$build_dir" \
+  -R "^(${TESTS:-emulated\\.|emulated_reverse\\.|emulated_interleaved\\.})" \
   ${exclude:+-E "$exclude"} --output-on-failure -j"$(nproc)"

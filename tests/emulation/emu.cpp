@@ -120,7 +120,6 @@ void* g_scheduler_sp = nullptr;
 #else
 ucontext_t g_scheduler_context;
 #endif
-Fiber g_fibers[kMaxThreads];
 #if DGS_EMU_ASAN
 // The stack of the host thread running the grid now (the scheduler's).
 const void* g_scheduler_bottom = nullptr;
@@ -228,21 +227,6 @@ struct WarpState {
   std::uint64_t result[32];
 };
 
-struct Block {
-  unsigned int threads = 0;
-  unsigned int live = 0;     // threads that have not returned
-  unsigned int arrived = 0;  // threads waiting at the barrier
-  unsigned int generation = 0;
-  unsigned int started = 0;   // threads started, in the order they run in
-  unsigned int position = 0;  // in that order, the thread running now
-  unsigned int fibers = 0;    // fibers of g_fibers in use
-  bool reverse = false;
-  std::function<void()>* body = nullptr;
-  WarpState warps[kMaxThreads / 32];
-};
-
-namespace {
-
 struct ThreadSlot {
   Thread thread;
   Wait wait = Wait::none;
@@ -250,8 +234,33 @@ struct ThreadSlot {
   Fiber* fiber = nullptr;  // the fiber running this thread, once started
 };
 
-Block g_block;
-ThreadSlot g_slots[kMaxThreads];
+// A resident block: its threads, their fibers, its warps and (while another
+// block runs) a copy of its shared memory. The objects are kept and reused
+// by the blocks that come after.
+struct Block {
+  uint3 index{};  // blockIdx
+  unsigned int threads = 0;
+  unsigned int live = 0;     // threads that have not returned
+  unsigned int arrived = 0;  // threads waiting at the barrier
+  unsigned int generation = 0;
+  unsigned int started = 0;      // threads started, in the order they run in
+  unsigned int position = 0;     // in that order, the thread running now
+  unsigned int fibers_used = 0;  // fibers of `fibers` in use
+  bool reverse = false;
+  double priority = 0;  // with blocks interleaved, the highest runs
+  bool cut = false;     // a thread ended the round at an interleave point
+  std::function<void()>* body = nullptr;
+  WarpState warps[kMaxThreads / 32];
+  ThreadSlot slots[kMaxThreads];
+  Fiber fibers[kMaxThreads];
+  unsigned char count_flags[kMaxThreads];  // __syncthreads_count's predicates
+  // Its copy of the grid's __shared__ variables (g_grid_shared), made when another
+  // block took the shared memory over: the first `saved` of them.
+  std::vector<std::vector<unsigned char>> shared;
+  std::size_t saved = 0;
+};
+
+namespace {
 
 void release_barrier(Block& b) {
   b.arrived = 0;
@@ -280,15 +289,16 @@ bool runnable(const ThreadSlot& slot, const Block& b) {
 }
 
 // A block runs in rounds over its threads, in order: each thread runs until
-// it waits (at __syncthreads or a warp exchange) or returns, then the next
-// one that can run in this round takes over, switching fiber to fiber. At the
-// end of a round the scheduler starts the next one from the first thread.
+// it waits (at __syncthreads or a warp exchange, or, with blocks interleaved,
+// after a global atomic or a fence) or returns, then the next one that can
+// run in this round takes over, switching fiber to fiber. At the end of a
+// round the scheduler starts the next one, of this block or another.
 
 // The first position from `from` on, in this round, whose thread can run
 // (or has not started); b.threads when none.
 unsigned int next_in_round(const Block& b, unsigned int from) {
   for (unsigned int i = from; i < b.threads; ++i) {
-    const ThreadSlot& slot = g_slots[thread_at(b, i)];
+    const ThreadSlot& slot = b.slots[thread_at(b, i)];
     if (slot.fiber == nullptr || runnable(slot, b)) return i;
   }
   return b.threads;
@@ -298,7 +308,7 @@ unsigned int next_in_round(const Block& b, unsigned int from) {
 // `reuse`, or else on a new fiber. Returns the thread's fiber.
 Fiber* take(Block& b, unsigned int position, Fiber* reuse = nullptr) {
   b.position = position;
-  ThreadSlot& slot = g_slots[thread_at(b, position)];
+  ThreadSlot& slot = b.slots[thread_at(b, position)];
   g_thread = &slot.thread;
   if (slot.fiber == nullptr) {
     if (b.started != position) fatal("threads started out of order");
@@ -306,7 +316,7 @@ Fiber* take(Block& b, unsigned int position, Fiber* reuse = nullptr) {
     if (reuse != nullptr) {
       slot.fiber = reuse;
     } else {
-      slot.fiber = &g_fibers[b.fibers++];
+      slot.fiber = &b.fibers[b.fibers_used++];
       start_fiber(*slot.fiber);
     }
   } else {
@@ -331,11 +341,11 @@ void fiber_main(void* arg) {
   finish_switch(nullptr);
 #endif
   Fiber& f = *static_cast<Fiber*>(arg);
-  Block& b = g_block;
+  Block& b = *g_thread->block;
   for (;;) {
     const Thread* thread = g_thread;
     (*b.body)();
-    g_slots[thread->linear].wait = Wait::done;
+    b.slots[thread->linear].wait = Wait::done;
     --b.live;
     if (b.arrived > 0 && b.arrived == b.live) release_barrier(b);
     if (b.started == b.threads || b.started != b.position + 1) break;
@@ -378,13 +388,26 @@ const OrderSetting& order_setting() {
   return setting;
 }
 
-// The shuffled order's draws (SplitMix64), one stream for the process.
-std::uint64_t next_draw() {
-  static std::uint64_t state = order_setting().seed;
+// SplitMix64 over `state`.
+std::uint64_t split_mix(std::uint64_t& state) {
   std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
+}
+
+// The shuffled order's draws, one stream for the process.
+std::uint64_t next_draw() {
+  static std::uint64_t state = order_setting().seed;
+  return split_mix(state);
+}
+
+// The interleaving's draws (DGS_EMU_RESIDENT): a stream of their own, from
+// the order's seed, so that the order's draws are the same with one block
+// resident as before blocks could interleave.
+std::uint64_t next_pick() {
+  static std::uint64_t state = order_setting().seed ^ 0x5DEECE66Dull;
+  return split_mix(state);
 }
 
 bool reverse_threads() {
@@ -399,67 +422,160 @@ bool reverse_threads() {
   return false;
 }
 
-// Every __shared__ variable a kernel has declared so far (SharedVariable).
-struct SharedRegion {
-  void* address;
-  std::size_t bytes;
-};
-std::mutex g_shared_mutex;
-std::vector<SharedRegion> g_shared;
+// DGS_EMU_RESIDENT=N (1 to 8): blocks of a grid resident at once.
+constexpr int kMaxResident = 8;
+int g_resident = 0;  // 0: not read yet
 
-void poison_shared() {
-  std::lock_guard<std::mutex> lock(g_shared_mutex);
-  for (const SharedRegion& r : g_shared) std::memset(r.address, 0x5A, r.bytes);
+int resident_setting() {
+  if (g_resident == 0) {
+    const char* v = std::getenv("DGS_EMU_RESIDENT");
+    g_resident = 1;
+    if (v != nullptr) {
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (end == v || *end != '\0' || n < 1 || n > kMaxResident)
+        fatal("DGS_EMU_RESIDENT must be a whole number of blocks from 1 to 8");
+      g_resident = static_cast<int>(n);
+    }
+  }
+  return g_resident;
 }
 
-void run_block(unsigned int threads) {
-  poison_shared();
-  Block& b = g_block;
+// The __shared__ variables the running grid has used so far, in the order
+// of their first use (SharedVariable::use). Only the host thread running a
+// grid (under g_execute) touches these.
+struct SharedRegion {
+  unsigned char* address;
+  std::size_t bytes;
+};
+std::vector<SharedRegion> g_grid_shared;
+std::uintptr_t g_grid_shared_low = 0, g_grid_shared_high = 0;  // bounds of them all
+
+bool is_shared(const void* p) {
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  if (at < g_grid_shared_low || at >= g_grid_shared_high) return false;
+  for (const SharedRegion& r : g_grid_shared) {
+    const auto a = reinterpret_cast<std::uintptr_t>(r.address);
+    if (at >= a && at < a + r.bytes) return true;
+  }
+  return false;
+}
+
+// The block whose shared memory the __shared__ variables hold now.
+Block* g_shared_owner = nullptr;
+
+// Gives the shared memory to `b`: the block that held it keeps a copy (if it
+// has threads left), and `b` gets its own back, or 0x5A where it has none
+// (it has not run yet, or another block used a variable first since).
+void own_shared(Block& b) {
+  if (g_shared_owner == &b) return;
+  if (g_shared_owner != nullptr && g_shared_owner->live > 0) {
+    Block& o = *g_shared_owner;
+    o.shared.resize(g_grid_shared.size());
+    for (std::size_t i = 0; i < g_grid_shared.size(); ++i)
+      o.shared[i].assign(g_grid_shared[i].address,
+                         g_grid_shared[i].address + g_grid_shared[i].bytes);
+    o.saved = g_grid_shared.size();
+  }
+  for (std::size_t i = 0; i < g_grid_shared.size(); ++i) {
+    if (i < b.saved) {
+      std::memcpy(g_grid_shared[i].address, b.shared[i].data(), g_grid_shared[i].bytes);
+    } else {
+      std::memset(g_grid_shared[i].address, 0x5A, g_grid_shared[i].bytes);
+    }
+  }
+  g_shared_owner = &b;
+}
+
+// Readies `b` to run block number `n` of the grid running now.
+void start_block(Block& b, unsigned long long n, std::function<void()>* body) {
+  const dim3 grid = g_grid.grid_dim, dim = g_grid.block_dim;
+  const unsigned int threads = dim.x * dim.y * dim.z;
+  b.index = {static_cast<unsigned int>(n % grid.x), static_cast<unsigned int>(n / grid.x % grid.y),
+             static_cast<unsigned int>(n / grid.x / grid.y)};
   b.threads = threads;
   b.live = threads;
   b.arrived = 0;
   b.generation = 0;
   b.started = 0;
   b.position = 0;
-  b.fibers = 0;
+  b.fibers_used = 0;
   b.reverse = reverse_threads();
+  b.body = body;
+  b.saved = 0;
+  b.priority = static_cast<double>(next_pick() >> 11) * 0x1.0p-53;  // in [0, 1)
+  b.cut = false;
+  if (g_shared_owner == &b) g_shared_owner = nullptr;  // what it holds was the last block's
+  std::memset(b.count_flags, 0, threads);
   for (unsigned int w = 0; w < (threads + 31) / 32; ++w) b.warps[w].arrived = b.warps[w].ready = 0;
-  const dim3 dim = g_grid.block_dim;
   for (unsigned int t = 0; t < threads; ++t) {
-    ThreadSlot& slot = g_slots[t];
+    ThreadSlot& slot = b.slots[t];
     slot.thread.thread_idx = {t % dim.x, (t / dim.x) % dim.y, t / (dim.x * dim.y)};
     slot.thread.linear = t;
     slot.thread.block = &b;
     slot.wait = Wait::none;
     slot.fiber = nullptr;
   }
-  // Each switch to the first thread that can run starts a round; the last
-  // thread of the round to run switches back here.
-  while (b.live > 0) {
-    const unsigned int first = next_in_round(b, 0);
-    if (first == threads) {
-      unsigned int at_barrier = 0, at_warp = 0;
-      for (unsigned int t = 0; t < threads; ++t) {
-        at_barrier += g_slots[t].wait == Wait::barrier;
-        at_warp += g_slots[t].wait == Wait::warp;
-      }
-      const std::string what =
-          "deadlock in block (" + std::to_string(g_grid.block_idx.x) + ", " +
-          std::to_string(g_grid.block_idx.y) + ", " + std::to_string(g_grid.block_idx.z) +
-          "): " + std::to_string(at_barrier) + " threads wait at __syncthreads and " +
-          std::to_string(at_warp) + " in a warp exchange whose other lanes never arrive, " +
-          std::to_string(threads - b.live) + " of " + std::to_string(threads) + " returned";
-      fatal(what.c_str());
+}
+
+// Runs one round of `b`'s threads: each switch to the first thread that can
+// run starts one; the last thread of the round to run switches back here.
+void run_round(Block& b) {
+  own_shared(b);
+  g_grid.block_idx = b.index;
+  const unsigned int first = next_in_round(b, 0);
+  if (first == b.threads) {
+    unsigned int at_barrier = 0, at_warp = 0;
+    for (unsigned int t = 0; t < b.threads; ++t) {
+      at_barrier += b.slots[t].wait == Wait::barrier;
+      at_warp += b.slots[t].wait == Wait::warp;
     }
-    switch_fiber(nullptr, take(b, first));
+    const std::string what =
+        "deadlock in block (" + std::to_string(b.index.x) + ", " + std::to_string(b.index.y) +
+        ", " + std::to_string(b.index.z) + "): " + std::to_string(at_barrier) +
+        " threads wait at __syncthreads and " + std::to_string(at_warp) +
+        " in a warp exchange whose other lanes never arrive, " +
+        std::to_string(b.threads - b.live) + " of " + std::to_string(b.threads) + " returned";
+    fatal(what.c_str());
   }
+  switch_fiber(nullptr, take(b, first));
   g_thread = nullptr;
 }
 
+// The blocks that run a grid (DGS_EMU_RESIDENT of them at most at once).
+std::vector<std::unique_ptr<Block>> g_blocks;
+
 }  // namespace
 
+void set_resident_blocks(int blocks) {
+  if (blocks < 1 || blocks > kMaxResident) fatal("set_resident_blocks: 1 to 8 blocks");
+  g_resident = blocks;
+}
+int resident_blocks() {
+  return resident_setting();
+}
+
 void yield() {
-  pass_on(g_block, *g_slots[g_thread->linear].fiber, false);
+  Block& b = *g_thread->block;
+  pass_on(b, *b.slots[g_thread->linear].fiber, false);
+}
+
+// One global atomic or fence in eight, drawn, ends the block's round at
+// once and sends it below every other resident block (run_grid): the thread,
+// and the block's threads that have not run in this round, go on only once
+// the blocks above it have finished or fallen below it in turn. One in
+// eight keeps the histograms' flushes, thousands of atomics a tile, from
+// switching blocks at every one.
+void interleave_point(const void* address) {
+  if (g_thread == nullptr || (address != nullptr && is_shared(address))) return;
+  if (next_pick() % 8 != 0) return;
+  Block& b = *g_thread->block;
+  b.cut = true;
+  switch_fiber(b.slots[g_thread->linear].fiber, nullptr);
+}
+
+unsigned char* block_count_flags() {
+  return g_thread->block->count_flags;
 }
 
 void sync_block() {
@@ -469,7 +585,7 @@ void sync_block() {
     release_barrier(b);
     return;
   }
-  ThreadSlot& slot = g_slots[g_thread->linear];
+  ThreadSlot& slot = b.slots[g_thread->linear];
   slot.wait = Wait::barrier;
   slot.wait_generation = generation;
   yield();
@@ -480,7 +596,8 @@ std::uint64_t warp_exchange(unsigned int mask, std::uint64_t value, std::uint64_
   const unsigned int lane = g_thread->linear & 31u;
   const unsigned int bit = 1u << lane;
   if ((mask & bit) == 0) fatal("a warp intrinsic was called by a lane outside its mask");
-  WarpState& w = g_thread->block->warps[g_thread->linear >> 5];
+  Block& b = *g_thread->block;
+  WarpState& w = b.warps[g_thread->linear >> 5];
   w.value[lane] = value;
   w.arg[lane] = arg;
   w.arrived |= bit;
@@ -490,7 +607,7 @@ std::uint64_t warp_exchange(unsigned int mask, std::uint64_t value, std::uint64_
     w.arrived &= ~mask;
     w.ready |= mask;
   } else {
-    ThreadSlot& slot = g_slots[g_thread->linear];
+    ThreadSlot& slot = b.slots[g_thread->linear];
     slot.wait = Wait::warp;
     yield();
   }
@@ -654,10 +771,11 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
       shared_bytes > 48 * 1024)
     return fail(cudaErrorInvalidConfiguration);
   return enqueue(stream, [grid, block, body = std::move(body)]() mutable {
-    g_block.body = &body;
+    ++g_grid_serial;
+    g_grid_shared.clear();
+    g_grid_shared_low = g_grid_shared_high = 0;
     g_grid.grid_dim = grid;
     g_grid.block_dim = block;
-    const auto threads_per_block = block.x * block.y * block.z;
     const unsigned long long blocks = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
     const Order order = order_setting().order;
     std::vector<unsigned long long> shuffled;
@@ -668,23 +786,68 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
         std::swap(shuffled[i - 1], shuffled[next_draw() % i]);
       }
     }
-    for (unsigned long long i = 0; i < blocks; ++i) {
-      const unsigned long long n = order == Order::reverse   ? blocks - 1 - i
-                                   : order == Order::shuffle ? shuffled[i]
-                                                             : i;
-      g_grid.block_idx = {static_cast<unsigned int>(n % grid.x),
-                          static_cast<unsigned int>(n / grid.x % grid.y),
-                          static_cast<unsigned int>(n / grid.x / grid.y)};
-      run_block(threads_per_block);
+    // The blocks start in the order asked; up to DGS_EMU_RESIDENT of them
+    // are resident at once. Among those, the one with the highest priority
+    // runs (drawn at its start, in [0, 1)), round after round, until it
+    // finishes or falls below all the others: at an interleave point (one
+    // global atomic or fence in eight) or, one round in sixteen, at the end
+    // of a round. A block stopped right after raising a counter thus tends to
+    // stay stopped while the others run to their end, as a probabilistic
+    // concurrency test schedules threads: a block that counts on another's
+    // writes being done once the counter says so then reads what is not
+    // there yet.
+    unsigned long long started = 0;
+    const auto start_next = [&](Block& b) {
+      const unsigned long long i = started++;
+      start_block(b,
+                  order == Order::reverse   ? blocks - 1 - i
+                  : order == Order::shuffle ? shuffled[i]
+                                            : i,
+                  &body);
+    };
+    const auto resident =
+        static_cast<std::size_t>(std::min<unsigned long long>(resident_setting(), blocks));
+    while (g_blocks.size() < resident) g_blocks.push_back(std::make_unique<Block>());
+    std::vector<Block*> running;
+    for (std::size_t r = 0; r < resident; ++r) {
+      start_next(*g_blocks[r]);
+      running.push_back(g_blocks[r].get());
     }
-    g_block.body = nullptr;
+    g_interleaving = resident > 1;
+    double lowest = 0;
+    while (!running.empty()) {
+      std::size_t pick = 0;
+      for (std::size_t r = 1; r < running.size(); ++r)
+        if (running[r]->priority > running[pick]->priority) pick = r;
+      Block& b = *running[pick];
+      run_round(b);
+      if (b.live > 0) {
+        if (running.size() > 1 && (b.cut || next_pick() % 16 == 0)) b.priority = --lowest;
+        b.cut = false;
+        continue;
+      }
+      if (started < blocks) {
+        start_next(b);
+      } else {
+        running.erase(running.begin() + static_cast<std::ptrdiff_t>(pick));
+      }
+    }
+    g_interleaving = false;
+    g_shared_owner = nullptr;
+    for (std::size_t r = 0; r < resident; ++r) g_blocks[r]->body = nullptr;
   });
 }
 
-SharedVariable::SharedVariable(void* address, std::size_t bytes) {
-  std::memset(address, 0x5A, bytes);
-  std::lock_guard<std::mutex> lock(g_shared_mutex);
-  g_shared.push_back({address, bytes});
+SharedVariable::SharedVariable(void* address, std::size_t bytes)
+    : address_(static_cast<unsigned char*>(address)), bytes_(bytes) {}
+
+void SharedVariable::first_use() {
+  grid_ = g_grid_serial;
+  std::memset(address_, 0x5A, bytes_);
+  g_grid_shared.push_back({address_, bytes_});
+  const auto low = reinterpret_cast<std::uintptr_t>(address_);
+  if (g_grid_shared.size() == 1 || low < g_grid_shared_low) g_grid_shared_low = low;
+  g_grid_shared_high = std::max(g_grid_shared_high, low + bytes_);
 }
 
 }  // namespace dgs_emu

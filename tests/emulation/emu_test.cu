@@ -186,6 +186,7 @@ __global__ void order_kernel(unsigned* turn, unsigned* ran) {
 // The blocks run in the order DGS_EMU_ORDER names: forward, reverse, or
 // (shuffle) a permutation that is neither.
 TEST(Emulation, BlocksRunInTheOrderAsked) {
+  if (dgs_emu::resident_blocks() > 1) GTEST_SKIP() << "blocks interleave (DGS_EMU_RESIDENT)";
   constexpr unsigned kBlocks = 64;
   const DeviceArray<unsigned> turn(std::vector<unsigned>{0});
   const DeviceArray<unsigned> ran(kBlocks);
@@ -308,6 +309,107 @@ TEST(Emulation, EachBlocksSharedMemoryStartsFilled) {
       EXPECT_EQ(out[i], i % 5 == 4 ? 0x5Au : 0x5A5A5A5Au) << "launch " << launch << ", word " << i;
     }
   }
+}
+
+// Sets how many blocks are resident at once for one test, then restores it.
+class Resident {
+ public:
+  explicit Resident(int blocks) : before_(dgs_emu::resident_blocks()) {
+    dgs_emu::set_resident_blocks(blocks);
+  }
+  ~Resident() { dgs_emu::set_resident_blocks(before_); }
+  Resident(const Resident&) = delete;
+  Resident& operator=(const Resident&) = delete;
+
+ private:
+  int before_;
+};
+
+// Each block writes its part and raises a counter; the block that raises it
+// last sums every part. `write_first` false is the bug: the counter goes up
+// before the part is written, so the last block may sum a part not yet there.
+__global__ void hand_off_kernel(bool write_first, unsigned* counter, unsigned* parts,
+                                unsigned* total) {
+  if (threadIdx.x != 0) return;
+  bool last;
+  if (write_first) {
+    parts[blockIdx.x] = blockIdx.x + 1;
+    __threadfence();
+    last = atomicAdd(counter, 1u) + 1 == gridDim.x;
+  } else {
+    last = atomicAdd(counter, 1u) + 1 == gridDim.x;
+    parts[blockIdx.x] = blockIdx.x + 1;
+  }
+  if (!last) return;
+  unsigned sum = 0;
+  for (unsigned b = 0; b < gridDim.x; ++b) sum += parts[b];
+  *total = sum;
+}
+
+// The hand-off between blocks through a counter: with one block resident
+// the bug above never shows (each block finishes before the next starts);
+// with four, blocks run between another's atomic and its next store, and
+// the last block sums a part that is not there yet.
+TEST(Emulation, InterleavedBlocksCatchACounterRaisedBeforeTheWrite) {
+  constexpr unsigned kBlocks = 64, kWant = kBlocks * (kBlocks + 1) / 2;
+  const DeviceArray<unsigned> counter(1), parts(kBlocks), total(1);
+  const auto wrong_totals = [&](bool write_first) {
+    int wrong = 0;
+    for (int launch = 0; launch < 32; ++launch) {
+      check(cudaMemset(counter.get(), 0, counter.bytes()), "cudaMemset");
+      check(cudaMemset(parts.get(), 0, parts.bytes()), "cudaMemset");
+      hand_off_kernel<<<kBlocks, 32>>>(write_first, counter.get(), parts.get(), total.get());
+      check(cudaGetLastError(), "hand_off_kernel");
+      wrong += total.host()[0] != kWant;
+    }
+    return wrong;
+  };
+  {
+    const Resident one(1);
+    EXPECT_EQ(wrong_totals(true), 0);
+    EXPECT_EQ(wrong_totals(false), 0) << "one block at a time hides the bug";
+  }
+  const Resident four(4);
+  EXPECT_EQ(wrong_totals(true), 0);
+  EXPECT_GT(wrong_totals(false), 0) << "interleaved blocks show it";
+}
+
+// Each block fills its shared words, then, ten times over, lets the other
+// blocks run (an atomic on global memory, noting which block took the turn)
+// and checks that its words are still its own; __syncthreads_count counts
+// its own threads' predicates.
+__global__ void resident_kernel(unsigned* turns, unsigned* log, unsigned* errors) {
+  __shared__ unsigned words[64];
+  const unsigned t = threadIdx.x;
+  words[t] = blockIdx.x * 1000 + t;
+  __syncthreads();
+  for (int round = 0; round < 10; ++round) {
+    if (t == 0) log[atomicAdd(turns, 1u)] = blockIdx.x;
+    const int count = __syncthreads_count(t < blockIdx.x + 1);
+    if (words[(t + 1) % 64] != blockIdx.x * 1000 + (t + 1) % 64) atomicAdd(errors, 1u);
+    if (count != static_cast<int>(blockIdx.x) + 1) atomicAdd(errors, 1u);
+    __syncthreads();
+  }
+}
+
+TEST(Emulation, InterleavedBlocksKeepTheirOwnSharedMemory) {
+  constexpr unsigned kBlocks = 12, kRounds = 10;
+  const Resident four(4);
+  const DeviceArray<unsigned> turns(std::vector<unsigned>{0}), errors(std::vector<unsigned>{0});
+  const DeviceArray<unsigned> log(kBlocks * kRounds);
+  resident_kernel<<<kBlocks, 64>>>(turns.get(), log.get(), errors.get());
+  CUDA_OK(cudaGetLastError());
+  EXPECT_EQ(errors.host()[0], 0u);
+  // Some block took a turn while another had turns still to take.
+  const std::vector<unsigned> order = log.host();
+  bool interleaved = false;
+  for (unsigned i = 0; i + kRounds <= order.size(); i += kRounds) {
+    for (unsigned j = i; j < i + kRounds; ++j) interleaved |= order[j] != order[i];
+  }
+  EXPECT_TRUE(interleaved);
+  std::vector<unsigned> turns_of(kBlocks);
+  for (unsigned b : order) ++turns_of[b];
+  EXPECT_EQ(turns_of, std::vector<unsigned>(kBlocks, kRounds));
 }
 
 TEST(EmulationDeathTest, ADeadlockedBlockIsReportedByName) {

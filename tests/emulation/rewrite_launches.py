@@ -11,11 +11,12 @@ arguments are deduced from them as in the CUDA call; and each declaration
     __shared__ TYPE NAME[...];
 gains, on the same line,
     static ::dgs_emu::SharedVariable dgs_emu_shared_NAME(&NAME, sizeof NAME);
+    dgs_emu_shared_NAME.use();
 
-so the runtime fills the variable with 0x5A before each block (emu.h). Line
-breaks are kept,
-so compiler messages point at the original lines (a #line directive names
-the original file).
+so the runtime knows which variables each grid uses: it fills them with
+0x5A before each block, and keeps each resident block's own contents when
+blocks interleave (emu.h). Line breaks are kept, so compiler messages point
+at the original lines (a #line directive names the original file).
 
 usage: rewrite_launches.py SOURCE OUTPUT
 """
@@ -41,7 +42,7 @@ def register_shared(text, name):
                              f"handle (one variable per line, no extern): {line.strip()}")
         v = m.group(2)
         lines[n] = (line[:m.end(1)] + f" static ::dgs_emu::SharedVariable dgs_emu_shared_{v}"
-                    f"(&{v}, sizeof {v});" + line[m.end(1):])
+                    f"(&{v}, sizeof {v}); dgs_emu_shared_{v}.use();" + line[m.end(1):])
     return '\n'.join(lines)
 
 

@@ -4,18 +4,23 @@
 // this header forced in front (-include dgs_emu/emu.h) after their launches
 // `k<<<grid, block, smem, stream>>>(args)` were rewritten into
 // `::dgs_emu::launch(grid, block, smem, stream)(<call of k>, args)`
-// (rewrite_launches.py). A grid runs one block at a time on the launching
-// host thread; a block's threads are fibers that switch only where CUDA
-// threads meet: __syncthreads and the warp intrinsics. Shared memory is a
-// static (one block runs at a time, in the whole process). Atomics are plain
-// read-modify-writes (fibers never interleave within one).
+// (rewrite_launches.py). A grid runs on the launching host thread, one block
+// at a time by default; a block's threads are fibers that switch only where
+// CUDA threads meet: __syncthreads and the warp intrinsics. Shared memory is
+// a static, which holds the running block's contents (a block that another
+// interrupts keeps a copy). Atomics are plain read-modify-writes (fibers
+// never interleave within one). With DGS_EMU_RESIDENT=N, N blocks of a grid
+// are resident at once and take turns round by round; a thread then also
+// stops after each atomic on global memory and each __threadfence, so that
+// another block can run in between.
 //
 // What this checks: the arithmetic, indexing, barriers and warp exchanges of
-// the real kernel code, bit for bit against the host reference. What it does
-// not: speed, memory-model races between blocks, or anything a GPU run
-// measures. A kernel that waits on another block would deadlock here; the
-// runtime reports a block whose threads all wait on one another as a launch
-// failure.
+// the real kernel code, bit for bit against the host reference, and with
+// blocks interleaved the hand-offs between blocks at the granularity of
+// those stops. What it does not: speed, the memory model (every store is
+// seen at once), or anything a GPU run measures. A kernel that waits on
+// another block would deadlock here; the runtime reports a block whose
+// threads all wait on one another as a launch failure.
 #pragma once
 
 #include <cmath>
@@ -126,6 +131,20 @@ extern Grid g_grid;       // the block running now
 /// scheduler resumes it on its next round.
 void yield();
 
+/// Set while a grid runs with more than one block resident
+/// (DGS_EMU_RESIDENT): atomics and fences then call interleave_point.
+inline bool g_interleaving = false;
+/// After an atomic on `address` (not a __shared__ variable) or a fence
+/// (nullptr): the thread stops until its block's next round, which another
+/// resident block's rounds may precede.
+void interleave_point(const void* address);
+/// Blocks of a grid resident at once: DGS_EMU_RESIDENT (1 to 8, default 1),
+/// or what the emulation's own tests set.
+int resident_blocks();
+void set_resident_blocks(int blocks);
+/// The running block's flags for __syncthreads_count, one per thread.
+unsigned char* block_count_flags();
+
 void sync_block();
 /// Warp exchange: every lane named in `mask` deposits `value` and an
 /// argument; when all have arrived, `combine` computes each lane's result
@@ -186,14 +205,30 @@ inline Launch launch(dim3 grid, dim3 block, std::size_t shared_bytes = 0,
   return Launch{grid, block, shared_bytes, stream};
 }
 
+/// Counts the grids run: a SharedVariable notes the last grid that used it.
+inline std::uint64_t g_grid_serial = 0;
+
 /// A __shared__ variable, made known to the runtime where it is declared
-/// (rewrite_launches.py adds one of these after each declaration). It is
-/// filled with 0x5A at once, before any thread can write it, and again
-/// before each block runs: a GPU block's shared memory starts with whatever
-/// was there, so a read of shared memory that no thread of the block wrote
-/// shows, as a read of device memory nothing wrote does.
-struct SharedVariable {
+/// (rewrite_launches.py adds one of these after each declaration, and a call
+/// of use() that every thread makes as it passes). The first use in a grid
+/// fills it with 0x5A, and so does the start of each later block of the
+/// grid: a GPU block's shared memory starts with whatever was there, so a
+/// read of shared memory that no thread of the block wrote shows, as a read
+/// of device memory nothing wrote does. With blocks interleaved
+/// (DGS_EMU_RESIDENT), the variables a grid uses are what a block switch
+/// saves and restores.
+class SharedVariable {
+ public:
   SharedVariable(void* address, std::size_t bytes);
+  void use() {
+    if (grid_ != g_grid_serial) first_use();
+  }
+
+ private:
+  void first_use();
+  unsigned char* address_;
+  std::size_t bytes_;
+  std::uint64_t grid_ = ~std::uint64_t{0};
 };
 
 /// Enqueues host work on a stream (the device-wide CUB algorithms): runs now,
@@ -213,29 +248,28 @@ constexpr int warpSize = 32;
 inline void __syncthreads() {
   ::dgs_emu::sync_block();
 }
-namespace dgs_emu {
-// One per thread of the running block, zero outside a call (a thread that
-// has returned, or a block that ran before, leaves none set).
-inline unsigned char g_count_flags[1024];
-}  // namespace dgs_emu
-// Every calling thread's predicate is in place after the first barrier; the
-// second keeps each thread's clearing, and the next call's writes, after
-// every thread has counted.
+// The block's flags are zero outside a call (a block starts with them
+// zero, and a thread clears its own). Every calling thread's predicate is in
+// place after the first barrier; the second keeps each thread's clearing,
+// and the next call's writes, after every thread has counted.
 inline int __syncthreads_count(int predicate) {
   const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   const unsigned n = blockDim.x * blockDim.y * blockDim.z;
-  ::dgs_emu::g_count_flags[t] = predicate != 0;
+  unsigned char* flags = ::dgs_emu::block_count_flags();
+  flags[t] = predicate != 0;
   ::dgs_emu::sync_block();
   int count = 0;
-  for (unsigned i = 0; i < n; ++i) count += ::dgs_emu::g_count_flags[i];
+  for (unsigned i = 0; i < n; ++i) count += flags[i];
   ::dgs_emu::sync_block();
-  ::dgs_emu::g_count_flags[t] = 0;
+  flags[t] = 0;
   return count;
 }
 inline void __syncwarp(unsigned int mask = 0xFFFFFFFFu) {
   ::dgs_emu::warp_exchange(mask, 0, 0, ::dgs_emu::combine_none);
 }
-inline void __threadfence() {}
+inline void __threadfence() {
+  if (::dgs_emu::g_interleaving) ::dgs_emu::interleave_point(nullptr);
+}
 inline void __threadfence_block() {}
 inline void __threadfence_system() {}
 
@@ -284,6 +318,7 @@ template <typename T, typename Next>
 T read_modify_write(T* p, Next next) {
   const T old = *p;
   *p = next(old);
+  if (g_interleaving) interleave_point(p);
   return old;
 }
 }  // namespace dgs_emu
