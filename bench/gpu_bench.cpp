@@ -49,8 +49,8 @@ void check(cudaError_t e, const char* what) {
 std::vector<std::uint64_t> tensor_sizes(const std::string& shape) {
   std::ifstream in(g_shapes_dir + "/" + shape + "_tensors.tsv");
   if (!in) {
-    std::fprintf(stderr, "cannot read %s/%s_tensors.tsv (pass --shapes DIR)\n", g_shapes_dir.c_str(),
-                 shape.c_str());
+    std::fprintf(stderr, "cannot read %s/%s_tensors.tsv (pass --shapes DIR)\n",
+                 g_shapes_dir.c_str(), shape.c_str());
     std::exit(1);
   }
   std::vector<std::uint64_t> sizes;
@@ -120,7 +120,8 @@ class Timer {
 void report(benchmark::State& state, double floor_bytes, std::uint64_t p) {
   state.counters["P"] = static_cast<double>(p);
   state.counters["bytes_per_iter"] = floor_bytes;
-  state.counters["GB/s"] = benchmark::Counter(floor_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(floor_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["copy_GB/s"] = g_copy_bandwidth * 1e-9;
   state.counters["floor_s"] = floor_bytes / g_copy_bandwidth;
 }
@@ -137,7 +138,8 @@ void BM_CopyBandwidth(benchmark::State& state) {
     cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, nullptr);
     state.SetIterationTime(timer.stop(nullptr));
   }
-  state.counters["GB/s"] = benchmark::Counter(2.0 * bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(2.0 * bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   cudaFree(a);
   cudaFree(b);
 }
@@ -159,7 +161,8 @@ struct CaptureTally {
   }
 };
 
-void BM_WorkerStep(benchmark::State& state, std::string shape, std::uint64_t p, double ratio, Method method) {
+void BM_WorkerStep(benchmark::State& state, std::string shape, std::uint64_t p, double ratio,
+                   Method method) {
   const std::uint64_t need = p * 4 * 6 + p * 8;  // g, w, state (2), lists, indices
   if (!fits(need)) {
     state.SkipWithError("not enough device memory");
@@ -259,7 +262,8 @@ void BM_CubBaseline(benchmark::State& state, std::string shape, std::uint64_t p,
     return;
   }
   if (p > 100000000 && shape != "resnet50") {
-    state.SkipWithError("CUB baseline skipped: its segmented sort takes seconds per step on few large segments");
+    state.SkipWithError(
+        "CUB baseline skipped: its segmented sort takes seconds per step on few large segments");
     return;
   }
   const Segments model = segments_for(shape, p);
@@ -278,7 +282,8 @@ void BM_CubBaseline(benchmark::State& state, std::string shape, std::uint64_t p,
   cudaStream_t stream;
   cudaStreamCreate(&stream);
   Timer timer;
-  for (int warm = 0; warm < 2; ++warm) cub.step(grad, u, mask, 0.01f, 0.9f, indices, values, stream);
+  for (int warm = 0; warm < 2; ++warm)
+    cub.step(grad, u, mask, 0.01f, 0.9f, indices, values, stream);
   for (auto _ : state) {
     timer.start(stream);
     cub.step(grad, u, mask, 0.01f, 0.9f, indices, values, stream);
@@ -452,11 +457,16 @@ int main(int argc, char** argv) {
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a.rfind("--shapes=", 0) == 0) g_shapes_dir = a.substr(9);
-    else if (a.rfind("--max-p=", 0) == 0) g_max_p = std::stoull(a.substr(8));
-    else if (a == "--quick") g_quick = true;
-    else if (a.rfind("--repetitions=", 0) == 0) g_repetitions = std::stoi(a.substr(14));
-    else rest.push_back(argv[i]);
+    if (a.rfind("--shapes=", 0) == 0)
+      g_shapes_dir = a.substr(9);
+    else if (a.rfind("--max-p=", 0) == 0)
+      g_max_p = std::stoull(a.substr(8));
+    else if (a == "--quick")
+      g_quick = true;
+    else if (a.rfind("--repetitions=", 0) == 0)
+      g_repetitions = std::stoi(a.substr(14));
+    else
+      rest.push_back(argv[i]);
   }
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -472,18 +482,25 @@ int main(int argc, char** argv) {
 
   const int repetitions = g_quick ? 3 : g_repetitions;
   auto common = [&](benchmark::internal::Benchmark* b) {
-    b->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(repetitions)->ReportAggregatesOnly(true)->MinTime(0.05);
+    b->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Repetitions(repetitions)
+        ->ReportAggregatesOnly(true)
+        ->MinTime(0.05);
   };
   common(benchmark::RegisterBenchmark("copy_bandwidth/1GiB", BM_CopyBandwidth));
-  const std::vector<std::uint64_t> sizes = g_quick ? std::vector<std::uint64_t>{1000000, 100000000}
-                                                   : std::vector<std::uint64_t>{1000000, 10000000, 100000000, 1500000000};
+  const std::vector<std::uint64_t> sizes =
+      g_quick ? std::vector<std::uint64_t>{1000000, 100000000}
+              : std::vector<std::uint64_t>{1000000, 10000000, 100000000, 1500000000};
   // The targets' configuration first (a run cut short still has it), then the rest.
   for (Method m : {Method::samomentum, Method::gd, Method::dgc, Method::gmc}) {
-    common(benchmark::RegisterBenchmark((std::string("worker_step/") + to_string(m) + "/resnet50/P=100000000/ratio=0.010").c_str(),
-                                        BM_WorkerStep, std::string("resnet50"), std::uint64_t{100000000}, 0.01, m));
+    common(benchmark::RegisterBenchmark(
+        (std::string("worker_step/") + to_string(m) + "/resnet50/P=100000000/ratio=0.010").c_str(),
+        BM_WorkerStep, std::string("resnet50"), std::uint64_t{100000000}, 0.01, m));
   }
-  common(benchmark::RegisterBenchmark("cub_baseline/samomentum/resnet50/P=100000000/ratio=0.010", BM_CubBaseline,
-                                      std::string("resnet50"), std::uint64_t{100000000}, 0.01));
+  common(benchmark::RegisterBenchmark("cub_baseline/samomentum/resnet50/P=100000000/ratio=0.010",
+                                      BM_CubBaseline, std::string("resnet50"),
+                                      std::uint64_t{100000000}, 0.01));
   common(benchmark::RegisterBenchmark("server_push/resnet50/P=100000000/ratio=0.010", BM_ServerPush,
                                       std::string("resnet50"), std::uint64_t{100000000}, 0.01));
   // Sync rounds of 4 and 16 workers, against the accumulator round they replaced.
@@ -508,14 +525,19 @@ int main(int argc, char** argv) {
     for (std::uint64_t p : sizes) {
       if (p > g_max_p) continue;
       // The largest size on two shapes: the segment count matters, not the model.
-      if (p > 100000000 && std::string(shape) != "resnet50" && std::string(shape) != "flat") continue;
+      if (p > 100000000 && std::string(shape) != "resnet50" && std::string(shape) != "flat")
+        continue;
       for (double ratio : {0.001, 0.01}) {
-        if (std::string(shape) == "resnet50" && p == 100000000 && ratio == 0.01) continue;  // registered above
-        const std::string tag = std::string(shape) + "/P=" + std::to_string(p) + "/ratio=" + std::to_string(ratio).substr(0, 5);
-        common(benchmark::RegisterBenchmark(("worker_step/samomentum/" + tag).c_str(), BM_WorkerStep, shape, p, ratio,
-                                            Method::samomentum));
-        common(benchmark::RegisterBenchmark(("cub_baseline/samomentum/" + tag).c_str(), BM_CubBaseline, shape, p, ratio));
-        common(benchmark::RegisterBenchmark(("server_push/" + tag).c_str(), BM_ServerPush, shape, p, ratio));
+        if (std::string(shape) == "resnet50" && p == 100000000 && ratio == 0.01)
+          continue;  // registered above
+        const std::string tag = std::string(shape) + "/P=" + std::to_string(p) +
+                                "/ratio=" + std::to_string(ratio).substr(0, 5);
+        common(benchmark::RegisterBenchmark(("worker_step/samomentum/" + tag).c_str(),
+                                            BM_WorkerStep, shape, p, ratio, Method::samomentum));
+        common(benchmark::RegisterBenchmark(("cub_baseline/samomentum/" + tag).c_str(),
+                                            BM_CubBaseline, shape, p, ratio));
+        common(benchmark::RegisterBenchmark(("server_push/" + tag).c_str(), BM_ServerPush, shape, p,
+                                            ratio));
       }
     }
   }

@@ -27,7 +27,8 @@ void BM_HostTopk(benchmark::State& state) {
   const std::vector<float> x = normal(p);
   std::vector<std::uint64_t> out(plan.total_capacity());
   for (auto _ : state) {
-    benchmark::DoNotOptimize(dgs::host::select(x.data(), segments, plan, 0, 0, 1024, out.data(), nullptr));
+    benchmark::DoNotOptimize(
+        dgs::host::select(x.data(), segments, plan, 0, 0, 1024, out.data(), nullptr));
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * p * 4));
 }
@@ -50,7 +51,8 @@ void BM_HostSamomentumStep(benchmark::State& state) {
   params.momentum = 0.9f;
   dgs::host::WorkerState s{nullptr, u.data(), nullptr, mask.data()};
   for (auto _ : state) {
-    dgs::host::worker_step(params, segments, plan, g.data(), nullptr, s, message.data(), layout, scratch);
+    dgs::host::worker_step(params, segments, plan, g.data(), nullptr, s, message.data(), layout,
+                           scratch);
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * p * 16));
 }

@@ -101,9 +101,8 @@ void UpdatePass::run(const float* grad, float* u, const std::uint32_t* mask, flo
     const u64 quads = p / 4;
     const unsigned blocks = static_cast<unsigned>(
         std::max<u64>(1, std::min<u64>((quads + 255) / 256, static_cast<u64>(impl_->sms) * 8)));
-    streaming_update_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const float4*>(grad),
-                                                         reinterpret_cast<float4*>(u), mask, quads,
-                                                         lr, m);
+    streaming_update_kernel<<<blocks, 256, 0, stream>>>(
+        reinterpret_cast<const float4*>(grad), reinterpret_cast<float4*>(u), mask, quads, lr, m);
     DGS_CUDA_LAUNCHED("streaming_update_kernel", "quads " + std::to_string(quads));
     if (p % 4 != 0) {
       streaming_tail_kernel<<<1, 4, 0, stream>>>(grad, u, mask, quads * 4, p, lr, m);

@@ -501,13 +501,15 @@ class CudaBackend final : public Backend {
     cudaPointerAttributes attributes;
     const cudaError_t status = cudaPointerGetAttributes(&attributes, pointer);
     if (status != cudaSuccess) cudaGetLastError();
-    const bool usable = pointer != nullptr && status == cudaSuccess &&
-                        (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged);
+    const bool usable =
+        pointer != nullptr && status == cudaSuccess &&
+        (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged);
     if (!usable) {
       throw Error(ErrorCode::invalid_argument,
                   std::string("dgs cuda backend: ") + what +
-                      (pointer == nullptr ? " is null" : " is not device memory (the cuda backend needs "
-                                                         "pointers from cudaMalloc or cudaMallocManaged)"));
+                      (pointer == nullptr ? " is null"
+                                          : " is not device memory (the cuda backend needs "
+                                            "pointers from cudaMalloc or cudaMallocManaged)"));
     }
   }
 

@@ -29,13 +29,15 @@ std::string where(int rank, int peer) {
 
 void nccl_check(ncclResult_t r, const char* call, int rank, int peer) {
   if (r != ncclSuccess && r != ncclInProgress) {
-    throw Error(ErrorCode::nccl, where(rank, peer) + ": " + call + " failed: " + ncclGetErrorString(r));
+    throw Error(ErrorCode::nccl,
+                where(rank, peer) + ": " + call + " failed: " + ncclGetErrorString(r));
   }
 }
 
 void cuda_check(cudaError_t e, const char* call, int rank, int peer) {
   if (e != cudaSuccess) {
-    throw Error(ErrorCode::cuda, where(rank, peer) + ": " + call + " failed: " + cudaGetErrorString(e));
+    throw Error(ErrorCode::cuda,
+                where(rank, peer) + ": " + call + " failed: " + cudaGetErrorString(e));
   }
 }
 
@@ -61,9 +63,9 @@ struct Link {
   cudaStream_t stream = nullptr;
   cudaEvent_t done = nullptr;
   bool failed = false;
-  bool reported = false;      // failure already returned by a receive
+  bool reported = false;  // failure already returned by a receive
   Receive receive = Receive::idle;
-  void* staging = nullptr;    // receive buffer
+  void* staging = nullptr;  // receive buffer
   std::size_t staging_bytes = 0;
   std::size_t posted_bytes = 0;
 };
@@ -74,8 +76,9 @@ class NcclTransport final : public Transport {
       : rank_(bootstrap.rank()), size_(bootstrap.size()), options_(options) {
     const int server = options.server_rank;
     if (server < 0 || server >= size_) {
-      throw Error(ErrorCode::invalid_argument, "NCCL transport: server rank " + std::to_string(server) +
-                                                   " outside a world of " + std::to_string(size_));
+      throw Error(ErrorCode::invalid_argument, "NCCL transport: server rank " +
+                                                   std::to_string(server) + " outside a world of " +
+                                                   std::to_string(size_));
     }
     // Two ids per worker rank (push and reply direction), made by bootstrap
     // rank 0, the rank the bootstrap's broadcast sends from (whether or not
@@ -102,12 +105,16 @@ class NcclTransport final : public Transport {
     for (int r = 0; r < size_; ++r) {
       if (r == server || (rank_ != server && r != rank_)) continue;
       const int peer = rank_ == server ? r : server;
-      for (auto [links, id] : {std::pair{&push_, &ids[2 * r]}, std::pair{&reply_, &ids[2 * r + 1]}}) {
+      for (auto [links, id] :
+           {std::pair{&push_, &ids[2 * r]}, std::pair{&reply_, &ids[2 * r + 1]}}) {
         Link& link = (*links)[r];
-        cuda_check(cudaStreamCreateWithFlags(&link.stream, cudaStreamNonBlocking), "cudaStreamCreate", rank_, peer);
-        cuda_check(cudaEventCreateWithFlags(&link.done, cudaEventDisableTiming), "cudaEventCreate", rank_, peer);
+        cuda_check(cudaStreamCreateWithFlags(&link.stream, cudaStreamNonBlocking),
+                   "cudaStreamCreate", rank_, peer);
+        cuda_check(cudaEventCreateWithFlags(&link.done, cudaEventDisableTiming), "cudaEventCreate",
+                   rank_, peer);
         ncclConfig_t c = config;
-        nccl_check(ncclCommInitRankConfig(&link.comm, 2, *id, pair_rank, &c), "ncclCommInitRankConfig", rank_, peer);
+        nccl_check(ncclCommInitRankConfig(&link.comm, 2, *id, pair_rank, &c),
+                   "ncclCommInitRankConfig", rank_, peer);
       }
     }
     // Creation of all pairs proceeds concurrently; wait for each.
@@ -119,9 +126,10 @@ class NcclTransport final : public Transport {
         if (state != ncclSuccess) {
           throw Error(state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
                       where(rank_, r) + ": communicator creation " +
-                          (state == ncclInProgress ? "did not finish within " +
-                                                         std::to_string(options.init_timeout.count()) + " ms"
-                                                   : std::string("failed: ") + ncclGetErrorString(state)));
+                          (state == ncclInProgress
+                               ? "did not finish within " +
+                                     std::to_string(options.init_timeout.count()) + " ms"
+                               : std::string("failed: ") + ncclGetErrorString(state)));
         }
       }
     }
@@ -148,7 +156,8 @@ class NcclTransport final : public Transport {
 
   void send(int peer, const void* buffer, std::size_t bytes) override {
     Link& link = outgoing(peer);
-    if (link.failed) throw Error(ErrorCode::transport, where(rank_, peer) + ": the pair has failed");
+    if (link.failed)
+      throw Error(ErrorCode::transport, where(rank_, peer) + ": the pair has failed");
     const auto deadline = Clock::now() + options_.send_timeout;
     const ncclResult_t sent = ncclSend(buffer, bytes, ncclUint8, other(), link.comm, link.stream);
     nccl_check(sent, "ncclSend", rank_, peer);
@@ -158,10 +167,11 @@ class NcclTransport final : public Transport {
       const ncclResult_t state = settle(link.comm, deadline);
       if (state != ncclSuccess) {
         fail(peer, link);
-        throw Error(state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
-                    where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
-                        (state == ncclInProgress ? "not enqueued within the send timeout"
-                                                 : std::string("failed: ") + ncclGetErrorString(state)));
+        throw Error(
+            state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
+            where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
+                (state == ncclInProgress ? "not enqueued within the send timeout"
+                                         : std::string("failed: ") + ncclGetErrorString(state)));
       }
     }
     cuda_check(cudaEventRecord(link.done, link.stream), "cudaEventRecord", rank_, peer);
@@ -173,16 +183,19 @@ class NcclTransport final : public Transport {
       ncclCommGetAsyncError(link.comm, &state);
       if ((state != ncclSuccess && state != ncclInProgress) || Clock::now() > deadline) {
         fail(peer, link);
-        throw Error(state == ncclSuccess || state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
-                    where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
-                        (state == ncclSuccess || state == ncclInProgress ? "timed out"
-                                                                         : std::string("failed: ") + ncclGetErrorString(state)));
+        throw Error(
+            state == ncclSuccess || state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
+            where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
+                (state == ncclSuccess || state == ncclInProgress
+                     ? "timed out"
+                     : std::string("failed: ") + ncclGetErrorString(state)));
       }
       std::this_thread::yield();
     }
   }
 
-  Receipt recv(int peer, void* buffer, std::size_t bytes, std::chrono::milliseconds timeout) override {
+  Receipt recv(int peer, void* buffer, std::size_t bytes,
+               std::chrono::milliseconds timeout) override {
     return receive({peer}, buffer, bytes, timeout);
   }
 
@@ -199,8 +212,12 @@ class NcclTransport final : public Transport {
     check_peer(peer);
     return static_cast<std::size_t>(rank_ == options_.server_rank ? peer : rank_);
   }
-  Link& outgoing(int peer) { return rank_ == options_.server_rank ? reply_[slot(peer)] : push_[slot(peer)]; }
-  Link& incoming(int peer) { return rank_ == options_.server_rank ? push_[slot(peer)] : reply_[slot(peer)]; }
+  Link& outgoing(int peer) {
+    return rank_ == options_.server_rank ? reply_[slot(peer)] : push_[slot(peer)];
+  }
+  Link& incoming(int peer) {
+    return rank_ == options_.server_rank ? push_[slot(peer)] : reply_[slot(peer)];
+  }
 
   void check_peer(int peer) const {
     const bool server = rank_ == options_.server_rank;
@@ -231,7 +248,8 @@ class NcclTransport final : public Transport {
         cuda_check(cudaMalloc(&link.staging, bytes), "cudaMalloc", rank_, p);
         link.staging_bytes = bytes;
       }
-      const ncclResult_t posted = ncclRecv(link.staging, bytes, ncclUint8, other(), link.comm, link.stream);
+      const ncclResult_t posted =
+          ncclRecv(link.staging, bytes, ncclUint8, other(), link.comm, link.stream);
       nccl_check(posted, "ncclRecv", rank_, p);
       link.posted_bytes = bytes;
       link.receive = Link::Receive::enqueuing;
@@ -262,8 +280,9 @@ class NcclTransport final : public Transport {
           start_ = (start_ + n + 1) % peers.size();
           link.receive = Link::Receive::idle;
           const std::size_t size = std::min(bytes, link.posted_bytes);
-          cuda_check(cudaMemcpyAsync(buffer, link.staging, size, cudaMemcpyDeviceToDevice, link.stream),
-                     "cudaMemcpyAsync", rank_, p);
+          cuda_check(
+              cudaMemcpyAsync(buffer, link.staging, size, cudaMemcpyDeviceToDevice, link.stream),
+              "cudaMemcpyAsync", rank_, p);
           cuda_check(cudaStreamSynchronize(link.stream), "cudaStreamSynchronize", rank_, p);
           Receipt r;
           r.status = Receipt::Status::message;
@@ -322,7 +341,8 @@ struct Loopback {
 
 class LoopbackEndpoint final : public Transport {
  public:
-  LoopbackEndpoint(std::shared_ptr<Loopback> loop, int rank) : loop_(std::move(loop)), rank_(rank) {}
+  LoopbackEndpoint(std::shared_ptr<Loopback> loop, int rank)
+      : loop_(std::move(loop)), rank_(rank) {}
   int rank() const noexcept override { return rank_; }
   int size() const noexcept override { return static_cast<int>(loop_->inbox.size()); }
   MemoryKind memory() const noexcept override { return MemoryKind::device; }
@@ -338,7 +358,8 @@ class LoopbackEndpoint final : public Transport {
     loop_->changed.wait(lock, [&] { return pending.done; });
   }
 
-  Receipt recv(int peer, void* buffer, std::size_t bytes, std::chrono::milliseconds timeout) override {
+  Receipt recv(int peer, void* buffer, std::size_t bytes,
+               std::chrono::milliseconds timeout) override {
     check(peer);
     return receive({peer}, buffer, bytes, timeout);
   }
@@ -376,11 +397,13 @@ class LoopbackEndpoint final : public Transport {
     if (n > 0) {
       std::lock_guard<std::mutex> nccl(loop_->nccl);
       nccl_check(ncclGroupStart(), "ncclGroupStart", rank_, found->source);
-      nccl_check(ncclSend(found->buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclSend", rank_,
+      nccl_check(ncclSend(found->buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclSend",
+                 rank_, found->source);
+      nccl_check(ncclRecv(buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclRecv", rank_,
                  found->source);
-      nccl_check(ncclRecv(buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclRecv", rank_, found->source);
       nccl_check(ncclGroupEnd(), "ncclGroupEnd", rank_, found->source);
-      cuda_check(cudaStreamSynchronize(loop_->stream), "cudaStreamSynchronize", rank_, found->source);
+      cuda_check(cudaStreamSynchronize(loop_->stream), "cudaStreamSynchronize", rank_,
+                 found->source);
     }
     Receipt r;
     r.status = Receipt::Status::message;
@@ -403,15 +426,18 @@ std::shared_ptr<Transport> make_nccl_transport(Bootstrap& bootstrap, NcclOptions
 }
 
 std::vector<std::shared_ptr<Transport>> make_nccl_loopback(int workers) {
-  if (workers < 1) throw Error(ErrorCode::invalid_argument, "dgs::make_nccl_loopback: needs a worker");
+  if (workers < 1)
+    throw Error(ErrorCode::invalid_argument, "dgs::make_nccl_loopback: needs a worker");
   auto loop = std::make_shared<Loopback>();
   loop->inbox.resize(static_cast<std::size_t>(workers) + 1);
   int device = 0;
   cuda_check(cudaGetDevice(&device), "cudaGetDevice", 0, -1);
   nccl_check(ncclCommInitAll(&loop->comm, 1, &device), "ncclCommInitAll", 0, -1);
-  cuda_check(cudaStreamCreateWithFlags(&loop->stream, cudaStreamNonBlocking), "cudaStreamCreate", 0, -1);
+  cuda_check(cudaStreamCreateWithFlags(&loop->stream, cudaStreamNonBlocking), "cudaStreamCreate", 0,
+             -1);
   std::vector<std::shared_ptr<Transport>> endpoints;
-  for (int r = 0; r <= workers; ++r) endpoints.push_back(std::make_shared<LoopbackEndpoint>(loop, r));
+  for (int r = 0; r <= workers; ++r)
+    endpoints.push_back(std::make_shared<LoopbackEndpoint>(loop, r));
   return endpoints;
 }
 

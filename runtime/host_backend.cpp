@@ -115,7 +115,8 @@ class HostBackend final : public Backend {
   void synchronize(Stream) override {}
   void check_pointer(const void* pointer, const char* what) const override {
     if (pointer == nullptr) {
-      throw Error(ErrorCode::invalid_argument, std::string("dgs host backend: ") + what + " is null");
+      throw Error(ErrorCode::invalid_argument,
+                  std::string("dgs host backend: ") + what + " is null");
     }
   }
 

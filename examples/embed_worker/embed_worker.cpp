@@ -28,7 +28,7 @@ int main() {
   config.method = dgs::Method::samomentum;  // sparsification-aware momentum
   config.ratio = 0.05;                      // push 5% of each tensor
   config.workers = kWorkers;
-  const dgs::Segments model({kCols});       // one tensor of 1000 weights
+  const dgs::Segments model({kCols});  // one tensor of 1000 weights
 
   const bool gpu = dgs::cuda_available();
   auto backend = dgs::make_backend(gpu ? dgs::BackendKind::cuda : dgs::BackendKind::host);
@@ -63,12 +63,13 @@ int main() {
       }
       worker.leave();
       if (k == 0) {
-        std::printf("worker 0: %llu steps, %.1f%% of the model per push, %llu bytes pushed "
-                    "(dense: %llu)\n",
-                    static_cast<unsigned long long>(worker.stats().steps),
-                    100.0 * worker.stats().effective_density(),
-                    static_cast<unsigned long long>(worker.stats().bytes_pushed),
-                    static_cast<unsigned long long>(worker.stats().dense_bytes()));
+        std::printf(
+            "worker 0: %llu steps, %.1f%% of the model per push, %llu bytes pushed "
+            "(dense: %llu)\n",
+            static_cast<unsigned long long>(worker.stats().steps),
+            100.0 * worker.stats().effective_density(),
+            static_cast<unsigned long long>(worker.stats().bytes_pushed),
+            static_cast<unsigned long long>(worker.stats().dense_bytes()));
       }
       if (gpu) {
         cudaFree(weights);

@@ -49,7 +49,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Options {
   dgs::Config config;
-  float lr = -1.0f;  // per method when not given
+  float lr = -1.0f;         // per method when not given
   bool lr_default = false;  // not given: scaled down for many asynchronous workers
   int workers = 4;
   int epochs = 3;
@@ -494,7 +494,8 @@ int run(int argc, char** argv) {
   std::string lr_note;
   if (o.lr_default && o.config.mode == dgs::Mode::async && workers > 4) {
     o.lr *= std::sqrt(4.0f / static_cast<float>(workers));
-    lr_note = " (default, scaled by sqrt(4/" + std::to_string(workers) + ") for asynchronous workers)";
+    lr_note =
+        " (default, scaled by sqrt(4/" + std::to_string(workers) + ") for asynchronous workers)";
   }
   if (workers < 1) usage("a multi-process job needs at least 2 ranks (mpirun -np 1+N)");
 

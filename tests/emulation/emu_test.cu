@@ -12,9 +12,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cuda_runtime.h>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
-#include <cuda_runtime.h>
 
 namespace {
 

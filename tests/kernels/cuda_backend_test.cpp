@@ -64,8 +64,8 @@ class CudaBackendTest : public ::testing::Test {
     MessageHeader header = blank_header();
     const Verdict got = gpu.validate(d_push.data(), push.size(), header, stream_);
     EXPECT_EQ(std::memcmp(&header, push.data(), kHeaderBytes), 0) << what << ": the header";
-    EXPECT_EQ(got.reason, want.reason) << what << ": " << got.describe(1) << " vs "
-                                       << want.describe(1);
+    EXPECT_EQ(got.reason, want.reason)
+        << what << ": " << got.describe(1) << " vs " << want.describe(1);
     EXPECT_EQ(got.position, want.position) << what;
     EXPECT_EQ(got.value, want.value) << what;
     EXPECT_EQ(got.expected, want.expected) << what;
@@ -776,11 +776,15 @@ TEST_F(CudaBackendTest, ValidationFollowsThePushRatioFromMessageToMessage) {
     return m;
   };
   const std::vector<std::pair<test::Bytes, RejectReason>> messages = {
-      {push(false), RejectReason::none},     {push(true), RejectReason::none},
+      {push(false), RejectReason::none},
+      {push(true), RejectReason::none},
       {spoiled_order(), RejectReason::index_segment},
-      {push(false), RejectReason::none},     {ref.hello(), RejectReason::none},
-      {spoiled_count(), RejectReason::count}, {spoiled_value(), RejectReason::value},
-      {push(true), RejectReason::none},      {push(false), RejectReason::none},
+      {push(false), RejectReason::none},
+      {ref.hello(), RejectReason::none},
+      {spoiled_count(), RejectReason::count},
+      {spoiled_value(), RejectReason::value},
+      {push(true), RejectReason::none},
+      {push(false), RejectReason::none},
   };
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const test::Bytes& m = messages[i].first;
@@ -803,7 +807,8 @@ std::vector<std::vector<float>> run_job(Backend& backend_ref, std::shared_ptr<Ba
   const MemoryKind memory = memory_of(*backend);
   LocalHub hub(static_cast<int>(config.workers) + 1, memory);
   if (endpoints.empty()) {
-    for (int r = 0; r <= static_cast<int>(config.workers); ++r) endpoints.push_back(hub.endpoint(r));
+    for (int r = 0; r <= static_cast<int>(config.workers); ++r)
+      endpoints.push_back(hub.endpoint(r));
   }
   std::mt19937_64 rng(16);
   const std::vector<float> w0 = test::random_normal(rng, p);
