@@ -113,8 +113,8 @@ struct Fiber {
 #endif
 };
 
-// The scheduler's own context and the fibers' stacks (reused by every
-// block; one block runs at a time in the process).
+// The scheduler's own context (the fibers belong to the Block objects, which
+// later blocks reuse).
 #if defined(__x86_64__)
 void* g_scheduler_sp = nullptr;
 #else
@@ -402,11 +402,47 @@ std::uint64_t next_draw() {
   return split_mix(state);
 }
 
-// The interleaving's draws (DGS_EMU_RESIDENT): a stream of their own, from
-// the order's seed, so that the order's draws are the same with one block
-// resident as before blocks could interleave.
+// DGS_EMU_RESIDENT=N or N:SEED (N from 1 to 8): blocks of a grid resident
+// at once, and the seed of the interleaving's draws (by default the order's
+// seed, DGS_EMU_ORDER's, 1 unless shuffle:SEED names one).
+constexpr int kMaxResident = 8;
+struct ResidentSetting {
+  int blocks = 1;
+  std::uint64_t seed = 0;
+};
+
+const ResidentSetting& resident_from_environment() {
+  static const ResidentSetting setting = [] {
+    ResidentSetting s;
+    s.seed = order_setting().seed;
+    const char* v = std::getenv("DGS_EMU_RESIDENT");
+    if (v == nullptr) return s;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    bool ok = end != v && n >= 1 && n <= kMaxResident;
+    if (ok && *end == ':') {
+      const char* seed = end + 1;
+      s.seed = std::strtoull(seed, &end, 10);
+      ok = end != seed;
+    }
+    if (!ok || *end != '\0')
+      fatal("DGS_EMU_RESIDENT must be N or N:SEED, N a whole number of blocks from 1 to 8");
+    s.blocks = static_cast<int>(n);
+    return s;
+  }();
+  return setting;
+}
+
+int g_resident = 0;  // set_resident_blocks; 0: the environment's
+
+int resident_setting() {
+  return g_resident != 0 ? g_resident : resident_from_environment().blocks;
+}
+
+// The interleaving's draws: a stream of their own, so that the order's draws
+// are the same with one block resident as before blocks could interleave.
 std::uint64_t next_pick() {
-  static std::uint64_t state = order_setting().seed ^ 0x5DEECE66Dull;
+  static std::uint64_t state = resident_from_environment().seed ^ 0x5DEECE66Dull;
   return split_mix(state);
 }
 
@@ -420,25 +456,6 @@ bool reverse_threads() {
       return (next_draw() & 1u) != 0;
   }
   return false;
-}
-
-// DGS_EMU_RESIDENT=N (1 to 8): blocks of a grid resident at once.
-constexpr int kMaxResident = 8;
-int g_resident = 0;  // 0: not read yet
-
-int resident_setting() {
-  if (g_resident == 0) {
-    const char* v = std::getenv("DGS_EMU_RESIDENT");
-    g_resident = 1;
-    if (v != nullptr) {
-      char* end = nullptr;
-      const long n = std::strtol(v, &end, 10);
-      if (end == v || *end != '\0' || n < 1 || n > kMaxResident)
-        fatal("DGS_EMU_RESIDENT must be a whole number of blocks from 1 to 8");
-      g_resident = static_cast<int>(n);
-    }
-  }
-  return g_resident;
 }
 
 // The __shared__ variables the running grid has used so far, in the order
@@ -830,6 +847,7 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
         start_next(b);
       } else {
         running.erase(running.begin() + static_cast<std::ptrdiff_t>(pick));
+        g_interleaving = running.size() > 1;  // nothing left to interleave with
       }
     }
     g_interleaving = false;

@@ -10,17 +10,17 @@
 // a static, which holds the running block's contents (a block that another
 // interrupts keeps a copy). Atomics are plain read-modify-writes (fibers
 // never interleave within one). With DGS_EMU_RESIDENT=N, N blocks of a grid
-// are resident at once and take turns round by round; a thread then also
-// stops after each atomic on global memory and each __threadfence, so that
-// another block can run in between.
+// are resident at once and interleaved: the block with the highest priority
+// runs, and one atomic on global memory or __threadfence in eight, drawn,
+// stops it at once and sends it below the others (docs/emulation.md).
 //
 // What this checks: the arithmetic, indexing, barriers and warp exchanges of
 // the real kernel code, bit for bit against the host reference, and with
 // blocks interleaved the hand-offs between blocks at the granularity of
 // those stops. What it does not: speed, the memory model (every store is
-// seen at once), or anything a GPU run measures. A kernel that waits on
-// another block would deadlock here; the runtime reports a block whose
-// threads all wait on one another as a launch failure.
+// seen at once), or anything a GPU run measures. A kernel that spins waiting
+// on another block would hang here; a block whose threads all wait on one
+// another is reported, naming the block, and the process aborts.
 #pragma once
 
 #include <cmath>
@@ -135,11 +135,11 @@ void yield();
 /// (DGS_EMU_RESIDENT): atomics and fences then call interleave_point.
 inline bool g_interleaving = false;
 /// After an atomic on `address` (not a __shared__ variable) or a fence
-/// (nullptr): the thread stops until its block's next round, which another
-/// resident block's rounds may precede.
+/// (nullptr): one time in eight, drawn, the block stops here, mid-round, and
+/// falls below the other resident blocks, which run before it goes on.
 void interleave_point(const void* address);
-/// Blocks of a grid resident at once: DGS_EMU_RESIDENT (1 to 8, default 1),
-/// or what the emulation's own tests set.
+/// Blocks of a grid resident at once: DGS_EMU_RESIDENT (N or N:SEED, N from
+/// 1 to 8, default 1), or what the emulation's own tests set.
 int resident_blocks();
 void set_resident_blocks(int blocks);
 /// The running block's flags for __syncthreads_count, one per thread.
