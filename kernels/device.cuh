@@ -125,6 +125,18 @@ __device__ __forceinline__ T warp_inclusive_sum(T v) {
   return v;
 }
 
+/// Adds the shared bins [from, to) into `into` and zeroes them, by the threads
+/// of a block (a histogram's per-tile flush: the bins are zero again after).
+__device__ __forceinline__ void flush_bins(u32* bins, u32 from, u32 to, u64* into) {
+  for (u32 d = from + threadIdx.x; d < to; d += blockDim.x) {
+    const u32 v = bins[d];
+    if (v != 0) {
+      atomicAdd(&into[d], static_cast<u64>(v));
+      bins[d] = 0;
+    }
+  }
+}
+
 /// A histogram pass's first-digit counts of one tile, for a block that counts
 /// its tiles one after the other (the worker's update pass, the server's
 /// histogram of |W - R|). The bins live in shared memory (FirstDigitShared)
@@ -203,13 +215,7 @@ class FirstDigitTile {
 #pragma unroll
     for (int w = 0; w < kThreads / 32; ++w)
       block_top = sh_.top[w] > block_top ? sh_.top[w] : block_top;
-    for (u32 d = lowest_ + threadIdx.x; d < block_top; d += kThreads) {
-      const u32 v = sh_.bins[d];
-      if (v != 0) {
-        atomicAdd(&s.first[d], static_cast<u64>(v));
-        sh_.bins[d] = 0;
-      }
-    }
+    flush_bins(sh_.bins, lowest_, block_top, s.first);
     if (more) __syncthreads();  // the bins and tops are read before the next tile counts
     if (capturing) {
       base = __shfl_sync(kAll, base, 0);

@@ -401,15 +401,7 @@ __device__ void filter_tile(FilterShared& sh, SetView set, Keys keys, int pass, 
     if (total & 0xFFFFFFFFu) base_next = atomicAdd(&s.count[pass % 2], total & 0xFFFFFFFFu);
   }
   __syncthreads();  // the tile's next-digit counts are complete
-  if (!last) {
-    for (int d = threadIdx.x; d < 256; d += blockDim.x) {
-      const u32 v = sh.next_hist[d];
-      if (v != 0) {
-        atomicAdd(&s.hist[(pass + 1) % 2][d], static_cast<u64>(v));
-        sh.next_hist[d] = 0;
-      }
-    }
-  }
+  if (!last) flush_bins(sh.next_hist, 0, 256, s.hist[(pass + 1) % 2]);
   u64 at_out = __shfl_sync(kAll, base_out, 0) + (offset >> 32);
   u64 at_next = __shfl_sync(kAll, base_next, 0) + (offset & 0xFFFFFFFFu);
   const SegmentInfo info = out.seg[l];
