@@ -435,10 +435,6 @@ const ResidentSetting& resident_from_environment() {
 
 int g_resident = 0;  // set_resident_blocks; 0: the environment's
 
-int resident_setting() {
-  return g_resident != 0 ? g_resident : resident_from_environment().blocks;
-}
-
 // The interleaving's draws: a stream of their own, so that the order's draws
 // are the same with one block resident as before blocks could interleave.
 std::uint64_t next_pick() {
@@ -466,11 +462,9 @@ struct SharedRegion {
   std::size_t bytes;
 };
 std::vector<SharedRegion> g_grid_shared;
-std::uintptr_t g_grid_shared_low = 0, g_grid_shared_high = 0;  // bounds of them all
 
 bool is_shared(const void* p) {
   const auto at = reinterpret_cast<std::uintptr_t>(p);
-  if (at < g_grid_shared_low || at >= g_grid_shared_high) return false;
   for (const SharedRegion& r : g_grid_shared) {
     const auto a = reinterpret_cast<std::uintptr_t>(r.address);
     if (at >= a && at < a + r.bytes) return true;
@@ -569,7 +563,7 @@ void set_resident_blocks(int blocks) {
   g_resident = blocks;
 }
 int resident_blocks() {
-  return resident_setting();
+  return g_resident != 0 ? g_resident : resident_from_environment().blocks;
 }
 
 void yield() {
@@ -790,7 +784,6 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
   return enqueue(stream, [grid, block, body = std::move(body)]() mutable {
     ++g_grid_serial;
     g_grid_shared.clear();
-    g_grid_shared_low = g_grid_shared_high = 0;
     g_grid.grid_dim = grid;
     g_grid.block_dim = block;
     const unsigned long long blocks = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
@@ -823,7 +816,7 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
                   &body);
     };
     const auto resident =
-        static_cast<std::size_t>(std::min<unsigned long long>(resident_setting(), blocks));
+        static_cast<std::size_t>(std::min<unsigned long long>(resident_blocks(), blocks));
     while (g_blocks.size() < resident) g_blocks.push_back(std::make_unique<Block>());
     std::vector<Block*> running;
     for (std::size_t r = 0; r < resident; ++r) {
@@ -863,9 +856,6 @@ void SharedVariable::first_use() {
   grid_ = g_grid_serial;
   std::memset(address_, 0x5A, bytes_);
   g_grid_shared.push_back({address_, bytes_});
-  const auto low = reinterpret_cast<std::uintptr_t>(address_);
-  if (g_grid_shared.size() == 1 || low < g_grid_shared_low) g_grid_shared_low = low;
-  g_grid_shared_high = std::max(g_grid_shared_high, low + bytes_);
 }
 
 }  // namespace dgs_emu

@@ -17,8 +17,9 @@ so the runtime knows which variables each grid uses: it fills them with
 0x5A before each block, and keeps each resident block's own contents when
 blocks interleave (emu.h). A __shared__ declaration it cannot follow so
 (several names on a line, extern, namespace scope, one in a kernels/ header
-the source includes) stops the build, naming the line. Line breaks are kept, so compiler messages point
-at the original lines (a #line directive names the original file).
+the source includes) stops the build, naming the line. Line breaks are
+kept, so compiler messages point at the original lines (a #line directive
+names the original file).
 
 usage: rewrite_launches.py SOURCE OUTPUT
 """
