@@ -104,10 +104,18 @@ class CudaBackendTest : public ::testing::Test {
   cudaStream_t stream_ = nullptr;
 };
 
-enum class Data { normal, ties, spanning };
+enum class Data { normal, ties, spanning, mostly_zero };
 
 std::vector<float> make_data(std::mt19937_64& rng, std::size_t n, Data kind) {
   switch (kind) {
+    case Data::mostly_zero: {
+      // 98% zeros of either sign, the rest standard normal.
+      std::vector<float> v = test::random_normal(rng, n);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (rng() % 50 != 0) v[i] = i % 2 == 0 ? 0.0f : -0.0f;
+      }
+      return v;
+    }
     case Data::ties:
       return test::random_ties(rng, n);
     case Data::spanning: {
@@ -130,6 +138,13 @@ struct WorkerCase {
   // Every large segment selects from its capture after the first step (whose
   // histogram pass has no guess yet); the first step's never do.
   bool expect_captures = false;
+  // The method's state starts at zero (and the samomentum mask empty)
+  // instead of at small random values.
+  bool zero_state = false;
+  // When set, step t's gradient (instead of make_data's).
+  std::function<std::vector<float>(int step, std::size_t n)> gradient = nullptr;
+  // When set, checks step t's use of the captures (after the comparison).
+  std::function<void(int step, const host::CaptureUse&)> check_captures = nullptr;
 };
 
 // Runs `steps` worker steps on both backends and compares state and message bytes.
@@ -164,6 +179,10 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     case Method::dense:
       break;
   }
+  if (c.zero_state) {
+    for (auto* v : {&residual, &momentum, &accumulator}) std::fill(v->begin(), v->end(), 0.0f);
+    std::fill(mask.begin(), mask.end(), 0u);
+  }
   auto to_device = [&](const auto& v) {
     using T = typename std::decay_t<decltype(v)>::value_type;
     detail::Buffer b(gpu, std::max<std::size_t>(1, v.size() * sizeof(T)));
@@ -184,7 +203,7 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
   detail::Buffer d_message(gpu, layout.bytes);
   std::uint32_t plan_code = 0;
   for (int step = 0; step < c.steps; ++step) {
-    const std::vector<float> grad = make_data(rng, p, c.data);
+    const std::vector<float> grad = c.gradient ? c.gradient(step, p) : make_data(rng, p, c.data);
     detail::Buffer d_grad = to_device(grad);
     host::StepParams params;
     params.method = c.config.method;
@@ -237,6 +256,7 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     same(d_momentum, momentum, "momentum");
     same(d_accumulator, accumulator, "accumulator");
     same(d_mask, mask, "mask");
+    if (c.check_captures) c.check_captures(step, device->last_capture_use(stream));
   }
 }
 
@@ -314,6 +334,78 @@ TEST_F(CudaBackendTest, NarrowWireValuesAndSchedulesMatchTheHost) {
     wc.config.warmup_ratios = {0.25, 0.0625};
     wc.config.warmup_steps = 1;
     wc.config.global_selection = wire == WireValue::f16;
+    compare_worker(*backend_, stream_, wc);
+  }
+}
+
+// What the every-method test covers only slowly or leaves at its defaults:
+// dgc without factor masking, with weight decay; rbgs blocks; threshold on
+// segments one below, at and one above its sample size
+// (a segment no larger than the sample is its own sample); threshold where
+// almost every value is zero, so that the sampled estimate is 0 and tau must
+// stay at the smallest positive key (zeros are never sent).
+TEST_F(CudaBackendTest, WorkerOptionsAndEdgeDataMatchTheHost) {
+  {
+    WorkerCase wc{"no factor masking", random_model(12, 20, 30000), Config{}};
+    wc.config.method = Method::dgc;
+    wc.config.factor_masking = false;
+    wc.config.weight_decay = 1e-4f;
+    compare_worker(*backend_, stream_, wc);
+  }
+  {
+    WorkerCase wc{"rbgs", random_model(14, 20, 30000), Config{}};
+    wc.config.compressor = Compressor::rbgs;
+    compare_worker(*backend_, stream_, wc);
+  }
+  {
+    WorkerCase wc{"threshold sample sizes", Segments({999, 1000, 1001, 20000}), Config{}};
+    wc.config.method = Method::gd;
+    wc.config.compressor = Compressor::threshold;
+    wc.config.threshold_sample = 1000;
+    wc.config.ratio = 0.05;
+    compare_worker(*backend_, stream_, wc);
+  }
+  for (Method m : {Method::gd, Method::samomentum}) {
+    WorkerCase wc{"threshold on zeros", random_model(13, 10, 50000), Config{}};
+    wc.config.method = m;
+    wc.config.compressor = Compressor::threshold;
+    wc.config.ratio = 0.05;
+    wc.data = Data::mostly_zero;
+    wc.zero_state = true;
+    compare_worker(*backend_, stream_, wc);
+  }
+}
+
+// The histogram pass counts only what reaches the guess the last selection
+// left; when fewer than the target reach it, the boundary lies below and the
+// segment is counted again in full. Here the target, or one fewer, reaches
+// it. One segment of 10^5 (target 1000), gd from a zero residual: step 0
+// puts 5000 coordinates at lr (the rest near zero), so the guess is the
+// digit below lr's; step 1 cancels what step 0 left there and raises
+// `reach` others to about lr.
+TEST_F(CudaBackendTest, ACaptureOneShortOfTheTargetIsCountedAgain) {
+  constexpr std::size_t kHigh = 5000, kTarget = 1000;
+  std::mt19937_64 rng(21);
+  const std::vector<float> small = test::random_normal(rng, 100000, 1e-6f);
+  for (std::size_t reach : {kTarget - 1, kTarget}) {
+    WorkerCase wc{"reach " + std::to_string(reach), Segments({100000}), Config{}};
+    wc.config.method = Method::gd;
+    wc.config.ratio = 0.01;
+    wc.zero_state = true;
+    wc.steps = 2;
+    wc.gradient = [&small, reach](int step, std::size_t) {
+      std::vector<float> g = small;
+      for (std::size_t i = 0; i < kHigh; ++i) {
+        g[i] = step == 0 ? 1.0f : (i < kTarget ? 0.0f : -1.0f);  // step 0 sent 0..999
+      }
+      if (step == 1) std::fill_n(g.begin() + 10000, reach, 1.0f);
+      return g;
+    };
+    wc.check_captures = [reach](int step, const host::CaptureUse& use) {
+      EXPECT_EQ(use.segments, 1u);
+      EXPECT_EQ(use.missed, step == 1 && reach < kTarget ? 1u : 0u) << "step " << step;
+      EXPECT_EQ(use.used, step == 1 && reach == kTarget ? 1u : 0u) << "step " << step;
+    };
     compare_worker(*backend_, stream_, wc);
   }
 }
@@ -459,10 +551,18 @@ TEST_F(CudaBackendTest, ReplyFoldAndEvaluationPointMatchTheHost) {
 
 TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
   const Segments model = random_model(8, 80, 40000);
-  for (Compressor c : {Compressor::topk, Compressor::threshold, Compressor::rbgs}) {
+  // Narrow wire values too: the replica adds what the worker receives.
+  const std::pair<Compressor, WireValue> cases[] = {{Compressor::topk, WireValue::f32},
+                                                    {Compressor::threshold, WireValue::f32},
+                                                    {Compressor::rbgs, WireValue::f32},
+                                                    {Compressor::topk, WireValue::bf16},
+                                                    {Compressor::threshold, WireValue::f16}};
+  for (const auto& [c, wire] : cases) {
+    SCOPED_TRACE(std::string(to_string(c)) + " " + to_string(wire));
     Config config;
     config.method = Method::gd;
     config.compressor = c;
+    config.wire_values = wire;
     config.ratio = 0.01;
     config.server_ratio = 0.02;
     config.workers = 2;
@@ -727,6 +827,16 @@ TEST_F(CudaBackendTest, ValidationReportsWhatTheHostReports) {
     test::Bytes push = worker.push(test::random_normal(rng, model.total()), 0.1f);
     spoilers[s](push);
     expect_host_verdict(*gpu, rules, push, "spoiler " + std::to_string(s));
+  }
+  // rbgs: one block start per segment, inside it (segment 3 has 800).
+  config.compressor = Compressor::rbgs;
+  test::RefWorker blocks(model, config, 1, test::random_normal(rng, model.total()));
+  const host::PushRules block_rules(model, config);
+  auto block_gpu = backend_->server_kernels(model, config);
+  for (std::uint64_t start : {799ull, 800ull, 801ull, 1ull << 31}) {
+    test::Bytes push = blocks.push(test::random_normal(rng, model.total()), 0.1f);
+    write_index(push.data(), blocks.layout(), 3, start);
+    expect_host_verdict(*block_gpu, block_rules, push, "block start " + std::to_string(start));
   }
 }
 

@@ -58,6 +58,24 @@ void expect_exact_topk(const std::vector<float>& x, const Segments& segments, do
   }
 }
 
+// DESIGN.md section 9: every draw is keyed by (seed, step, segment, use), so
+// two streams that differ in any one of them differ (randk would otherwise
+// pick the same positions in every segment of a size, say).
+TEST(RandomStreams, DifferInEachOfTheirKeys) {
+  std::set<std::uint64_t> keys;
+  for (std::uint64_t seed = 0; seed < 3; ++seed) {
+    for (std::uint64_t step = 0; step < 3; ++step) {
+      for (std::uint64_t segment = 0; segment < 3; ++segment) {
+        for (detail::RandomUse use : {detail::RandomUse::randk, detail::RandomUse::rbgs,
+                                      detail::RandomUse::threshold_sample}) {
+          keys.insert(detail::stream_key(seed, step, segment, use));
+        }
+      }
+    }
+  }
+  EXPECT_EQ(keys.size(), 81u);
+}
+
 TEST(SelectTopk, MatchesBruteForceOnRandomSegmentsAndRatios) {
   std::mt19937_64 rng(1);
   for (double ratio : {1e-4, 0.001, 0.01, 0.1, 0.5, 0.99, 1.0}) {

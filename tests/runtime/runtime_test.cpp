@@ -225,19 +225,21 @@ TEST_P(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
 }
 
 // Runs `steps` steps of the first `workers` workers (all by default), in a
-// fixed order; in sync mode each step is one round.
+// fixed order; in sync mode each step is one round. Step t's learning rate
+// is lr / (1 + decay * t).
 void run_steps(Job& job, const Quadratic& problem, int first, int steps, float lr,
-               std::size_t workers = SIZE_MAX) {
+               std::size_t workers = SIZE_MAX, float decay = 0.0f) {
   const bool sync = job.config.mode == Mode::sync;
   workers = std::min(workers, job.workers.size());
   for (int t = first; t < first + steps; ++t) {
+    const float lr_t = lr / (1.0f + decay * static_cast<float>(t));
     for (std::size_t k = 0; k < workers; ++k) {
       const std::vector<float> g =
           problem.gradient(job.weights_of(k), t, static_cast<std::uint32_t>(k));
       if (sync) {
-        job.push(k, g, lr);
+        job.push(k, g, lr_t);
       } else {
-        job.step(k, g, lr);
+        job.step(k, g, lr_t);
       }
     }
     if (sync) {
@@ -246,7 +248,8 @@ void run_steps(Job& job, const Quadratic& problem, int first, int steps, float l
   }
 }
 
-void expect_restore_continues_bitwise(const std::shared_ptr<Backend>& backend, Config config) {
+void expect_restore_continues_bitwise(const std::shared_ptr<Backend>& backend, Config config,
+                                      float decay = 0.0f) {
   const Segments model({500, 40, 1, 260});
   config.workers = 3;
   const std::vector<float> w0 = random_model(model.total(), 3);
@@ -258,7 +261,7 @@ void expect_restore_continues_bitwise(const std::shared_ptr<Backend>& backend, C
   {
     ServerThread serving(*straight.server);
     for (auto& w : straight.workers) w->join();
-    run_steps(straight, problem, 0, 30, kLr);
+    run_steps(straight, problem, 0, 30, kLr, SIZE_MAX, decay);
   }
 
   // Interrupted after 12 steps: save everything, rebuild from scratch, restore.
@@ -268,7 +271,7 @@ void expect_restore_continues_bitwise(const std::shared_ptr<Backend>& backend, C
     Job first(backend, config, model, w0);
     ServerThread serving(*first.server);
     for (auto& w : first.workers) w->join();
-    run_steps(first, problem, 0, 12, kLr);
+    run_steps(first, problem, 0, 12, kLr, SIZE_MAX, decay);
     serving.stop();
     first.server->save(dir + "_server");
     for (std::size_t k = 0; k < first.workers.size(); ++k) {
@@ -282,7 +285,7 @@ void expect_restore_continues_bitwise(const std::shared_ptr<Backend>& backend, C
   }
   {
     ServerThread serving(*second.server);
-    run_steps(second, problem, 12, 18, kLr);
+    run_steps(second, problem, 12, 18, kLr, SIZE_MAX, decay);
   }
   SCOPED_TRACE(std::string(to_string(config.method)) + " " + to_string(config.mode));
   EXPECT_TRUE(same_bits(second.server_model(), straight.server_model()));
@@ -313,6 +316,17 @@ TEST_P(Checkpoint, AsyncRunWithAFixedArrivalOrderContinuesBitwise) {
     config.server_ratio = 0.2;
     expect_restore_continues_bitwise(backend, config);
   }
+}
+
+// An lr-proportional ratio follows lr_t / lr_0, lr_0 being the worker's
+// first step's: a restored worker keeps it (the learning rate decays, so a
+// worker that lost it would push at another ratio).
+TEST_P(Checkpoint, AnLrProportionalScheduleContinuesAfterARestore) {
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.1;
+  config.schedule = RatioSchedule::lr_proportional;
+  expect_restore_continues_bitwise(backend, config, 0.1f);
 }
 
 TEST_P(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
@@ -897,14 +911,18 @@ TEST_P(Runtime, AStalePushIsAnsweredWithADenseRefresh) {
   ServerThread serving(*job.server);
   for (auto& w : job.workers) w->join();
   const std::vector<float> g = random_model(500, 17);
-  for (int t = 0; t < 8; ++t) job.step(0, g, 0.01f);  // worker 1 falls 8 behind
+  for (int t = 0; t < 5; ++t) job.step(0, g, 0.01f);  // worker 1 falls 5 behind: at the bound
+  job.step(1, g, 0.01f);
+  for (int t = 0; t < 6; ++t) job.step(0, g, 0.01f);  // then 6: past it
   job.step(1, g, 0.01f);
   serving.stop();
   EXPECT_EQ(job.server->stats().stale_refreshes, 1u);
   EXPECT_EQ(job.workers[1]->stats().dense_replies, 2u);  // the join and the refresh
+  EXPECT_EQ(job.workers[1]->stats().sparse_replies, 1u);  // the push at the bound
   EXPECT_TRUE(same_bits(job.weights_of(1), job.server_model()));
-  EXPECT_EQ(job.workers[0]->stats().staleness_max, 0u);
-  EXPECT_EQ(job.workers[1]->stats().staleness_max, 8u);
+  EXPECT_EQ(job.workers[0]->stats().staleness_max,
+            1u);  // worker 1 pushed between two of its pushes
+  EXPECT_EQ(job.workers[1]->stats().staleness_max, 6u);
 }
 
 TEST_P(Runtime, TheSyncPeriodRefreshesReplicasDensely) {
