@@ -153,6 +153,10 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
        [](Bytes& m, const MessageLayout&) {
          set_header(m, [](MessageHeader& h) { h.ratio_code = encode_ratio(0.5); });
        }},
+      {"ratio one code above the buffers'", RejectReason::ratio,
+       [](Bytes& m, const MessageLayout&) {
+         set_header(m, [](MessageHeader& h) { h.ratio_code = encode_ratio(0.02) + 1; });
+       }},
       {"index beyond the model", RejectReason::index_range,
        [](Bytes& m, const MessageLayout& l) { write_index(m.data(), l, 40, 2003 + 5); }},
       {"duplicate index", RejectReason::index_order,
@@ -185,6 +189,17 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
        [](Bytes& m, const MessageLayout& l) { write_value(m.data(), l, 30, -INFINITY); }},
   };
   for (const Spoiler& s : spoilers) expect_rejected(s, config);
+}
+
+// A threshold push's count varies, so only count <= capacity bounds it.
+TEST_F(Validation, AThresholdPushCountsAtMostItsCapacity) {
+  Config cfg = config;
+  cfg.compressor = Compressor::threshold;
+  expect_rejected({"count one above capacity", RejectReason::count,
+                   [](Bytes& m, const MessageLayout&) {
+                     set_header(m, [](MessageHeader& h) { h.count = h.capacity + 1; });
+                   }},
+                  cfg);
 }
 
 TEST_F(Validation, BlockStartsBeyondTheirSegmentAreRejected) {
