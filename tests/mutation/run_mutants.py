@@ -168,29 +168,41 @@ def target_of(suite):
     return "dgs_emulated_tests" if suite == "emulated" else "dgs_tests"
 
 
-def test_command(build, mutant_or_suite, full=False):
-    suite = mutant_or_suite if isinstance(mutant_or_suite, str) else mutant_or_suite.suite
+def test_command(build, suite, gtest_filter=None):
+    """The suite's test program; an emulated suite runs `gtest_filter`
+    (EMULATED_FILTER when None)."""
+    flags = ["--gtest_brief=1", "--gtest_fail_fast"]
     if suite == "emulated":
         program = build / "tests" / "emulation" / "dgs_emulated_tests"
-        flt = "*" if full else EMULATED_FILTER
-        if not full and not isinstance(mutant_or_suite, str) and mutant_or_suite.filter:
-            flt = mutant_or_suite.filter
-        return [str(program), f"--gtest_filter={flt}", "--gtest_brief=1", "--gtest_fail_fast"]
-    return [str(build / "tests" / "dgs_tests"), "--gtest_brief=1", "--gtest_fail_fast"]
+        return [str(program), f"--gtest_filter={gtest_filter or EMULATED_FILTER}"] + flags
+    return [str(build / "tests" / "dgs_tests")] + flags
 
 
 def first_failure(status, out):
+    """The first failed test, an uncaught exception, or how the process died
+    (brief output names no running test)."""
     m = re.search(r"^\[  FAILED  \] ([A-Za-z_]\S*)", out, re.M)
     if m:
         return m.group(1).rstrip(",")
-    for pattern in (r"(AddressSanitizer[^\n]*)", r"(terminate called[^\n]*)",
-                    r"(Segmentation fault[^\n]*)", r"(runtime error:[^\n]*)"):
-        m = re.search(pattern, out)
-        if m:
-            return m.group(1)[:120]
-    m = re.search(r"^\[ RUN      \] (\S+)\n(?![\s\S]*^\[ RUN)", out, re.M)
-    died = f"signal {-status}" if isinstance(status, int) and status < 0 else f"exit {status}"
-    return f"{died} in {m.group(1)}" if m else died
+    m = re.search(r"(terminate called[^\n]*)", out)
+    if m:
+        return m.group(1)[:120]
+    return f"signal {-status}" if isinstance(status, int) and status < 0 else f"exit {status}"
+
+
+def not_applying(mutants, root):
+    """The mutants whose text is not found exactly once in their file under
+    root, each reported on stderr."""
+    bad = []
+    for m in mutants:
+        path = root / m.file
+        hits = path.read_text().count(m.old) if path.is_file() else 0
+        if hits != 1:
+            print(f"mutant {m.name} (tests/mutation/mutants.txt:{m.line}): its line is found "
+                  f"{hits} times in {m.file}, not once; update the mutant to the code",
+                  file=sys.stderr)
+            bad.append(m)
+    return bad
 
 
 def main():
@@ -222,15 +234,7 @@ def main():
         return 0
 
     if args.check:
-        def hits(m):
-            path = ROOT / m.file
-            return path.read_text().count(m.old) if path.is_file() else 0
-
-        bad = [m for m in mutants if hits(m) != 1]
-        for m in bad:
-            print(f"mutant {m.name} (tests/mutation/mutants.txt:{m.line}): its line is found "
-                  f"{hits(m)} times in {m.file}, not once; update the mutant to the code",
-                  file=sys.stderr)
+        bad = not_applying(mutants, ROOT)
         print(f"{len(mutants) - len(bad)} of {len(mutants)} mutants apply")
         return 2 if bad else 0
 
@@ -241,16 +245,8 @@ def main():
     print(f"mirror: {copied} files copied into {src}", flush=True)
 
     # Every mutant must still apply, before anything is built.
-    for m in mutants:
-        path = src / m.file
-        if not path.is_file():
-            print(f"mutant {m.name}: {m.file} does not exist", file=sys.stderr)
-            return 2
-        hits = path.read_text().count(m.old)
-        if hits != 1:
-            print(f"mutant {m.name} (mutants.txt:{m.line}): its line is found {hits} times in "
-                  f"{m.file}, not once; update the list", file=sys.stderr)
-            return 2
+    if not_applying(mutants, src):
+        return 2
 
     env = dict(os.environ)
     cuda_bin = "/usr/local/cuda/bin"
@@ -284,7 +280,8 @@ def main():
             print(f"the unmutated tree does not build ({target_of(suite)})", file=sys.stderr)
             return 2
         run_env = dict(env, DGS_EMU_ORDER="forward")
-        status, secs, out = run(test_command(build, suite, args.full), env=run_env,
+        status, secs, out = run(test_command(build, suite, "*" if args.full else None),
+                                env=run_env,
                                 timeout=args.timeout, log=log)
         if status != 0:
             print(out[-4000:], file=sys.stderr)
@@ -301,12 +298,14 @@ def main():
         log.write(f"\n===== mutant {m.name}\n")
         try:
             path.write_text(original.replace(m.old, m.new, 1))
-            status, build_secs, out = build_target(m.suite)
+            status, _, out = build_target(m.suite)
             if status != 0:
                 result.update(outcome="does not build", detail=out[-300:])
             else:
                 run_env = dict(env, DGS_EMU_ORDER="forward", **m.env)
-                status, secs, out = run(test_command(build, m, args.full), env=run_env,
+                status, secs, out = run(test_command(build, m.suite,
+                                                     "*" if args.full else m.filter),
+                                        env=run_env,
                                         timeout=args.timeout, log=log)
                 result["test_seconds"] = round(secs, 1)
                 if status == 0:
