@@ -145,6 +145,9 @@ struct WorkerCase {
   std::function<std::vector<float>(int step, std::size_t n)> gradient = nullptr;
   // When set, checks step t's use of the captures (after the comparison).
   std::function<void(int step, const host::CaptureUse&)> check_captures = nullptr;
+  // Weights, state and normal gradients from test::random_bell (threads,
+  // counter-based) instead of a std::normal_distribution: for billions.
+  bool bulk = false;
 };
 
 // Runs `steps` worker steps on both backends and compares state and message bytes.
@@ -157,7 +160,10 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
   auto device = gpu.worker_kernels(segments, layout, c.config);
   host::Scratch scratch;
   std::mt19937_64 rng(std::hash<std::string>{}(c.name) ^ p);
-  const std::vector<float> weights = test::random_normal(rng, p);
+  auto random = [&rng, &c](std::size_t n, float scale) {
+    return c.bulk ? test::random_bell(rng(), n, scale) : test::random_normal(rng, n, scale);
+  };
+  const std::vector<float> weights = random(p, 1.0f);
   // Host state and its device copy, both starting from the same random values.
   std::vector<float> residual, momentum, accumulator;
   std::vector<std::uint32_t> mask;
@@ -165,14 +171,14 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     case Method::gd:
     case Method::gmc:
     case Method::gmc_plus:
-      residual = test::random_normal(rng, p, 0.01f);
+      residual = random(p, 0.01f);
       break;
     case Method::dgc:
-      momentum = test::random_normal(rng, p, 0.01f);
-      accumulator = test::random_normal(rng, p, 0.01f);
+      momentum = random(p, 0.01f);
+      accumulator = random(p, 0.01f);
       break;
     case Method::samomentum:
-      momentum = test::random_normal(rng, p, 0.01f);
+      momentum = random(p, 0.01f);
       mask.resize(host::mask_words(p));
       for (auto& w : mask) w = static_cast<std::uint32_t>(rng());
       break;
@@ -203,7 +209,9 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
   detail::Buffer d_message(gpu, layout.bytes);
   std::uint32_t plan_code = 0;
   for (int step = 0; step < c.steps; ++step) {
-    const std::vector<float> grad = c.gradient ? c.gradient(step, p) : make_data(rng, p, c.data);
+    const std::vector<float> grad = c.gradient                         ? c.gradient(step, p)
+                                    : c.bulk && c.data == Data::normal ? random(p, 1.0f)
+                                                                       : make_data(rng, p, c.data);
     detail::Buffer d_grad = to_device(grad);
     host::StepParams params;
     params.method = c.config.method;
@@ -419,6 +427,31 @@ TEST_F(CudaBackendTest, WorkerStepAtOneHundredMillionParameters) {
   wc.config.ratio = 0.01;
   wc.steps = 2;
   compare_worker(*backend_, stream_, wc);
+}
+
+// Selection on one segment of 10^9 coordinates (k = 10^7, heavy ties at
+// that size), two steps so the second selects from its capture. The same
+// case on 2^21 + 5 coordinates first, which the emulation runs too; the
+// billion needs about 21 GiB of device memory and 30 GiB of host memory.
+TEST_F(CudaBackendTest, SelectionIsExactOnOneSegmentOfABillion) {
+  constexpr std::uint64_t kSmall = (std::uint64_t{1} << 21) + 5, kBillion = 1000000000;
+  for (const std::uint64_t n : {kSmall, kBillion}) {
+    if (n == kBillion) {
+      std::size_t free_bytes = 0, total = 0;
+      CUDA_OK(cudaMemGetInfo(&free_bytes, &total));
+      if (free_bytes < (std::size_t{28} << 30))
+        GTEST_SKIP() << "one segment of 10^9 needs 28 GiB of free device memory (the same case "
+                        "on 2^21 + 5 coordinates ran)";
+    }
+    WorkerCase wc{"one segment of " + std::to_string(n), Segments({n}), Config{}};
+    wc.config.method = Method::samomentum;
+    wc.config.ratio = 0.01;
+    wc.steps = 2;
+    wc.bulk = true;
+    wc.expect_captures = true;
+    compare_worker(*backend_, stream_, wc);
+    if (HasFatalFailure()) return;
+  }
 }
 
 TEST_F(CudaBackendTest, AWorkerStepCanBeCapturedInACudaGraph) {
