@@ -430,9 +430,10 @@ TEST_F(CudaBackendTest, WorkerStepAtOneHundredMillionParameters) {
 }
 
 // Selection on one segment of 10^9 coordinates (k = 10^7, heavy ties at
-// that size), two steps so the second selects from its capture. The same
-// case on 2^21 + 5 coordinates first, which the emulation runs too; the
-// billion needs about 21 GiB of device memory and 30 GiB of host memory.
+// that size): two samomentum worker steps, then two replies of the server
+// (the top of W - R), so the second of each selects from its capture. The
+// same cases on 2^21 + 5 coordinates first, which the emulation runs too;
+// the billion needs about 21 GiB of device memory and 30 GiB of host memory.
 TEST_F(CudaBackendTest, SelectionIsExactOnOneSegmentOfABillion) {
   constexpr std::uint64_t kSmall = (std::uint64_t{1} << 21) + 5, kBillion = 1000000000;
   for (const std::uint64_t n : {kSmall, kBillion}) {
@@ -440,10 +441,11 @@ TEST_F(CudaBackendTest, SelectionIsExactOnOneSegmentOfABillion) {
       std::size_t free_bytes = 0, total = 0;
       CUDA_OK(cudaMemGetInfo(&free_bytes, &total));
       if (free_bytes < (std::size_t{28} << 30))
-        GTEST_SKIP() << "one segment of 10^9 needs 28 GiB of free device memory (the same case "
+        GTEST_SKIP() << "one segment of 10^9 needs 28 GiB of free device memory (the same cases "
                         "on 2^21 + 5 coordinates ran)";
     }
-    WorkerCase wc{"one segment of " + std::to_string(n), Segments({n}), Config{}};
+    const Segments model({n});
+    WorkerCase wc{"one segment of " + std::to_string(n), model, Config{}};
     wc.config.method = Method::samomentum;
     wc.config.ratio = 0.01;
     wc.steps = 2;
@@ -451,6 +453,35 @@ TEST_F(CudaBackendTest, SelectionIsExactOnOneSegmentOfABillion) {
     wc.expect_captures = true;
     compare_worker(*backend_, stream_, wc);
     if (HasFatalFailure()) return;
+
+    Config config;
+    config.method = Method::gd;
+    config.server_ratio = 0.01;
+    config.workers = 1;
+    const host::PushRules rules(model, config);
+    const SelectionPlan plan = reply_plan(rules.segments, config);
+    const MessageLayout layout = sparse_reply_layout(model, config);
+    auto gpu = backend_->server_kernels(model, config);
+    host::Scratch scratch;
+    std::vector<float> r = test::random_bell(n + 1, n, 0.01f);
+    detail::Buffer d_r = upload(r);
+    for (std::uint64_t t = 0; t < 2; ++t) {
+      SCOPED_TRACE("reply " + std::to_string(t) + " on " + std::to_string(n));
+      const std::vector<float> w = test::random_bell(n + 2 + t, n);
+      detail::Buffer d_w = upload(w);
+      std::vector<unsigned char> reply(layout.bytes, kPoison);
+      const host::ReplyInfo info{1, t};
+      host::write_sparse_reply(w.data(), r.data(), rules.segments, plan, info, reply.data(), layout,
+                               scratch);
+      detail::Buffer d_reply = poisoned(layout.bytes);
+      gpu->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_reply.data(), stream_);
+      const host::CaptureUse use = gpu->last_capture_use(stream_);
+      EXPECT_EQ(use.segments, 1u);
+      EXPECT_EQ(use.used, t);
+      EXPECT_EQ(use.missed, 0u);
+      ASSERT_EQ(download<unsigned char>(d_reply, layout.bytes), reply);
+      ASSERT_EQ(download<float>(d_r, n), r);
+    }
   }
 }
 
