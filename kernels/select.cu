@@ -1241,24 +1241,27 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       init_states_kernel<<<sample_->members, kThreads, 0, stream>>>(
           sample_->states, sample_->need, sample_->segment, nullptr, segments_dev_,
           sample_->members, nullptr);
-      DGS_CUDA_LAUNCHED("init_states_kernel", "sample");
+      DGS_CUDA_LAUNCHED("init_states_kernel",
+                        "sample, members " + std::to_string(sample_->members));
       launch_set_passes<Index>(sample_->data_tiles, sample_->data_tile_count,
                                sample_->max_member_tiles, sample_->view(), sample_->members,
                                sampled, false, false, 4, lists, Capture{}, 0, multiprocessors_, out,
                                false, stream);
       threshold_tau_kernel<<<(sample_->members + 255) / 256, 256, 0, stream>>>(
           sample_->view(), sample_->members, threshold_keys_);
-      DGS_CUDA_LAUNCHED("threshold_tau_kernel", "");
+      DGS_CUDA_LAUNCHED("threshold_tau_kernel", "members " + std::to_string(sample_->members));
       // 2. Everything at or above tau, up to capacity.
       threshold_select_kernel<<<grid_for(clamped_->data_tile_count), kThreads, 0, stream>>>(
           clamped_->data_tiles, clamped_->data_tile_count, clamped_->segment, keys, threshold_keys_,
           threshold_counts_, out);
-      DGS_CUDA_LAUNCHED("threshold_select_kernel", "");
+      DGS_CUDA_LAUNCHED("threshold_select_kernel",
+                        "tiles " + std::to_string(clamped_->data_tile_count));
       // 3. Segments over capacity: exact topk at their capacity instead.
       init_states_kernel<<<clamped_->members, kThreads, 0, stream>>>(
           clamped_->states, clamped_->need, clamped_->segment, threshold_counts_, segments_dev_,
           clamped_->members, nullptr);
-      DGS_CUDA_LAUNCHED("init_states_kernel", "clamped");
+      DGS_CUDA_LAUNCHED("init_states_kernel",
+                        "clamped, members " + std::to_string(clamped_->members));
       launch_set_passes<Index>(clamped_->data_tiles, clamped_->data_tile_count,
                                clamped_->max_member_tiles, clamped_->view(), clamped_->members,
                                keys, false, true, kPasses, lists, Capture{}, 0, multiprocessors_,
@@ -1270,7 +1273,7 @@ void Selector::run(const KeySource& source, bool histogram_done, cudaStream_t st
       threshold_total_kernel<<<1, 256, 0, stream>>>(clamped_->segment, clamped_->members,
                                                     threshold_counts_, segments_dev_, whole_entries,
                                                     count_, stats_dev_);
-      DGS_CUDA_LAUNCHED("threshold_total_kernel", "");
+      DGS_CUDA_LAUNCHED("threshold_total_kernel", "members " + std::to_string(clamped_->members));
     }
     if (in_order) return;
     // Message order: increasing index, which is also segment order.

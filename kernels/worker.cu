@@ -254,18 +254,11 @@ std::string sizes(std::uint64_t n) {
   return "elements " + std::to_string(n);
 }
 
-// The update pass on a grid as wide as the GPU holds at once: each block
-// counts every grid-th tile, so it clears its histogram bins once.
-template <auto Kernel>
-void launch_update_kernel(const UpdateArgs& args, const Tile* tiles, u32 tile_count,
-                          const SegmentInfo* segments, const FusedHistogram& histogram,
-                          int multiprocessors, cudaStream_t stream) {
-  Kernel<<<resident_grid<Kernel>(grid_for(tile_count, 1), multiprocessors), kThreads, 0, stream>>>(
-      args, tiles, tile_count, segments, histogram);
-}
-
 }  // namespace
 
+// The update pass on a grid as wide as the GPU holds at once: each block
+// counts every grid-th tile, so it clears its histogram bins once. Each
+// launch is checked under its own kernel's name.
 void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile_count,
                    const SegmentInfo* segments, const FusedHistogram& histogram,
                    int multiprocessors, cudaStream_t stream) {
@@ -273,29 +266,38 @@ void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile
     throw Error(ErrorCode::internal,
                 "dgs cuda update: a capturing histogram needs UpdateArgs::selected");
   }
+  const unsigned want = grid_for(tile_count, 1);
+  const std::string sizes =
+      "tiles " + std::to_string(tile_count) + ", method " + to_string(args.method);
   switch (args.method) {
     case Method::gd:
-      launch_update_kernel<update_kernel_4<Method::gd>>(args, tiles, tile_count, segments,
-                                                        histogram, multiprocessors, stream);
+      update_kernel_4<Method::gd>
+          <<<resident_grid<update_kernel_4<Method::gd>>(want, multiprocessors), kThreads, 0,
+             stream>>>(args, tiles, tile_count, segments, histogram);
+      DGS_CUDA_LAUNCHED("update_kernel_4", sizes);
       break;
     case Method::gmc:
     case Method::gmc_plus:
-      launch_update_kernel<update_kernel_4<Method::gmc>>(args, tiles, tile_count, segments,
-                                                         histogram, multiprocessors, stream);
+      update_kernel_4<Method::gmc>
+          <<<resident_grid<update_kernel_4<Method::gmc>>(want, multiprocessors), kThreads, 0,
+             stream>>>(args, tiles, tile_count, segments, histogram);
+      DGS_CUDA_LAUNCHED("update_kernel_4", sizes);
       break;
     case Method::dgc:
-      launch_update_kernel<update_kernel<Method::dgc>>(args, tiles, tile_count, segments, histogram,
-                                                       multiprocessors, stream);
+      update_kernel<Method::dgc>
+          <<<resident_grid<update_kernel<Method::dgc>>(want, multiprocessors), kThreads, 0,
+             stream>>>(args, tiles, tile_count, segments, histogram);
+      DGS_CUDA_LAUNCHED("update_kernel", sizes);
       break;
     case Method::samomentum:
-      launch_update_kernel<update_kernel<Method::samomentum>>(args, tiles, tile_count, segments,
-                                                              histogram, multiprocessors, stream);
+      update_kernel<Method::samomentum>
+          <<<resident_grid<update_kernel<Method::samomentum>>(want, multiprocessors), kThreads, 0,
+             stream>>>(args, tiles, tile_count, segments, histogram);
+      DGS_CUDA_LAUNCHED("update_kernel", sizes);
       break;
     case Method::dense:
       return;
   }
-  DGS_CUDA_LAUNCHED("update_kernel",
-                    "tiles " + std::to_string(tile_count) + ", method " + to_string(args.method));
 }
 
 void launch_dense_push(const UpdateArgs& args, std::uint64_t p, unsigned char* message,
@@ -330,18 +332,22 @@ void launch_emit_blocks(const EmitArgs& args, const SegmentInfo* segments,
 void launch_write_header(const MessageHeader& header, unsigned char* message,
                          const std::uint64_t* count, cudaStream_t stream) {
   write_header_kernel<<<1, 64, 0, stream>>>(header, message, reinterpret_cast<const u64*>(count));
-  DGS_CUDA_LAUNCHED("write_header_kernel", "");
+  DGS_CUDA_LAUNCHED("write_header_kernel", count != nullptr
+                                               ? std::string("count from the device")
+                                               : "count " + std::to_string(header.count));
 }
 
 void launch_apply_reply(unsigned char* reply, const MessageLayout& layout, float* weights,
                         bool record_change, cudaStream_t stream) {
   const unsigned grid = grid_for(layout.capacity, kThreads * 4);
+  const std::string sizes = "capacity " + std::to_string(layout.capacity);
   if (layout.payload == PayloadLayout::dense) {
     apply_dense_reply_kernel<<<grid, kThreads, 0, stream>>>(reply, layout, weights, record_change);
+    DGS_CUDA_LAUNCHED("apply_dense_reply_kernel", sizes);
   } else {
     apply_sparse_reply_kernel<<<grid, kThreads, 0, stream>>>(reply, layout, weights);
+    DGS_CUDA_LAUNCHED("apply_sparse_reply_kernel", sizes);
   }
-  DGS_CUDA_LAUNCHED("apply_reply_kernel", "capacity " + std::to_string(layout.capacity));
 }
 
 void launch_fold(const unsigned char* reply, const MessageLayout& layout, float beta,

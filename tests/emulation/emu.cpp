@@ -774,13 +774,37 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
   return cudaSuccess;
 }
 
+namespace {
+std::mutex g_fault_mutex;
+std::uint64_t g_fault_countdown = 0;  // launches until the armed fault; 0: none
+const char* g_faulted_kernel = nullptr;
+}  // namespace
+
+void fail_launch(std::uint64_t n) {
+  std::lock_guard<std::mutex> lock(g_fault_mutex);
+  g_fault_countdown = n;
+  g_faulted_kernel = nullptr;
+}
+
+const char* failed_launch() {
+  std::lock_guard<std::mutex> lock(g_fault_mutex);
+  return g_faulted_kernel;
+}
+
 cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
-                     std::function<void()> body) {
+                     const char* kernel, std::function<void()> body) {
   const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
   if (threads == 0 || threads > kMaxThreads || block.z > 64 || grid.x == 0 || grid.y == 0 ||
       grid.z == 0 || grid.x > 0x7FFFFFFFu || grid.y > 65535 || grid.z > 65535 ||
       shared_bytes > 48 * 1024)
     return fail(cudaErrorInvalidConfiguration);
+  {
+    std::lock_guard<std::mutex> lock(g_fault_mutex);
+    if (g_fault_countdown > 0 && --g_fault_countdown == 0) {
+      g_faulted_kernel = kernel;
+      return fail(cudaErrorLaunchOutOfResources);
+    }
+  }
   return enqueue(stream, [grid, block, body = std::move(body)]() mutable {
     ++g_grid_serial;
     g_grid_shared.clear();
@@ -893,6 +917,8 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorInvalidResourceHandle";
     case cudaErrorIllegalAddress:
       return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources:
+      return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure:
       return "cudaErrorLaunchFailure";
     case cudaErrorStreamCaptureUnsupported:
@@ -927,6 +953,8 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "invalid resource handle";
     case cudaErrorIllegalAddress:
       return "an illegal memory access was encountered";
+    case cudaErrorLaunchOutOfResources:
+      return "too many resources requested for launch";
     case cudaErrorLaunchFailure:
       return "unspecified launch failure";
     case cudaErrorStreamCaptureUnsupported:

@@ -423,6 +423,38 @@ TEST(EmulationDeathTest, ADeadlockedBlockIsReportedByName) {
       "exchange");
 }
 
+__global__ void set_kernel(unsigned* out, unsigned v) {
+  if (threadIdx.x == 0) out[blockIdx.x] = v;
+}
+template <int Slot>
+__global__ void slot_kernel(unsigned* out, unsigned v) {
+  if (threadIdx.x == 0) out[Slot] = v;
+}
+
+// A test's fault (dgs_emu::fail_launch): the nth launch from then fails
+// without running, as a launch out of resources, and names its kernel
+// (without template arguments); the launches around it run.
+TEST(Emulation, AnArmedLaunchFailsWithoutRunningAndIsNamed) {
+  DeviceArray<unsigned> out(std::vector<unsigned>{0, 0});
+  dgs_emu::fail_launch(2);
+  set_kernel<<<1, 32>>>(out.get(), 1);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(dgs_emu::failed_launch(), nullptr);
+  slot_kernel<1><<<1, 32>>>(out.get(), 2);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchOutOfResources);
+  ASSERT_NE(dgs_emu::failed_launch(), nullptr);
+  EXPECT_STREQ(dgs_emu::failed_launch(), "slot_kernel");
+  slot_kernel<0><<<1, 32>>>(out.get(), 3);  // the fault fired once
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(out.host(), (std::vector<unsigned>{3, 0}));  // slot_kernel<1> did not run
+  dgs_emu::fail_launch(1);
+  dgs_emu::fail_launch(0);  // disarmed
+  set_kernel<<<1, 32>>>(out.get(), 4);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(dgs_emu::failed_launch(), nullptr);
+  EXPECT_EQ(out.host(), (std::vector<unsigned>{4, 0}));
+}
+
 TEST(Emulation, TheRuntimeRefusesWhatCudaRefuses) {
   // A launch larger than a block may be.
   deadlock_kernel<<<1, 2048>>>();

@@ -3,10 +3,13 @@
 
     callee<<<grid, block, smem, stream>>>(args)
 becomes
-    ::dgs_emu::launch(grid, block, smem, stream)([=](auto... p) { callee(p...); }, args)
+    ::dgs_emu::launch(grid, block, smem, stream).named("callee")(
+        [=](auto... p) { callee(p...); }, args)
 
 so the arguments are evaluated once, at the launch, and a kernel template's
-arguments are deduced from them as in the CUDA call; and each declaration
+arguments are deduced from them as in the CUDA call (the name, without
+template arguments or namespaces, is what a failed launch reports:
+dgs_emu::fail_launch); and each declaration
 
     __shared__ TYPE NAME[...];
 gains, on the same line,
@@ -179,8 +182,9 @@ def rewrite(text, name):
         args = text[paren + 1:end]
         out.append(text[pos:begin])
         sep = ', ' if args.strip() else ''
-        out.append(f"::dgs_emu::launch({config})([=](auto... dgs_emu_p) {{ {callee}(dgs_emu_p...); }}"
-                   f"{sep}{args})")
+        kernel = callee.split('<')[0].split('::')[-1].strip()
+        out.append(f"::dgs_emu::launch({config}).named(\"{kernel}\")"
+                   f"([=](auto... dgs_emu_p) {{ {callee}(dgs_emu_p...); }}{sep}{args})")
         pos = end + 1
     out.append(text[pos:])
     return ''.join(out)

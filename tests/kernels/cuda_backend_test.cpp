@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -601,6 +602,110 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
     }
   }
 }
+
+#ifdef DGS_CUDA_EMULATION
+// Every kernel launch is checked where it is made, and its error names that
+// kernel and its sizes: the emulation fails the nth launch (dgs_emu::fail_launch)
+// of making the kernels and running a worker step, the application of its
+// replies, a validation, an apply, a sync round and both replies, for each n
+// in turn, with every compressor; each must throw a dgs::Error that names
+// the kernel that failed. A launch left unchecked would let the step go on
+// (or name a later kernel).
+TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
+  const Segments model = random_model(22, 30, 20000);
+  const std::uint64_t p = model.total();
+  std::mt19937_64 rng(22);
+  const std::vector<float> weights = test::random_normal(rng, p),
+                           grad = test::random_normal(rng, p);
+  for (Compressor c :
+       {Compressor::topk, Compressor::threshold, Compressor::randk, Compressor::rbgs}) {
+    Config config;
+    config.method = Method::samomentum;
+    config.compressor = c;
+    config.ratio = 0.01;
+    config.server_ratio = 0.02;
+    config.workers = 1;
+    const Segments segments = selection_segments(model, config);
+    const MessageLayout layout = push_layout(model, config);
+    const MessageLayout sparse = sparse_reply_layout(model, config);
+    const MessageLayout dense = dense_reply_layout(model);
+    test::RefWorker ref(model, config, 0, weights);
+    const test::Bytes push = ref.push(grad, 0.1f);
+    const std::pair<std::string, std::function<void()>> phases[] = {
+        {"worker",
+         [&] {
+           auto worker = backend_->worker_kernels(segments, layout, config);
+           worker->set_plan(push_plan(segments, config, encode_ratio(config.ratio)));
+           detail::Buffer d_weights = upload(weights), d_grad = upload(grad),
+                          d_momentum = upload(std::vector<float>(p, 0.01f)),
+                          d_mask = upload(std::vector<std::uint32_t>(host::mask_words(p), 0u)),
+                          d_push = poisoned(layout.bytes), d_sparse = poisoned(sparse.bytes),
+                          d_dense(*backend_, dense.bytes);
+           host::WorkerState state{nullptr, d_momentum.as<float>(), nullptr,
+                                   d_mask.as<std::uint32_t>()};
+           host::StepParams params;
+           params.lr = 0.05f;
+           params.momentum = config.momentum;
+           worker->step(params, d_grad.as<float>(), d_weights.as<float>(), state, d_push.data(),
+                        stream_);
+           worker->last_stats(stream_);
+           backend_->copy(d_dense.data(), d_push.data(), 0, stream_);
+           auto server = backend_->server_kernels(model, config);
+           detail::Buffer d_w = upload(weights), d_r = upload(weights);
+           server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 1}, d_sparse.data(), stream_);
+           server->dense_reply(d_w.as<float>(), nullptr, {1, 1}, d_dense.data(), stream_);
+           worker->apply_reply(d_sparse.data(), sparse, d_weights.as<float>(), false, stream_);
+           worker->fold(d_sparse.data(), sparse, 0.5f, d_momentum.as<float>(), stream_);
+           worker->apply_reply(d_dense.data(), dense, d_weights.as<float>(), true, stream_);
+           worker->fold(d_dense.data(), dense, 0.5f, d_momentum.as<float>(), stream_);
+           worker->evaluation_point(d_weights.as<float>(), d_momentum.as<float>(), 0.5f,
+                                    d_grad.as<float>(), stream_);
+         }},
+        {"server",
+         [&] {
+           auto server = backend_->server_kernels(model, config);
+           detail::Buffer d_push = upload(push), d_w = upload(weights), d_r = upload(weights),
+                          d_sparse = poisoned(sparse.bytes), d_dense = poisoned(dense.bytes);
+           MessageHeader header = blank_header();
+           const Verdict v = server->validate(d_push.data(), push.size(), header, stream_);
+           if (!v.ok()) throw std::logic_error("the push was rejected: " + v.describe(0));
+           server->apply(d_push.data(), header, d_w.as<float>(), stream_);
+           const host::RoundPush round[2] = {{d_push.data(), header}, {d_push.data(), header}};
+           server->apply_round(round, 2, d_w.as<float>(), stream_);
+           server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 2}, d_sparse.data(), stream_);
+           server->last_capture_use(stream_);
+           server->dense_reply(d_w.as<float>(), d_r.as<float>(), {1, 3}, d_dense.data(), stream_);
+         }},
+    };
+    for (const auto& [name, run] : phases) {
+      SCOPED_TRACE(name + " " + to_string(c));
+      for (std::uint64_t n = 1;; ++n) {
+        dgs_emu::fail_launch(n);
+        std::string error;
+        try {
+          run();
+        } catch (const Error& e) {
+          error = e.what();
+        }
+        const char* failed = dgs_emu::failed_launch();
+        dgs_emu::fail_launch(0);
+        if (failed == nullptr) {  // fewer than n launches: all of them ran
+          EXPECT_EQ(error, "");
+          EXPECT_GT(n, 3u) << "launches";
+          break;
+        }
+        ASSERT_NE(error, "") << "launch " << n << " (" << failed << ") failed and nothing threw";
+        const std::string named = std::string(failed) + " failed: cudaErrorLaunchOutOfResources";
+        EXPECT_NE(error.find(named), std::string::npos)
+            << "launch " << n << " of " << failed << ": " << error;
+        const std::size_t open = error.find(" ["), close = error.find("] at ");
+        EXPECT_TRUE(open != std::string::npos && close != std::string::npos && close > open + 2)
+            << "launch " << n << " names no sizes: " << error;
+      }
+    }
+  }
+}
+#endif
 
 // Applying a validated push needs no host synchronisation, so the server's
 // apply can be captured in a graph for every payload (an rbgs push's segment

@@ -90,6 +90,7 @@ enum cudaError {
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchFailure = 719,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
@@ -185,7 +186,16 @@ T from_word(std::uint64_t w) {
 /// Runs (or, on a capturing stream, records) a grid whose every thread calls
 /// `body`. Returns the launch's error, also kept as the last error.
 cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
-                     std::function<void()> body);
+                     const char* kernel, std::function<void()> body);
+
+/// A test's fault: the `n`th launch from now (1: the next) fails with
+/// cudaErrorLaunchOutOfResources without running, as a launch the device
+/// cannot hold does, and each later one runs; 0 disarms. Counts the
+/// launches of every host thread.
+void fail_launch(std::uint64_t n);
+/// The kernel whose launch the armed fault failed (its name as launched,
+/// without template arguments), or null while it has failed none.
+const char* failed_launch();
 
 /// What `k<<<grid, block, smem, stream>>>(args...)` becomes: the arguments
 /// are evaluated and copied at the launch, as CUDA does, and every thread
@@ -194,15 +204,22 @@ struct Launch {
   dim3 grid, block;
   std::size_t shared_bytes;
   cudaStream_t stream;
+  const char* kernel;
+  Launch named(const char* name) const {
+    Launch l = *this;
+    l.kernel = name;
+    return l;
+  }
   template <typename Call, typename... Args>
   void operator()(Call call, Args&&... args) const {
     std::tuple<std::decay_t<Args>...> params(std::forward<Args>(args)...);
-    run_grid(grid, block, shared_bytes, stream, [call, params]() { std::apply(call, params); });
+    run_grid(grid, block, shared_bytes, stream, kernel,
+             [call, params]() { std::apply(call, params); });
   }
 };
 inline Launch launch(dim3 grid, dim3 block, std::size_t shared_bytes = 0,
                      cudaStream_t stream = nullptr) {
-  return Launch{grid, block, shared_bytes, stream};
+  return Launch{grid, block, shared_bytes, stream, "a kernel"};
 }
 
 /// Counts the grids run: a SharedVariable notes the last grid that used it.
