@@ -608,19 +608,23 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
 // kernel and its sizes: the emulation fails the nth launch (dgs_emu::fail_launch)
 // of making the kernels and running a worker step, the application of its
 // replies, a validation, an apply, a sync round and both replies, for each n
-// in turn, with every compressor; each must throw a dgs::Error that names
-// the kernel that failed. A launch left unchecked would let the step go on
+// in turn, with every method and every compressor; each must throw a
+// dgs::Error that names the kernel that failed. A launch left unchecked would let the step go on
 // (or name a later kernel).
 TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
-  const Segments model = random_model(22, 30, 20000);
+  const Segments model = random_model(22, 24, 12000);  // large, small and whole segments
   const std::uint64_t p = model.total();
   std::mt19937_64 rng(22);
   const std::vector<float> weights = test::random_normal(rng, p),
                            grad = test::random_normal(rng, p);
-  for (Compressor c :
-       {Compressor::topk, Compressor::threshold, Compressor::randk, Compressor::rbgs}) {
+  const std::pair<Method, Compressor> cases[] = {
+      {Method::samomentum, Compressor::topk},  {Method::samomentum, Compressor::threshold},
+      {Method::samomentum, Compressor::randk}, {Method::samomentum, Compressor::rbgs},
+      {Method::gd, Compressor::topk},          {Method::dgc, Compressor::topk},
+      {Method::gmc, Compressor::topk},         {Method::dense, Compressor::topk}};
+  for (const auto& [m, c] : cases) {
     Config config;
-    config.method = Method::samomentum;
+    config.method = m;
     config.compressor = c;
     config.ratio = 0.01;
     config.server_ratio = 0.02;
@@ -637,28 +641,33 @@ TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
            auto worker = backend_->worker_kernels(segments, layout, config);
            worker->set_plan(push_plan(segments, config, encode_ratio(config.ratio)));
            detail::Buffer d_weights = upload(weights), d_grad = upload(grad),
+                          d_residual = upload(std::vector<float>(p, 0.01f)),
                           d_momentum = upload(std::vector<float>(p, 0.01f)),
+                          d_accumulator = upload(std::vector<float>(p, 0.01f)),
                           d_mask = upload(std::vector<std::uint32_t>(host::mask_words(p), 0u)),
                           d_push = poisoned(layout.bytes), d_sparse = poisoned(sparse.bytes),
-                          d_dense(*backend_, dense.bytes);
-           host::WorkerState state{nullptr, d_momentum.as<float>(), nullptr,
-                                   d_mask.as<std::uint32_t>()};
+                          d_dense = poisoned(dense.bytes);
+           host::WorkerState state{nullptr, nullptr, nullptr, nullptr};
+           if (m == Method::gd || m == Method::gmc) state.residual = d_residual.as<float>();
+           if (m == Method::dgc || m == Method::samomentum) state.momentum = d_momentum.as<float>();
+           if (m == Method::dgc) state.accumulator = d_accumulator.as<float>();
+           if (m == Method::samomentum) state.mask = d_mask.as<std::uint32_t>();
            host::StepParams params;
+           params.method = m;
            params.lr = 0.05f;
            params.momentum = config.momentum;
            worker->step(params, d_grad.as<float>(), d_weights.as<float>(), state, d_push.data(),
                         stream_);
            worker->last_stats(stream_);
-           backend_->copy(d_dense.data(), d_push.data(), 0, stream_);
            auto server = backend_->server_kernels(model, config);
            detail::Buffer d_w = upload(weights), d_r = upload(weights);
            server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 1}, d_sparse.data(), stream_);
            server->dense_reply(d_w.as<float>(), nullptr, {1, 1}, d_dense.data(), stream_);
            worker->apply_reply(d_sparse.data(), sparse, d_weights.as<float>(), false, stream_);
-           worker->fold(d_sparse.data(), sparse, 0.5f, d_momentum.as<float>(), stream_);
+           worker->fold(d_sparse.data(), sparse, 0.5f, d_residual.as<float>(), stream_);
            worker->apply_reply(d_dense.data(), dense, d_weights.as<float>(), true, stream_);
-           worker->fold(d_dense.data(), dense, 0.5f, d_momentum.as<float>(), stream_);
-           worker->evaluation_point(d_weights.as<float>(), d_momentum.as<float>(), 0.5f,
+           worker->fold(d_dense.data(), dense, 0.5f, d_residual.as<float>(), stream_);
+           worker->evaluation_point(d_weights.as<float>(), d_residual.as<float>(), 0.5f,
                                     d_grad.as<float>(), stream_);
          }},
         {"server",
@@ -678,7 +687,7 @@ TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
          }},
     };
     for (const auto& [name, run] : phases) {
-      SCOPED_TRACE(name + " " + to_string(c));
+      SCOPED_TRACE(name + " " + to_string(m) + " " + to_string(c));
       for (std::uint64_t n = 1;; ++n) {
         dgs_emu::fail_launch(n);
         std::string error;
