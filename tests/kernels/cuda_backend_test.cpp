@@ -430,6 +430,52 @@ TEST_F(CudaBackendTest, WorkerStepAtOneHundredMillionParameters) {
   compare_worker(*backend_, stream_, wc);
 }
 
+// The server's push at the benchmarks' size: a samomentum push from a worker
+// validated and applied, then the sparse reply (the top 1% of W - R), twice
+// so the second selects from its capture; 160 segments of up to 1.3M.
+TEST_F(CudaBackendTest, ServerPushAtOneHundredMillionParameters) {
+  std::size_t free_bytes = 0, total = 0;
+  CUDA_OK(cudaMemGetInfo(&free_bytes, &total));
+  if (free_bytes < (std::size_t{8} << 30)) GTEST_SKIP() << "needs 8 GiB of free device memory";
+  const Segments model = random_model(5, 160, 1300000);
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.01;
+  config.server_ratio = 0.01;
+  config.workers = 1;
+  const std::uint64_t p = model.total();
+  std::mt19937_64 rng(31);
+  const host::PushRules rules(model, config);
+  auto gpu = backend_->server_kernels(model, config);
+  const ValidatedPush pushed = validated_push(*gpu, model, config, 0, rng);
+  ASSERT_TRUE(pushed.verdict.ok()) << pushed.verdict.describe(0);
+  std::vector<float> w = test::random_bell(rng(), p), r = test::random_bell(rng(), p);
+  detail::Buffer d_w = upload(w), d_r = upload(r);
+  host::apply_push(pushed.bytes.data(), rules, w.data());
+  gpu->apply(pushed.device.data(), pushed.header, d_w.as<float>(), stream_);
+  ASSERT_EQ(download<float>(d_w, p), w);
+  const MessageLayout layout = sparse_reply_layout(model, config);
+  const SelectionPlan plan = reply_plan(rules.segments, config);
+  host::Scratch scratch;
+  for (std::uint64_t t = 0; t < 2; ++t) {
+    SCOPED_TRACE("reply " + std::to_string(t));
+    std::vector<unsigned char> reply(layout.bytes, kPoison);
+    const host::ReplyInfo info{1, t};
+    host::write_sparse_reply(w.data(), r.data(), rules.segments, plan, info, reply.data(), layout,
+                             scratch);
+    detail::Buffer d_reply = poisoned(layout.bytes);
+    gpu->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_reply.data(), stream_);
+    const host::CaptureUse use = gpu->last_capture_use(stream_);
+    EXPECT_EQ(use.missed, 0u);
+    EXPECT_EQ(use.used, t == 0 ? 0 : use.segments);
+    ASSERT_EQ(download<unsigned char>(d_reply, layout.bytes), reply);
+    ASSERT_EQ(download<float>(d_r, p), r);
+    // The next reply answers a model that moved on.
+    w = test::random_bell(rng(), p);
+    d_w = upload(w);
+  }
+}
+
 // Selection on one segment of 10^9 coordinates (k = 10^7, heavy ties at
 // that size): two samomentum worker steps, then two replies of the server
 // (the top of W - R), so the second of each selects from its capture. The
