@@ -166,23 +166,21 @@ class CudaServerKernels final : public ServerKernels {
         reply_layout_(sparse_reply_layout(model, config)),
         dense_layout_(dense_reply_layout(model)),
         selector_(rules_.segments, reply_plan_.total_capacity(), reply_layout_.index_type) {
-    selector_.set_plan(reply_plan_, config.threshold_sample);
-    multiprocessors_ = detail::multiprocessor_count();
-    DGS_CUDA_TRY(cudaMalloc(&check_, sizeof(cuda::EntryCheck)));
-    DGS_CUDA_TRY(cudaMallocHost(&staged_, sizeof(Staged)));
-    // A sync server's rounds hold at most one push per worker: their room
-    // is made here, so a round allocates nothing.
-    if (config.mode == Mode::sync) reserve_round(config.workers);
+    try {
+      selector_.set_plan(reply_plan_, config.threshold_sample);
+      multiprocessors_ = detail::multiprocessor_count();
+      detail::device_malloc(&check_, sizeof(cuda::EntryCheck), "the push check's result");
+      DGS_CUDA_TRY(cudaMallocHost(&staged_, sizeof(Staged)));
+      // A sync server's rounds hold at most one push per worker: their room
+      // is made here, so a round allocates nothing.
+      if (config.mode == Mode::sync) reserve_round(config.workers);
+    } catch (...) {
+      release();  // the destructor does not run for a constructor that throws
+      throw;
+    }
   }
 
-  ~CudaServerKernels() override {
-    cudaFree(accumulator_);
-    cudaFree(round_pushes_);
-    cudaFree(round_cursors_);
-    cudaFree(check_);
-    cudaFreeHost(staged_);
-    if (push_table_ != nullptr) cudaFree(push_table_);
-  }
+  ~CudaServerKernels() override { release(); }
 
   // One host round trip for the usual push: its header comes down together
   // with the check of its entries against the segment table of the last
@@ -326,6 +324,16 @@ class CudaServerKernels final : public ServerKernels {
   }
 
  private:
+  // Frees every allocation (the destructor, or a constructor that throws).
+  void release() noexcept {
+    cudaFree(accumulator_);
+    cudaFree(round_pushes_);
+    cudaFree(round_cursors_);
+    cudaFree(check_);
+    cudaFreeHost(staged_);
+    if (push_table_ != nullptr) cudaFree(push_table_);
+  }
+
   template <typename T>
   static T download(const void* src, Stream stream) {
     T value;
@@ -368,7 +376,8 @@ class CudaServerKernels final : public ServerKernels {
       info[l] = {s.offset(l), s.size(l), plan.target[l], plan.capacity[l], plan.first[l]};
     }
     if (push_table_ == nullptr)
-      DGS_CUDA_TRY(cudaMalloc(&push_table_, info.size() * sizeof(SegmentInfo)));
+      detail::device_malloc(&push_table_, info.size() * sizeof(SegmentInfo),
+                            "the push plan's segment table");
     DGS_CUDA_TRY(cudaMemcpyAsync(push_table_, info.data(), info.size() * sizeof(SegmentInfo),
                                  cudaMemcpyHostToDevice, stream));
     push_table_code_ = plan.ratio_code;
@@ -382,7 +391,8 @@ class CudaServerKernels final : public ServerKernels {
     const MessageLayout& layout = rules_.layout;
     if (layout.payload == PayloadLayout::blocks) {
       if (accumulator_ == nullptr) {
-        DGS_CUDA_TRY(cudaMalloc(&accumulator_, layout.model_size * sizeof(float)));
+        detail::device_malloc(&accumulator_, layout.model_size * sizeof(float),
+                              "the sync round's accumulator (4 B per parameter)");
       }
       return;
     }
@@ -392,11 +402,12 @@ class CudaServerKernels final : public ServerKernels {
     round_pushes_ = nullptr;
     round_cursors_ = nullptr;
     round_room_ = 0;
-    DGS_CUDA_TRY(cudaMalloc(&round_pushes_, count * sizeof(void*)));
+    detail::device_malloc(&round_pushes_, count * sizeof(void*), "the sync round's pushes");
     if (layout.payload == PayloadLayout::sparse) {
       round_blocks_ = cuda::sparse_round_grid(multiprocessors_);
-      DGS_CUDA_TRY(
-          cudaMalloc(&round_cursors_, std::size_t{round_blocks_} * count * sizeof(std::uint64_t)));
+      detail::device_malloc(&round_cursors_,
+                            std::size_t{round_blocks_} * count * sizeof(std::uint64_t),
+                            "the sync round's cursors");
     }
     round_room_ = count;
   }
@@ -472,13 +483,8 @@ class CudaBackend final : public Backend {
   void* allocate(std::size_t bytes) override {
     DGS_CUDA_TRY(cudaSetDevice(device_));
     void* p = nullptr;
-    const cudaError_t status = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
-    if (status != cudaSuccess) {
-      cudaGetLastError();
-      throw Error(ErrorCode::cuda, "dgs cuda backend: cudaMalloc of " + std::to_string(bytes) +
-                                       " bytes on device " + std::to_string(device_) +
-                                       " failed: " + cudaGetErrorString(status));
-    }
+    detail::device_malloc(&p, bytes,
+                          "a buffer of the cuda backend on device " + std::to_string(device_));
     return p;
   }
   void release(void* pointer) noexcept override { cudaFree(pointer); }

@@ -1,5 +1,6 @@
 #include "kernels/cuda_check.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -14,6 +15,31 @@ void throw_cuda_error(cudaError_t status, const char* call, const char* file, in
   if (!context.empty()) message += " [" + context + "]";
   message += " at " + std::string(file) + ":" + std::to_string(line);
   throw Error(ErrorCode::cuda, message);
+}
+
+namespace {
+std::string gib(std::size_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f GiB", static_cast<double>(bytes) / (1u << 30));
+  return text;
+}
+}  // namespace
+
+void device_malloc(void** pointer, std::size_t bytes, const std::string& what) {
+  *pointer = nullptr;
+  const cudaError_t status = cudaMalloc(pointer, bytes == 0 ? 1 : bytes);
+  if (status == cudaSuccess) return;
+  *pointer = nullptr;
+  cudaGetLastError();  // an allocation's failure is not sticky: clear it
+  std::string memory;
+  std::size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+    memory = "; the device has " + gib(free) + " free of " + gib(total);
+  }
+  throw Error(ErrorCode::cuda, "dgs cuda: cudaMalloc of " + std::to_string(bytes) + " bytes (" +
+                                   gib(bytes) + ") for " + what +
+                                   " failed: " + cudaGetErrorName(status) + " (" +
+                                   cudaGetErrorString(status) + ")" + memory);
 }
 
 int multiprocessor_count() {

@@ -16,6 +16,18 @@ inline void cuda_check(cudaError_t status, const char* call, const char* file, i
   if (status != cudaSuccess) throw_cuda_error(status, call, file, line, context);
 }
 
+/// cudaMalloc of `bytes` (1 when 0) into *pointer, for `what` (the buffer
+/// it is, with its size per parameter where it has one). On failure
+/// *pointer is null and the dgs::Error names `what`, the bytes asked for and
+/// the device's free and total memory.
+void device_malloc(void** pointer, std::size_t bytes, const std::string& what);
+template <typename T>
+void device_malloc(T** pointer, std::size_t bytes, const std::string& what) {
+  void* p = nullptr;
+  device_malloc(&p, bytes, what);
+  *pointer = static_cast<T*>(p);
+}
+
 /// The current device's multiprocessors (the resident grids' width).
 int multiprocessor_count();
 

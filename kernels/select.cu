@@ -818,8 +818,10 @@ unsigned grid_for(std::uint64_t tiles) {
 
 template <typename T>
 T* device_alloc(std::vector<void*>& owned, std::size_t count) {
+  owned.reserve(owned.size() + 1);  // so that push_back cannot throw
   void* p = nullptr;
-  DGS_CUDA_TRY(cudaMalloc(&p, std::max<std::size_t>(1, count) * sizeof(T)));
+  detail::device_malloc(&p, std::max<std::size_t>(1, count) * sizeof(T),
+                        "a table of the selection plan");
   owned.push_back(p);
   return static_cast<T*>(p);
 }
@@ -892,35 +894,47 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
   }
   const std::size_t index_bytes = index_type == IndexType::u64 ? 8 : 4;
   list_capacity_ = segments.total();
-  DGS_CUDA_TRY(cudaMalloc(&lists_[0], std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32)));
-  DGS_CUDA_TRY(cudaMalloc(&lists_[1], std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32)));
-  DGS_CUDA_TRY(cudaMalloc(&unsorted_, std::max<std::uint64_t>(1, max_capacity) * index_bytes));
-  DGS_CUDA_TRY(cudaMalloc(&sorted_, std::max<std::uint64_t>(1, max_capacity) * index_bytes));
-  DGS_CUDA_TRY(cudaMalloc(&count_, sizeof(u64)));
-  DGS_CUDA_TRY(
-      cudaMalloc(&threshold_counts_, std::max<std::size_t>(1, segments.count()) * sizeof(u64)));
-  DGS_CUDA_TRY(
-      cudaMalloc(&threshold_keys_, std::max<std::size_t>(1, segments.count()) * sizeof(u32)));
-  DGS_CUDA_TRY(cudaMalloc(&stats_dev_, 2 * sizeof(u64)));
-  DGS_CUDA_TRY(cudaMalloc(&capture_counts_, 2 * sizeof(u64)));
-  DGS_CUDA_TRY(cudaMemset(capture_counts_, 0, 2 * sizeof(u64)));
-  multiprocessors_ = detail::multiprocessor_count();
-  // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
-  // estimated (sample_); with every segment taken whole they stay zero, so start them there.
-  DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
-  const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
-  if (index_type == IndexType::u64) {
-    cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u64*>(nullptr),
-                                   static_cast<u64*>(nullptr), items);
-  } else {
-    cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u32*>(nullptr),
-                                   static_cast<u32*>(nullptr), items);
+  try {
+    using detail::device_malloc;
+    const std::uint64_t lists = std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32);
+    device_malloc(&lists_[0], lists, "the selection's first candidate list (4 B per parameter)");
+    device_malloc(&lists_[1], lists, "the selection's second candidate list (4 B per parameter)");
+    const std::uint64_t slots = std::max<std::uint64_t>(1, max_capacity) * index_bytes;
+    device_malloc(&unsorted_, slots, "the selected indices (one per message slot)");
+    device_malloc(&sorted_, slots, "the sorted selected indices (one per message slot)");
+    device_malloc(&count_, sizeof(u64), "the selection's count");
+    const std::size_t count = std::max<std::size_t>(1, segments.count());
+    device_malloc(&threshold_counts_, count * sizeof(u64), "the threshold counts (per segment)");
+    device_malloc(&threshold_keys_, count * sizeof(u32), "the threshold keys (per segment)");
+    device_malloc(&stats_dev_, 2 * sizeof(u64), "the selection's statistics");
+    device_malloc(&capture_counts_, 2 * sizeof(u64), "the capture counters");
+    DGS_CUDA_TRY(cudaMemset(capture_counts_, 0, 2 * sizeof(u64)));
+    multiprocessors_ = detail::multiprocessor_count();
+    // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
+    // estimated (sample_); with every segment taken whole they stay zero, so start them there.
+    DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
+    const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
+    if (index_type == IndexType::u64) {
+      cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u64*>(nullptr),
+                                     static_cast<u64*>(nullptr), items);
+    } else {
+      cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u32*>(nullptr),
+                                     static_cast<u32*>(nullptr), items);
+    }
+    device_malloc(&sort_temp_, sort_temp_bytes_, "the radix sort's temporary storage");
+  } catch (...) {
+    release();  // the destructor does not run for a constructor that throws
+    throw;
   }
-  DGS_CUDA_TRY(cudaMalloc(&sort_temp_, std::max<std::size_t>(1, sort_temp_bytes_)));
 }
 
 Selector::~Selector() {
+  release();
+}
+
+void Selector::release() noexcept {
   for (void* p : owned_) cudaFree(p);
+  owned_.clear();
   for (void* p : {static_cast<void*>(lists_[0]), static_cast<void*>(lists_[1]), unsorted_, sorted_,
                   static_cast<void*>(count_), static_cast<void*>(threshold_counts_),
                   static_cast<void*>(threshold_keys_), static_cast<void*>(stats_dev_),
@@ -1046,7 +1060,9 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     large_->mark_blocks_done = device_alloc<u32>(owned_, 1);
     DGS_CUDA_TRY(cudaMemset(large_->mark_blocks_done, 0, sizeof(u32)));
     const std::size_t mark_bytes = mark_words(segments_.total()) * sizeof(u32);
-    if (marks_ == nullptr) DGS_CUDA_TRY(cudaMalloc(&marks_, mark_bytes));
+    if (marks_ == nullptr) {
+      detail::device_malloc(&marks_, mark_bytes, "the selection's marks (1 bit per parameter)");
+    }
     // Emission clears what each run marks; this covers a run cut short.
     DGS_CUDA_TRY(cudaMemset(marks_, 0, mark_bytes));
   }

@@ -123,6 +123,7 @@ class Selector {
 
  private:
   struct Set;  // a selection set: members, their tiles and states
+  void release() noexcept;  // frees every device allocation
   void build_set(Set& set, const std::vector<std::uint32_t>& members,
                  const std::vector<std::uint64_t>& list_sizes);
   /// The large set's capture (in the second list buffer), none without one.

@@ -649,6 +649,52 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
   }
 }
 
+// Kernels whose selection workspace does not fit the device: making them
+// throws a dgs::Error that names the buffer, its bytes and the device's free
+// memory, and frees what was allocated before it (a caller may catch the
+// error and try a smaller model). The model is sized so that the first
+// candidate list (4 B per parameter) fits and the second does not.
+TEST_F(CudaBackendTest, AWorkspaceTooLargeForTheDeviceIsNamedAndFreed) {
+  std::size_t free_before = 0, total = 0;
+  CUDA_OK(cudaMemGetInfo(&free_before, &total));
+  const std::uint64_t p = free_before / 6;
+  std::vector<std::uint64_t> sizes;
+  for (std::uint64_t left = p; left > 0; left -= sizes.back()) {
+    sizes.push_back(std::min<std::uint64_t>(left, std::uint64_t{1} << 31));
+  }
+  const Segments model(sizes);
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.01;
+  config.server_ratio = 0.01;
+  config.workers = 1;
+  const std::string list_bytes = std::to_string(p * 4) + " bytes";
+  for (const char* side : {"worker", "server"}) {
+    SCOPED_TRACE(side);
+    std::string message;
+    try {
+      if (side == std::string("worker")) {
+        backend_->worker_kernels(selection_segments(model, config), push_layout(model, config),
+                                 config);
+      } else {
+        backend_->server_kernels(model, config);
+      }
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::cuda);
+      message = e.what();
+    }
+    ASSERT_NE(message, "") << "kernels for " << p << " parameters made with "
+                           << free_before / (1u << 20) << " MiB free";
+    EXPECT_NE(message.find("cudaMalloc of " + list_bytes), std::string::npos) << message;
+    EXPECT_NE(message.find("second candidate list (4 B per parameter)"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find(" free of "), std::string::npos) << message;
+    std::size_t free_after = 0;
+    CUDA_OK(cudaMemGetInfo(&free_after, &total));
+    EXPECT_EQ(free_after, free_before) << "bytes left allocated after the error";
+  }
+}
+
 #ifdef DGS_CUDA_EMULATION
 // Every kernel launch is checked where it is made, and its error names that
 // kernel and its sizes: the emulation fails the nth launch (dgs_emu::fail_launch)
