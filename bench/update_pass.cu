@@ -70,7 +70,8 @@ struct UpdatePass::Impl {
       : segments(s),
         variant(v),
         plan(push_plan(s, samomentum(ratio), encode_ratio(ratio))),
-        selector(s, plan.total_capacity(), push_layout(s, samomentum(ratio)).index_type) {
+        selector(s, plan.total_capacity(), push_layout(s, samomentum(ratio)).index_type,
+                 plan.compressor) {
     selector.set_plan(plan, samomentum(ratio).threshold_sample);
     int device = 0;
     DGS_CUDA_TRY(cudaGetDevice(&device));

@@ -42,7 +42,8 @@ class CudaWorkerKernels final : public WorkerKernels {
   CudaWorkerKernels(const Segments& segments, const MessageLayout& layout, const Config& config)
       : segments_(segments), layout_(layout), config_(config) {
     if (config.method != Method::dense) {
-      selector_ = std::make_unique<cuda::Selector>(segments, layout.capacity, layout.index_type);
+      selector_ = std::make_unique<cuda::Selector>(segments, layout.capacity, layout.index_type,
+                                                   config.compressor);
     }
   }
 
@@ -164,10 +165,16 @@ class CudaServerKernels final : public ServerKernels {
       : rules_(model, config),
         reply_plan_(reply_plan(rules_.segments, config)),
         reply_layout_(sparse_reply_layout(model, config)),
-        dense_layout_(dense_reply_layout(model)),
-        selector_(rules_.segments, reply_plan_.total_capacity(), reply_layout_.index_type) {
+        dense_layout_(dense_reply_layout(model)) {
     try {
-      selector_.set_plan(reply_plan_, config.threshold_sample);
+      // A server whose every reply is dense never selects: no selector,
+      // none of its workspace (8 B per parameter).
+      if (!replies_are_dense(model, config)) {
+        selector_ =
+            std::make_unique<cuda::Selector>(rules_.segments, reply_plan_.total_capacity(),
+                                             reply_layout_.index_type, reply_plan_.compressor);
+        selector_->set_plan(reply_plan_, config.threshold_sample);
+      }
       multiprocessors_ = detail::multiprocessor_count();
       detail::device_malloc(&check_, sizeof(cuda::EntryCheck), "the push check's result");
       DGS_CUDA_TRY(cudaMallocHost(&staged_, sizeof(Staged)));
@@ -294,19 +301,26 @@ class CudaServerKernels final : public ServerKernels {
 
   void sparse_reply(const float* model, float* replica, const host::ReplyInfo& info, void* reply,
                     Stream stream) override {
+    if (!selector_) {
+      throw Error(ErrorCode::internal,
+                  "dgs cuda server: a sparse reply where every reply is dense (method dense, or "
+                  "a reply ratio that keeps every coordinate)");
+    }
     KeySource keys;
     keys.kind = KeySource::Kind::difference;
     keys.w = model;
     keys.r = replica;
-    selector_.run(keys, false, stream);
+    selector_->run(keys, false, stream);
     MessageHeader h = host::make_reply_header(MessageKind::sparse_reply, reply_layout_, info);
     h.count = reply_plan_.total_capacity();
     h.ratio_code = reply_plan_.ratio_code;
-    cuda::launch_emit_reply(model, replica, selector_.indices(), reply_plan_.total_capacity(),
+    cuda::launch_emit_reply(model, replica, selector_->indices(), reply_plan_.total_capacity(),
                             static_cast<unsigned char*>(reply), reply_layout_, h, stream);
   }
 
-  host::CaptureUse last_capture_use(Stream stream) override { return selector_.captures(stream); }
+  host::CaptureUse last_capture_use(Stream stream) override {
+    return selector_ ? selector_->captures(stream) : host::CaptureUse{};
+  }
 
   void dense_reply(const float* source, float* replica, const host::ReplyInfo& info, void* reply,
                    Stream stream) override {
@@ -437,7 +451,7 @@ class CudaServerKernels final : public ServerKernels {
   SelectionPlan reply_plan_;
   MessageLayout reply_layout_;
   MessageLayout dense_layout_;
-  cuda::Selector selector_;
+  std::unique_ptr<cuda::Selector> selector_;  // null when every reply is dense
   // What validate brings down, in page-locked memory so both copies are
   // asynchronous and one synchronisation waits for them.
   struct Staged {

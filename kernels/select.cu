@@ -882,8 +882,12 @@ struct Selector::Set {
   }
 };
 
-Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type)
-    : segments_(segments), index_type_(index_type), max_capacity_(max_capacity) {
+Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type,
+                   Compressor compressor)
+    : segments_(segments),
+      index_type_(index_type),
+      compressor_(compressor),
+      max_capacity_(max_capacity) {
   for (std::size_t l = 0; l < segments.count(); ++l) {
     if (segments.size(l) >= (std::uint64_t{1} << 32)) {
       throw Error(ErrorCode::invalid_argument,
@@ -896,12 +900,21 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
   list_capacity_ = segments.total();
   try {
     using detail::device_malloc;
-    const std::uint64_t lists = std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32);
-    device_malloc(&lists_[0], lists, "the selection's first candidate list (4 B per parameter)");
-    device_malloc(&lists_[1], lists, "the selection's second candidate list (4 B per parameter)");
+    // rbgs selects nothing: its selector never holds the candidate lists.
+    if (compressor != Compressor::rbgs) {
+      const std::uint64_t lists = std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32);
+      device_malloc(&lists_[0], lists, "the selection's first candidate list (4 B per parameter)");
+      device_malloc(&lists_[1], lists, "the selection's second candidate list (4 B per parameter)");
+    }
+    // The selected indices in message order (one per message slot); threshold
+    // finds them out of order first, and sorts them into place.
     const std::uint64_t slots = std::max<std::uint64_t>(1, max_capacity) * index_bytes;
-    device_malloc(&unsorted_, slots, "the selected indices (one per message slot)");
-    device_malloc(&sorted_, slots, "the sorted selected indices (one per message slot)");
+    if (compressor != Compressor::rbgs) {
+      device_malloc(&sorted_, slots, "the selected indices (one per message slot)");
+    }
+    if (compressor == Compressor::threshold) {
+      device_malloc(&unsorted_, slots, "the threshold's unsorted indices (one per message slot)");
+    }
     device_malloc(&count_, sizeof(u64), "the selection's count");
     const std::size_t count = std::max<std::size_t>(1, segments.count());
     device_malloc(&threshold_counts_, count * sizeof(u64), "the threshold counts (per segment)");
@@ -913,15 +926,17 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
     // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
     // estimated (sample_); with every segment taken whole they stay zero, so start them there.
     DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
-    const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
-    if (index_type == IndexType::u64) {
-      cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u64*>(nullptr),
-                                     static_cast<u64*>(nullptr), items);
-    } else {
-      cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u32*>(nullptr),
-                                     static_cast<u32*>(nullptr), items);
+    if (compressor == Compressor::threshold) {  // the only one whose indices are sorted
+      const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
+      if (index_type == IndexType::u64) {
+        cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u64*>(nullptr),
+                                       static_cast<u64*>(nullptr), items);
+      } else {
+        cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u32*>(nullptr),
+                                       static_cast<u32*>(nullptr), items);
+      }
+      device_malloc(&sort_temp_, sort_temp_bytes_, "the radix sort's temporary storage");
     }
-    device_malloc(&sort_temp_, sort_temp_bytes_, "the radix sort's temporary storage");
   } catch (...) {
     release();  // the destructor does not run for a constructor that throws
     throw;
@@ -971,12 +986,14 @@ void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
 }
 
 void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample) {
-  if (plan.target.size() != segments_.count() || plan.total_capacity() > max_capacity_) {
+  if (plan.target.size() != segments_.count() || plan.total_capacity() > max_capacity_ ||
+      plan.compressor != compressor_) {
     throw Error(ErrorCode::invalid_argument,
                 "dgs cuda selection: the plan does not fit the selector (segments " +
                     std::to_string(plan.target.size()) + " vs " +
                     std::to_string(segments_.count()) + ", capacity " +
                     std::to_string(plan.total_capacity()) + " vs " + std::to_string(max_capacity_) +
+                    ", compressor " + to_string(plan.compressor) + " vs " + to_string(compressor_) +
                     ")");
   }
   DGS_CUDA_TRY(cudaDeviceSynchronize());  // tables may still be in use

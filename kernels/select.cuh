@@ -78,8 +78,10 @@ struct FusedHistogram {
 class Selector {
  public:
   /// `segments`: the selection segments. Workspace is sized for plans of at
-  /// most `max_capacity` entries; nothing is allocated per step.
-  Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type);
+  /// most `max_capacity` entries with `compressor` (every plan's; an rbgs
+  /// selector holds no candidate lists); nothing is allocated per step.
+  Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type,
+           Compressor compressor);
   ~Selector();
   Selector(const Selector&) = delete;
   Selector& operator=(const Selector&) = delete;
@@ -131,6 +133,7 @@ class Selector {
 
   Segments segments_;
   IndexType index_type_;
+  Compressor compressor_;
   std::uint64_t max_capacity_;
   SelectionPlan plan_;
   std::uint32_t threshold_sample_ = 1024;

@@ -71,6 +71,14 @@ struct Worker::Impl {
     dense_buffer = detail::Buffer(be, dense_layout.bytes);
     be.zero(push_buffer.data(), push_buffer.bytes(), options.stream);
     kernels = be.worker_kernels(segments, push_layout, config);
+    if (config.method != Method::dense) {
+      // The first step's plan (its ratio does not depend on the learning
+      // rate), made with the workspace, so that the first step allocates
+      // nothing; push() makes another only when the ratio changes.
+      plan = push_plan(segments, config, encode_ratio(config.ratio_at(0, 1.0f, 1.0f)));
+      kernels->set_plan(plan);
+      plan_set = true;
+    }
     beta = config.mode == Mode::sync ? config.momentum
                                      : config.momentum / static_cast<float>(config.workers);
     stats.model_size = p;

@@ -23,6 +23,7 @@
 #endif
 #include "dgs/plan.h"
 #include "dgs/server.h"
+#include "dgs/transport.h"
 #include "dgs/worker.h"
 #include "kernels/numeric.h"
 #include "runtime/backend.h"
@@ -649,6 +650,112 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
   }
 }
 
+// The device memory README's "Device memory" states, in bytes: a worker's
+// beyond the caller's weights and gradient, and a server's, before the
+// selection's small tables (a few KiB per tensor).
+std::uint64_t documented_worker_bytes(const Segments& model, const Config& config) {
+  const std::uint64_t p = model.total();
+  const MessageLayout push = push_layout(model, config);
+  std::uint64_t bytes =
+      push.bytes + sparse_reply_layout(model, config).bytes + dense_reply_layout(model).bytes;
+  switch (config.method) {
+    case Method::gd:
+    case Method::gmc:
+      bytes += 4 * p;
+      break;
+    case Method::gmc_plus:
+    case Method::dgc:
+      bytes += 8 * p;
+      break;
+    case Method::samomentum:
+      bytes += 4 * p + 4 * host::mask_words(p);
+      break;
+    case Method::dense:
+      break;
+  }
+  if (config.method != Method::dense && config.compressor != Compressor::rbgs) {
+    const std::uint64_t index = push.index_type == IndexType::u64 ? 8 : 4;
+    bytes += 8 * p + push.capacity * index;  // the candidate lists, the selected indices
+    if (config.compressor == Compressor::threshold) {
+      bytes += push.capacity * index;  // found out of order, then sorted
+    } else {
+      bytes += 4 * host::mask_words(p);  // the marks
+    }
+  }
+  return bytes;
+}
+
+std::uint64_t documented_server_bytes(const Segments& model, const Config& config) {
+  const std::uint64_t p = model.total();
+  const bool sync = config.mode == Mode::sync;
+  const MessageLayout push = push_layout(model, config), reply = sparse_reply_layout(model, config);
+  std::uint64_t bytes = 4 * p * (1 + (sync ? 1 : config.workers)) +
+                        push.bytes * (1 + (sync ? config.workers : 0)) + reply.bytes +
+                        dense_reply_layout(model).bytes;
+  if (!replies_are_dense(model, config)) {
+    const std::uint64_t index = reply.index_type == IndexType::u64 ? 8 : 4;
+    bytes += 8 * p + reply.capacity * index + 4 * host::mask_words(p);
+  }
+  if (sync && config.compressor == Compressor::rbgs) bytes += 4 * p;  // the round's accumulator
+  return bytes;
+}
+
+// Workers and servers hold the device memory README states, for every method
+// and compressor, async and sync: measured as the free memory they take,
+// between the stated bytes and those plus 64 KiB per tensor (the tables).
+// The emulation counts bytes; a GPU hands memory out in pages, so there the
+// bound is looser by 4 MiB per object.
+TEST_F(CudaBackendTest, WorkersAndServersHoldTheDocumentedDeviceMemory) {
+  const Segments models[] = {Segments({3000000}), random_model(23, 40, 150000)};
+#ifdef DGS_CUDA_EMULATION
+  const std::uint64_t page_slack = 0;
+#else
+  const std::uint64_t page_slack = std::uint64_t{4} << 20;
+#endif
+  auto free_now = [] {
+    std::size_t free = 0, total = 0;
+    EXPECT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+    return free;
+  };
+  const std::pair<Method, Compressor> cases[] = {
+      {Method::samomentum, Compressor::topk}, {Method::samomentum, Compressor::threshold},
+      {Method::gd, Compressor::randk},        {Method::dgc, Compressor::rbgs},
+      {Method::gmc_plus, Compressor::topk},   {Method::dense, Compressor::topk}};
+  for (const Segments& model : models) {
+    for (const auto& [m, c] : cases) {
+      for (Mode mode : {Mode::async, Mode::sync}) {
+        Config config;
+        config.method = m;
+        config.compressor = c;
+        config.mode = mode;
+        config.ratio = 0.01;
+        config.workers = 4;
+        SCOPED_TRACE(std::string(to_string(m)) + " " + to_string(c) + " " + to_string(mode) + ", " +
+                     std::to_string(model.count()) + " tensors");
+        const std::uint64_t slack =
+            (std::uint64_t{128} << 10) + (std::uint64_t{64} << 10) * model.count() + page_slack;
+        LocalHub hub(5, MemoryKind::device);
+        detail::Buffer d_weights(*backend_, model.total() * sizeof(float));
+        const std::vector<float> initial(model.total(), 0.5f);
+        const std::size_t before = free_now();
+        Server server(config, model, backend_, hub.endpoint(0), initial.data());
+        const std::size_t with_server = free_now();
+        Worker worker(config, model, backend_, hub.endpoint(1), d_weights.as<float>(),
+                      WorkerOptions{});
+        const std::size_t with_worker = free_now();
+        const std::uint64_t server_bytes = before - with_server,
+                            worker_bytes = with_server - with_worker;
+        const std::uint64_t want_server = documented_server_bytes(model, config),
+                            want_worker = documented_worker_bytes(model, config);
+        EXPECT_GE(server_bytes + page_slack, want_server);
+        EXPECT_LE(server_bytes, want_server + slack);
+        EXPECT_GE(worker_bytes + page_slack, want_worker);
+        EXPECT_LE(worker_bytes, want_worker + slack);
+      }
+    }
+  }
+}
+
 // Kernels whose selection workspace does not fit the device: making them
 // throws a dgs::Error that names the buffer, its bytes and the device's free
 // memory, and frees what was allocated before it (a caller may catch the
@@ -753,10 +860,13 @@ TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
            worker->last_stats(stream_);
            auto server = backend_->server_kernels(model, config);
            detail::Buffer d_w = upload(weights), d_r = upload(weights);
-           server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 1}, d_sparse.data(), stream_);
            server->dense_reply(d_w.as<float>(), nullptr, {1, 1}, d_dense.data(), stream_);
-           worker->apply_reply(d_sparse.data(), sparse, d_weights.as<float>(), false, stream_);
-           worker->fold(d_sparse.data(), sparse, 0.5f, d_residual.as<float>(), stream_);
+           if (m != Method::dense) {  // whose every reply is dense
+             server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 1}, d_sparse.data(),
+                                  stream_);
+             worker->apply_reply(d_sparse.data(), sparse, d_weights.as<float>(), false, stream_);
+             worker->fold(d_sparse.data(), sparse, 0.5f, d_residual.as<float>(), stream_);
+           }
            worker->apply_reply(d_dense.data(), dense, d_weights.as<float>(), true, stream_);
            worker->fold(d_dense.data(), dense, 0.5f, d_residual.as<float>(), stream_);
            worker->evaluation_point(d_weights.as<float>(), d_residual.as<float>(), 0.5f,
@@ -773,8 +883,11 @@ TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
            server->apply(d_push.data(), header, d_w.as<float>(), stream_);
            const host::RoundPush round[2] = {{d_push.data(), header}, {d_push.data(), header}};
            server->apply_round(round, 2, d_w.as<float>(), stream_);
-           server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 2}, d_sparse.data(), stream_);
-           server->last_capture_use(stream_);
+           if (m != Method::dense) {
+             server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 2}, d_sparse.data(),
+                                  stream_);
+             server->last_capture_use(stream_);
+           }
            server->dense_reply(d_w.as<float>(), d_r.as<float>(), {1, 3}, d_dense.data(), stream_);
          }},
     };
