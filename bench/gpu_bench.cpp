@@ -176,7 +176,7 @@ void BM_WorkerStep(benchmark::State& state, std::string shape, std::uint64_t p, 
   const MessageLayout layout = push_layout(model, config);
   auto backend = make_backend(BackendKind::cuda);
   auto kernels = backend->worker_kernels(model, layout, config);
-  kernels->set_plan(push_plan(model, config, encode_ratio(ratio)));
+  kernels->set_plan(push_plan(model, config, encode_ratio(ratio)), nullptr);
   float* grad = random_device(p, 1);
   float *a = random_device(p, 2), *b = method == Method::dgc ? random_device(p, 3) : nullptr;
   std::uint32_t* mask = nullptr;
@@ -309,7 +309,7 @@ void BM_ServerPush(benchmark::State& state, std::string shape, std::uint64_t p, 
   auto backend = make_backend(BackendKind::cuda);
   auto server = backend->server_kernels(model, config);
   auto worker = backend->worker_kernels(model, push_layout(model, config), config);
-  worker->set_plan(push_plan(model, config, encode_ratio(ratio)));
+  worker->set_plan(push_plan(model, config, encode_ratio(ratio)), nullptr);
   const MessageLayout push = push_layout(model, config);
   const MessageLayout reply = sparse_reply_layout(model, config);
   float* w = random_device(p, 4);
@@ -377,7 +377,7 @@ void BM_SyncRound(benchmark::State& state, std::string shape, std::uint64_t p, d
   auto server = backend->server_kernels(model, config);
   auto worker = backend->worker_kernels(model, push_layout(model, config), config);
   const SelectionPlan plan = push_plan(model, config, encode_ratio(ratio));
-  worker->set_plan(plan);
+  worker->set_plan(plan, nullptr);
   const MessageLayout push = push_layout(model, config);
   float* w = random_device(p, 4);
   float* grad = random_device(p, 6);

@@ -47,8 +47,14 @@ class CudaWorkerKernels final : public WorkerKernels {
     }
   }
 
-  void set_plan(const SelectionPlan& plan) override {
-    if (selector_) selector_->set_plan(plan, config_.threshold_sample);
+  void set_plan(const SelectionPlan& plan, Stream stream) override {
+    if (!selector_) return;
+    if (planned_) {
+      selector_->change_plan(plan, stream);
+    } else {
+      selector_->set_plan(plan, config_.threshold_sample);
+      planned_ = true;
+    }
   }
 
   void step(const host::StepParams& params, const float* grad, const float* weights,
@@ -157,6 +163,7 @@ class CudaWorkerKernels final : public WorkerKernels {
   MessageLayout layout_;
   Config config_;
   std::unique_ptr<cuda::Selector> selector_;
+  bool planned_ = false;  // the selector has a plan (change_plan may keep its tables)
 };
 
 class CudaServerKernels final : public ServerKernels {

@@ -948,6 +948,8 @@ Selector::~Selector() {
 }
 
 void Selector::release() noexcept {
+  if (staged_ != nullptr) cudaEventDestroy(staged_);
+  if (staging_ != nullptr) cudaFreeHost(staging_);
   for (void* p : owned_) cudaFree(p);
   owned_.clear();
   for (void* p : {static_cast<void*>(lists_[0]), static_cast<void*>(lists_[1]), unsorted_, sorted_,
@@ -1036,6 +1038,7 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
       large_need.push_back(k);
     }
   }
+  classes_ = classify(plan);
   segments_dev_ = upload(owned_, info);
   const std::vector<Tile> all = make_tiles(sizes);
   all_tiles_ = upload(owned_, all);
@@ -1098,10 +1101,97 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     build_set(*clamped_, sampled, clamped_sizes);
     clamped_->need = upload(owned_, clamped_need);
   }
+  // Pinned room for change_plan's tables, the size this sorting of the
+  // segments needs (a later plan that sorts them so needs the same).
+  const std::size_t staging = staging_size();
+  if (staging > staging_bytes_) {
+    if (staging_ != nullptr) DGS_CUDA_TRY(cudaFreeHost(staging_));
+    staging_ = nullptr;
+    staging_bytes_ = 0;
+    DGS_CUDA_TRY(cudaMallocHost(&staging_, staging));
+    staging_bytes_ = staging;
+  }
+  staged_pending_ = false;
   // A copy from pageable memory may return before its DMA lands, and the
   // caller's stream need not be ordered after the legacy stream's memsets:
   // every table is on the device before a run can read it.
   DGS_CUDA_TRY(cudaDeviceSynchronize());
+}
+
+std::vector<unsigned char> Selector::classify(const SelectionPlan& plan) const {
+  enum : unsigned char { kNone, kWhole, kEstimated, kSmall, kLarge };
+  std::vector<unsigned char> classes(segments_.count(), kNone);
+  for (std::size_t l = 0; l < segments_.count(); ++l) {
+    const std::uint64_t n = segments_.size(l);
+    if (plan.compressor == Compressor::rbgs) continue;
+    if (plan.target[l] >= n) {
+      classes[l] = kWhole;
+    } else if (plan.compressor == Compressor::threshold) {
+      classes[l] = kEstimated;
+    } else {
+      classes[l] = n <= kSmallSegment ? kSmall : kLarge;
+    }
+  }
+  return classes;  // (a segment's sample size depends on its size alone)
+}
+
+std::size_t Selector::staging_size() const {
+  const std::size_t members = (large_ ? large_->members : 0) + (sample_ ? sample_->members : 0) +
+                              (clamped_ ? clamped_->members : 0);
+  return segments_.count() * sizeof(SegmentInfo) + (members + 1) * sizeof(u64);
+}
+
+void Selector::change_plan(const SelectionPlan& plan, cudaStream_t stream) {
+  if (plan.target.size() != segments_.count() || plan.compressor != plan_.compressor ||
+      plan.total_capacity() > max_capacity_ || staging_ == nullptr || classify(plan) != classes_) {
+    set_plan(plan, threshold_sample_);
+    return;
+  }
+  // The last change's copies read the staging. They ran a step ago at
+  // least, so the query finds them done and nothing waits; were they not,
+  // this waits for them.
+  if (staged_pending_) {
+    const cudaError_t done = cudaEventQuery(staged_);
+    if (done == cudaErrorNotReady) {
+      DGS_CUDA_TRY(cudaEventSynchronize(staged_));
+    } else {
+      DGS_CUDA_TRY(done);
+    }
+  }
+  plan_ = plan;
+  const std::size_t count = segments_.count();
+  auto* info = static_cast<SegmentInfo*>(staging_);
+  for (std::size_t l = 0; l < count; ++l) {
+    info[l] = {segments_.offset(l), segments_.size(l), plan.target[l], plan.capacity[l],
+               plan.first[l]};
+  }
+  auto* need = reinterpret_cast<u64*>(info + count);
+  std::size_t at = 0;
+  auto copy = [&](void* device, const void* host, std::size_t bytes) {
+    DGS_CUDA_TRY(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));
+  };
+  copy(segments_dev_, info, count * sizeof(SegmentInfo));
+  // Each set's need per member, as set_plan computes it.
+  auto needs = [&](Set* set, auto need_of) {
+    if (set == nullptr) return;
+    for (u32 m = 0; m < set->members; ++m) need[at + m] = need_of(set->host_segments[m]);
+    copy(set->need, need + at, set->members * sizeof(u64));
+    at += set->members;
+  };
+  needs(large_.get(), [&](u32 l) -> u64 { return plan.target[l]; });
+  needs(sample_.get(), [&](u32 l) -> u64 {
+    const std::uint64_t n = segments_.size(l), k = plan.target[l];
+    const std::uint64_t sample = std::min<std::uint64_t>(n, threshold_sample_);
+    return std::clamp<std::uint64_t>((k * sample + n - 1) / n, 1, sample);
+  });
+  needs(clamped_.get(), [&](u32 l) -> u64 { return plan.capacity[l]; });
+  if (plan.compressor != Compressor::threshold || !sample_) {
+    need[at] = plan.total_capacity();  // every slot is filled: the count is the plan's
+    copy(count_, need + at, sizeof(u64));
+  }
+  if (staged_ == nullptr) DGS_CUDA_TRY(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
+  DGS_CUDA_TRY(cudaEventRecord(staged_, stream));
+  staged_pending_ = true;
 }
 
 void Selector::begin(cudaStream_t stream) {

@@ -89,6 +89,12 @@ class Selector {
   /// Makes `plan` current: uploads its tables (synchronously; plans change
   /// only with the keep ratio).
   void set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample);
+  /// Makes `plan` current as set_plan does, but when it sorts the segments
+  /// as the current plan does (the same ones whole, small, large or
+  /// estimated: two ratios of a schedule, mostly) with neither a device
+  /// synchronisation nor an allocation: only the targets, capacities and
+  /// message slots change, copied on `stream` from pinned memory.
+  void change_plan(const SelectionPlan& plan, cudaStream_t stream);
   const SelectionPlan& plan() const noexcept { return plan_; }
 
   /// Zeroes the histograms the fused update pass accumulates into, and the
@@ -126,6 +132,11 @@ class Selector {
  private:
   struct Set;  // a selection set: members, their tiles and states
   void release() noexcept;  // frees every device allocation
+  /// Per segment, how `plan` selects it (rbgs or none, whole, estimated,
+  /// small, large): change_plan's test that only the targets change.
+  std::vector<unsigned char> classify(const SelectionPlan& plan) const;
+  /// Bytes of change_plan's pinned staging for the current plan.
+  std::size_t staging_size() const;
   void build_set(Set& set, const std::vector<std::uint32_t>& members,
                  const std::vector<std::uint64_t>& list_sizes);
   /// The large set's capture (in the second list buffer), none without one.
@@ -168,6 +179,11 @@ class Selector {
   std::size_t sort_temp_bytes_ = 0;
   std::uint64_t list_capacity_ = 0;
   std::vector<void*> owned_;  // every table allocation of the current plan
+  std::vector<unsigned char> classes_;  // classify() of the current plan
+  void* staging_ = nullptr;             // pinned: change_plan's tables
+  std::size_t staging_bytes_ = 0;
+  cudaEvent_t staged_ = nullptr;  // recorded after change_plan's copies
+  bool staged_pending_ = false;
 };
 
 }  // namespace dgs::cuda

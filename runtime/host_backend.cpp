@@ -15,7 +15,7 @@ class HostWorkerKernels final : public WorkerKernels {
   HostWorkerKernels(const Segments& segments, const MessageLayout& layout)
       : segments_(segments), layout_(layout) {}
 
-  void set_plan(const SelectionPlan& plan) override { plan_ = plan; }
+  void set_plan(const SelectionPlan& plan, Stream) override { plan_ = plan; }
 
   void step(const host::StepParams& params, const float* grad, const float* weights,
             const host::WorkerState& state, void* message, Stream) override {

@@ -76,7 +76,7 @@ struct Worker::Impl {
       // rate), made with the workspace, so that the first step allocates
       // nothing; push() makes another only when the ratio changes.
       plan = push_plan(segments, config, encode_ratio(config.ratio_at(0, 1.0f, 1.0f)));
-      kernels->set_plan(plan);
+      kernels->set_plan(plan, options.stream);
       plan_set = true;
     }
     beta = config.mode == Mode::sync ? config.momentum
@@ -266,7 +266,7 @@ void Worker::push(const float* grad, float lr) {
     const std::uint32_t code = encode_ratio(w.config.ratio_at(w.step, lr, w.first_lr));
     if (!w.plan_set || code != w.plan.ratio_code) {
       w.plan = push_plan(w.segments, w.config, code);
-      w.kernels->set_plan(w.plan);
+      w.kernels->set_plan(w.plan, w.options.stream);
       w.plan_set = true;
     }
   }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -743,7 +744,12 @@ std::mutex g_capture_mutex;
 int g_global_captures = 0;
 std::vector<cudaStream_t> g_capturing;
 
+std::atomic<std::uint64_t> g_blocking_calls{0};
+
+// Every call that could synchronise the device, or allocates, comes here
+// (and is counted: blocking_calls).
 cudaError_t refuse_if_capturing() {
+  ++g_blocking_calls;
   std::lock_guard<std::mutex> lock(g_capture_mutex);
   if (g_global_captures == 0) return cudaSuccess;
   for (cudaStream_t s : g_capturing) s->invalidated = true;
@@ -755,6 +761,10 @@ bool device_range_ok(const void* p, std::size_t bytes) {
 }
 
 }  // namespace
+
+std::uint64_t blocking_calls() {
+  return g_blocking_calls.load();
+}
 
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
   if (stream != nullptr && stream->capturing) {
@@ -1075,14 +1085,37 @@ cudaError_t cudaFree(void* pointer) {
   return cudaSuccess;
 }
 
+namespace {
+std::mutex g_pinned_mutex;
+std::map<std::uintptr_t, std::size_t> g_pinned;  // cudaMallocHost's blocks: start, bytes
+
+bool pinned(const void* p, std::size_t bytes) {
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(g_pinned_mutex);
+  auto it = g_pinned.upper_bound(at);
+  if (it == g_pinned.begin()) return false;
+  --it;
+  return at + bytes <= it->first + it->second;
+}
+}  // namespace
+
 cudaError_t cudaMallocHost(void** pointer, std::size_t bytes) {
   if (pointer == nullptr) return fail(cudaErrorInvalidValue);
   if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
   *pointer = bytes == 0 ? nullptr : std::malloc(bytes);
-  return bytes != 0 && *pointer == nullptr ? fail(cudaErrorMemoryAllocation) : cudaSuccess;
+  if (bytes != 0 && *pointer == nullptr) return fail(cudaErrorMemoryAllocation);
+  if (*pointer != nullptr) {
+    std::lock_guard<std::mutex> lock(g_pinned_mutex);
+    g_pinned[reinterpret_cast<std::uintptr_t>(*pointer)] = bytes;
+  }
+  return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void* pointer) {
   if (cudaError_t e = dgs_emu::refuse_if_capturing(); e != cudaSuccess) return e;
+  {
+    std::lock_guard<std::mutex> lock(g_pinned_mutex);
+    g_pinned.erase(reinterpret_cast<std::uintptr_t>(pointer));
+  }
   std::free(pointer);
   return cudaSuccess;
 }
@@ -1120,6 +1153,10 @@ cudaError_t check_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpy
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (cudaError_t e = check_copy(dst, src, bytes, kind); e != cudaSuccess) return e;
+  if (bytes > 0 && ((kind == cudaMemcpyHostToDevice && !pinned(src, bytes)) ||
+                    (kind == cudaMemcpyDeviceToHost && !pinned(dst, bytes)))) {
+    ++dgs_emu::g_blocking_calls;  // the driver stages pageable memory
+  }
   return dgs_emu::enqueue(stream, [dst, src, bytes]() {
     if (bytes > 0) std::memmove(dst, src, bytes);
   });
@@ -1176,6 +1213,38 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
   // Work runs when it is enqueued; only a capture makes this an error.
   return dgs_emu::refuse_if_capturing();
+}
+
+struct CUevent_st {
+  bool recorded = false;
+};
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  return cudaEventCreateWithFlags(event, cudaEventDefault);
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
+  if (event == nullptr || (flags & ~cudaEventDisableTiming) != 0) {
+    return dgs_emu::fail(cudaErrorInvalidValue);
+  }
+  *event = new CUevent_st;
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (event == nullptr) return dgs_emu::fail(cudaErrorInvalidResourceHandle);
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (event == nullptr) return dgs_emu::fail(cudaErrorInvalidResourceHandle);
+  return dgs_emu::enqueue(stream, [event] { event->recorded = true; });
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (event == nullptr) return dgs_emu::fail(cudaErrorInvalidResourceHandle);
+  return dgs_emu::refuse_if_capturing();  // what it waits for has run
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  if (event == nullptr) return dgs_emu::fail(cudaErrorInvalidResourceHandle);
+  return cudaSuccess;  // what it follows has run
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {

@@ -455,6 +455,57 @@ TEST(Emulation, AnArmedLaunchFailsWithoutRunningAndIsNamed) {
   EXPECT_EQ(out.host(), (std::vector<unsigned>{4, 0}));
 }
 
+// dgs_emu::blocking_calls counts what may allocate or wait for the device,
+// and nothing else: launches, memsets, copies from pinned memory and events
+// recorded and queried are free.
+TEST(Emulation, BlockingCallsAreCountedAndNothingElse) {
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto counted = [](auto&& call) {
+    const std::uint64_t before = dgs_emu::blocking_calls();
+    call();
+    return dgs_emu::blocking_calls() - before;
+  };
+  unsigned* d = nullptr;
+  void* pinned = nullptr;
+  std::vector<unsigned> pageable(4, 1u);
+  cudaEvent_t event = nullptr;
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaMalloc(&d, 16)); }), 1u);
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaMallocHost(&pinned, 16)); }), 1u);
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming)); }),
+            0u);
+  EXPECT_EQ(counted([&] {
+              set_kernel<<<1, 32, 0, stream>>>(d, 1);
+              CUDA_OK(cudaMemsetAsync(d, 0, 16, stream));
+              CUDA_OK(cudaMemcpyAsync(d, pinned, 16, cudaMemcpyHostToDevice, stream));
+              CUDA_OK(cudaMemcpyAsync(pinned, d, 16, cudaMemcpyDeviceToHost, stream));
+              CUDA_OK(cudaEventRecord(event, stream));
+              CUDA_OK(cudaEventQuery(event));
+            }),
+            0u);
+  EXPECT_EQ(counted([&] {
+              CUDA_OK(cudaMemcpyAsync(d, pageable.data(), 16, cudaMemcpyHostToDevice, stream));
+            }),
+            1u);
+  EXPECT_EQ(counted([&] {
+              CUDA_OK(cudaMemcpyAsync(pageable.data(), d, 16, cudaMemcpyDeviceToHost, stream));
+            }),
+            1u);
+  EXPECT_EQ(counted([&] {
+              CUDA_OK(cudaMemcpyAsync(d, static_cast<char*>(pinned) + 8, 8, cudaMemcpyHostToDevice,
+                                      stream));
+            }),
+            0u)
+      << "a range inside a pinned block";
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaEventSynchronize(event)); }), 1u);
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaStreamSynchronize(stream)); }), 1u);
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaMemset(d, 0, 16)); }), 1u);
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaEventDestroy(event)); }), 0u);
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaFreeHost(pinned)); }), 1u);
+  EXPECT_EQ(counted([&] { CUDA_OK(cudaFree(d)); }), 1u);
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
 TEST(Emulation, TheRuntimeRefusesWhatCudaRefuses) {
   // A launch larger than a block may be.
   deadlock_kernel<<<1, 2048>>>();

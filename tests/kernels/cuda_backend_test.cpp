@@ -106,6 +106,16 @@ class CudaBackendTest : public ::testing::Test {
   cudaStream_t stream_ = nullptr;
 };
 
+// Calls that allocate or may wait for the device, so far: counted by the
+// emulation (dgs_emu::blocking_calls); 0 on a GPU, where nothing counts them.
+std::uint64_t blocking_calls() {
+#ifdef DGS_CUDA_EMULATION
+  return dgs_emu::blocking_calls();
+#else
+  return 0;
+#endif
+}
+
 enum class Data { normal, ties, spanning, mostly_zero };
 
 std::vector<float> make_data(std::mt19937_64& rng, std::size_t n, Data kind) {
@@ -150,6 +160,12 @@ struct WorkerCase {
   // Weights, state and normal gradients from test::random_bell (threads,
   // counter-based) instead of a std::normal_distribution: for billions.
   bool bulk = false;
+  // When set, step t's learning rate (instead of 0.05): a schedule
+  // proportional to it changes the ratio.
+  std::function<float(int step)> lr = nullptr;
+  // From the second step on, the device's free memory stays as it was after
+  // the first: a change of plan allocates nothing either.
+  bool steady_memory = false;
 };
 
 // Runs `steps` worker steps on both backends and compares state and message bytes.
@@ -210,14 +226,16 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
   std::vector<unsigned char> host_message(layout.bytes);
   detail::Buffer d_message(gpu, layout.bytes);
   std::uint32_t plan_code = 0;
+  std::size_t steady_free = 0;
   for (int step = 0; step < c.steps; ++step) {
     const std::vector<float> grad = c.gradient                         ? c.gradient(step, p)
                                     : c.bulk && c.data == Data::normal ? random(p, 1.0f)
                                                                        : make_data(rng, p, c.data);
     detail::Buffer d_grad = to_device(grad);
+    const float lr = c.lr ? c.lr(step) : 0.05f, first_lr = c.lr ? c.lr(0) : 0.05f;
     host::StepParams params;
     params.method = c.config.method;
-    params.lr = 0.05f;
+    params.lr = lr;
     params.momentum = c.config.momentum;
     params.weight_decay = c.config.weight_decay;
     params.factor_masking = c.config.factor_masking;
@@ -227,16 +245,31 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     params.sender = 0;
     params.threshold_sample = c.config.threshold_sample;
     const SelectionPlan plan =
-        push_plan(segments, c.config, encode_ratio(c.config.ratio_at(step, 0.05f, 0.05f)));
-    if (step == 0 || plan.ratio_code != plan_code) device->set_plan(plan);  // as the runtime does
-    plan_code = plan.ratio_code;
+        push_plan(segments, c.config, encode_ratio(c.config.ratio_at(step, lr, first_lr)));
     std::fill(host_message.begin(), host_message.end(), kPoison);
     ASSERT_EQ(cudaMemsetAsync(d_message.data(), kPoison, layout.bytes, stream), cudaSuccess);
+    const std::uint64_t blocking_before = blocking_calls();
+    if (step == 0 || plan.ratio_code != plan_code)
+      device->set_plan(plan, stream);  // as the runtime does
+    plan_code = plan.ratio_code;
+    const std::uint64_t blocking_planned = blocking_calls();
     const host::SelectionStats want =
         host::worker_step(params, segments, plan, grad.data(), weights.data(), hs,
                           host_message.data(), layout, scratch);
     device->step(params, d_grad.as<float>(), d_weights.as<float>(), ds, d_message.data(), stream);
+    // Neither a step nor (in a steady run) a later change of plan may wait
+    // for the device or allocate (counted on the emulation).
+    EXPECT_EQ(blocking_calls(), blocking_planned) << "blocking calls in step " << step;
+    if (c.steady_memory && step > 0) {
+      EXPECT_EQ(blocking_planned, blocking_before) << "blocking calls in the plan of step " << step;
+    }
     const host::SelectionStats got = device->last_stats(stream);
+    if (c.steady_memory) {
+      std::size_t free_bytes = 0, total = 0;
+      ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+      if (step == 0) steady_free = free_bytes;
+      EXPECT_EQ(free_bytes, steady_free) << "device memory allocated by step " << step;
+    }
     std::vector<unsigned char> message(layout.bytes);
     gpu.download(message.data(), d_message.data(), layout.bytes, stream);
     if (c.expect_captures) {
@@ -346,6 +379,38 @@ TEST_F(CudaBackendTest, NarrowWireValuesAndSchedulesMatchTheHost) {
     wc.config.global_selection = wire == WireValue::f16;
     compare_worker(*backend_, stream_, wc);
   }
+}
+
+// A ratio that follows the learning rate changes the plan every step here.
+// While the tensors keep their kind (whole, small, large or estimated) the
+// selector only retargets them (Selector::change_plan): no step after the
+// first allocates device memory, and (counted on the emulation) no change
+// of plan allocates or waits for the device. A warm-up from ratio 1 (every
+// tensor whole) to 25% sorts them anew. Either way the pushes and states
+// equal the host's.
+TEST_F(CudaBackendTest, RatioChangesMatchTheHostAndAllocateNothing) {
+  const std::pair<Method, Compressor> cases[] = {{Method::samomentum, Compressor::topk},
+                                                 {Method::gd, Compressor::threshold},
+                                                 {Method::dgc, Compressor::randk}};
+  for (const auto& [m, c] : cases) {
+    WorkerCase wc{"lr-proportional", random_model(25, 30, 40000), Config{}};
+    wc.config.method = m;
+    wc.config.compressor = c;
+    wc.config.ratio = 0.05;
+    wc.config.schedule = RatioSchedule::lr_proportional;
+    wc.lr = [](int step) { return 0.05f / (1.0f + 0.7f * static_cast<float>(step)); };
+    wc.steps = 4;
+    wc.steady_memory = true;
+    compare_worker(*backend_, stream_, wc);
+  }
+  WorkerCase wc{"warm-up from 1", random_model(26, 30, 40000), Config{}};
+  wc.config.method = Method::samomentum;
+  wc.config.ratio = 0.05;
+  wc.config.schedule = RatioSchedule::warmup;
+  wc.config.warmup_ratios = {1.0, 0.25};
+  wc.config.warmup_steps = 1;
+  wc.steps = 4;
+  compare_worker(*backend_, stream_, wc);
 }
 
 // What the every-method test covers only slowly or leaves at its defaults:
@@ -542,7 +607,7 @@ TEST_F(CudaBackendTest, AWorkerStepCanBeCapturedInACudaGraph) {
   const std::uint64_t p = model.total();
   auto gpu = backend_->worker_kernels(model, layout, config);
   const SelectionPlan plan = push_plan(model, config, encode_ratio(config.ratio));
-  gpu->set_plan(plan);
+  gpu->set_plan(plan, stream_);
   std::mt19937_64 rng(12);
   const std::vector<float> grad = test::random_normal(rng, p);
   std::vector<float> u(p, 0.0f);
@@ -577,7 +642,9 @@ TEST_F(CudaBackendTest, AWorkerStepCanBeCapturedInACudaGraph) {
 // Workspace is sized when the kernels are made (a plan's tables when it is
 // set): once every kernel has run (CUDA loads them lazily), worker steps,
 // validations, applies, replies and their application allocate no device
-// memory, for every compressor. The emulation counts every byte allocated;
+// memory, for every compressor; and the step, the apply, the replies and
+// their application make no call that allocates or may wait for the device
+// (counted on the emulation). The emulation counts every byte allocated;
 // a GPU reports free memory in pages, so there a small allocation may hide.
 TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
   const Segments model = random_model(21, 40, 20000);
@@ -603,7 +670,7 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
       const MessageLayout sparse = sparse_reply_layout(model, config);
       const MessageLayout dense = dense_reply_layout(model);
       auto worker = backend_->worker_kernels(segments, layout, config);
-      worker->set_plan(push_plan(segments, config, encode_ratio(config.ratio)));
+      worker->set_plan(push_plan(segments, config, encode_ratio(config.ratio)), stream_);
       auto server = backend_->server_kernels(model, config);
       detail::Buffer d_weights = upload(test::random_normal(rng, p)),
                      d_residual = upload(test::random_normal(rng, p, 0.01f)),
@@ -629,20 +696,30 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
         params.momentum = config.momentum;
         params.seed = 5;
         params.step = static_cast<std::uint64_t>(step);
+        // What does not report back to the host neither allocates nor waits
+        // for the device (counted on the emulation); validation and the
+        // statistics wait, by design.
+        const std::uint64_t blocking = blocking_calls();
         worker->step(params, d_grad.as<float>(), d_weights.as<float>(), state, d_push.data(),
                      stream_);
+        EXPECT_EQ(blocking_calls(), blocking) << "blocking calls in the worker's step";
         worker->last_stats(stream_);
         MessageHeader header = blank_header();
         const Verdict v = server->validate(d_push.data(), layout.bytes, header, stream_);
         ASSERT_TRUE(v.ok()) << v.describe(0);
+        const std::uint64_t validated = blocking_calls();
         server->apply(d_push.data(), header, d_w.as<float>(), stream_);
         const host::ReplyInfo info{1, static_cast<std::uint64_t>(step)};
         server->sparse_reply(d_w.as<float>(), d_r.as<float>(), info, d_sparse.data(), stream_);
+        EXPECT_EQ(blocking_calls(), validated) << "blocking calls in the apply and the reply";
         server->last_capture_use(stream_);
+        const std::uint64_t replied = blocking_calls();
         server->dense_reply(d_w.as<float>(), nullptr, info, d_dense.data(), stream_);
         worker->apply_reply(d_sparse.data(), sparse, d_weights.as<float>(), false, stream_);
         worker->fold(d_sparse.data(), sparse, 0.5f, d_residual.as<float>(), stream_);
         worker->apply_reply(d_dense.data(), dense, d_weights.as<float>(), true, stream_);
+        EXPECT_EQ(blocking_calls(), replied)
+            << "blocking calls in the dense reply and the replies' application";
         CUDA_OK(cudaStreamSynchronize(stream_));
       }
       EXPECT_EQ(free_bytes(), before) << "bytes allocated by three steady steps";
@@ -838,7 +915,7 @@ TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
         {"worker",
          [&] {
            auto worker = backend_->worker_kernels(segments, layout, config);
-           worker->set_plan(push_plan(segments, config, encode_ratio(config.ratio)));
+           worker->set_plan(push_plan(segments, config, encode_ratio(config.ratio)), stream_);
            detail::Buffer d_weights = upload(weights), d_grad = upload(grad),
                           d_residual = upload(std::vector<float>(p, 0.01f)),
                           d_momentum = upload(std::vector<float>(p, 0.01f)),

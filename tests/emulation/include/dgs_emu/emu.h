@@ -89,6 +89,7 @@ enum cudaError {
   cudaErrorNoDevice = 100,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorNotReady = 600,
   cudaErrorIllegalAddress = 700,
   cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchFailure = 719,
@@ -104,6 +105,8 @@ struct CUgraph_st;
 using cudaGraph_t = CUgraph_st*;
 struct CUgraphExec_st;
 using cudaGraphExec_t = CUgraphExec_st*;
+struct CUevent_st;
+using cudaEvent_t = CUevent_st*;
 
 namespace dgs_emu {
 
@@ -193,6 +196,15 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
 /// cannot hold does, and each later one runs; 0 disarms. Counts the
 /// launches of every host thread.
 void fail_launch(std::uint64_t n);
+/// Calls made so far, by every host thread, that allocate, free or may wait
+/// for the device: cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost, the
+/// synchronous copies and memsets, cudaDeviceSynchronize,
+/// cudaStreamSynchronize, cudaEventSynchronize, and an asynchronous copy
+/// between the device and host memory that cudaMallocHost did not give (the
+/// driver stages pageable memory, and may wait for the stream to do so).
+/// What a test counts to show that a step does none of these.
+std::uint64_t blocking_calls();
+
 /// The kernel whose launch the armed fault failed (its name as launched,
 /// without template arguments), or null while it has failed none.
 const char* failed_launch();
