@@ -903,7 +903,13 @@ TEST_F(CudaBackendTest, AWorkspaceTooLargeForTheDeviceIsNamedAndFreed) {
     EXPECT_NE(message.find(" free of "), std::string::npos) << message;
     std::size_t free_after = 0;
     CUDA_OK(cudaMemGetInfo(&free_after, &total));
+#ifdef DGS_CUDA_EMULATION
     EXPECT_EQ(free_after, free_before) << "bytes left allocated after the error";
+#else
+    // A GPU's driver may keep a few pages; the list that leaked was 4P bytes.
+    EXPECT_LE(free_before - std::min(free_before, free_after), std::size_t{64} << 20)
+        << "bytes left allocated after the error";
+#endif
   }
 }
 
