@@ -809,13 +809,13 @@ std::uint64_t documented_server_bytes(const Segments& model, const Config& confi
 // and compressor, async and sync: measured as the free memory they take,
 // between the stated bytes and those plus 64 KiB per tensor (the tables).
 // The emulation counts bytes; a GPU hands memory out in pages, so there the
-// bound is looser by 4 MiB per object.
+// bound is looser by 16 MiB per object (each small table may take a page).
 TEST_F(CudaBackendTest, WorkersAndServersHoldTheDocumentedDeviceMemory) {
   const Segments models[] = {Segments({3000000}), random_model(23, 40, 150000)};
 #ifdef DGS_CUDA_EMULATION
   const std::uint64_t page_slack = 0;
 #else
-  const std::uint64_t page_slack = std::uint64_t{4} << 20;
+  const std::uint64_t page_slack = std::uint64_t{16} << 20;
 #endif
   auto free_now = [] {
     std::size_t free = 0, total = 0;
