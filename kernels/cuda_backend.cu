@@ -48,13 +48,7 @@ class CudaWorkerKernels final : public WorkerKernels {
   }
 
   void set_plan(const SelectionPlan& plan, Stream stream) override {
-    if (!selector_) return;
-    if (planned_) {
-      selector_->change_plan(plan, stream);
-    } else {
-      selector_->set_plan(plan, config_.threshold_sample);
-      planned_ = true;
-    }
+    if (selector_) selector_->set_plan(plan, config_.threshold_sample, stream);
   }
 
   void step(const host::StepParams& params, const float* grad, const float* weights,
@@ -163,7 +157,6 @@ class CudaWorkerKernels final : public WorkerKernels {
   MessageLayout layout_;
   Config config_;
   std::unique_ptr<cuda::Selector> selector_;
-  bool planned_ = false;  // the selector has a plan (change_plan may keep its tables)
 };
 
 class CudaServerKernels final : public ServerKernels {
@@ -393,9 +386,7 @@ class CudaServerKernels final : public ServerKernels {
     const Segments& s = rules_.segments;
     std::vector<SegmentInfo>& info = push_table_host_;
     info.resize(s.count());
-    for (std::size_t l = 0; l < s.count(); ++l) {
-      info[l] = {s.offset(l), s.size(l), plan.target[l], plan.capacity[l], plan.first[l]};
-    }
+    for (std::size_t l = 0; l < s.count(); ++l) info[l] = cuda::segment_info(s, plan, l);
     if (push_table_ == nullptr)
       detail::device_malloc(&push_table_, info.size() * sizeof(SegmentInfo),
                             "the push plan's segment table");

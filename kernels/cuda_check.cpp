@@ -26,7 +26,6 @@ std::string gib(std::size_t bytes) {
 }  // namespace
 
 void device_malloc(void** pointer, std::size_t bytes, const std::string& what) {
-  *pointer = nullptr;
   const cudaError_t status = cudaMalloc(pointer, bytes == 0 ? 1 : bytes);
   if (status == cudaSuccess) return;
   *pointer = nullptr;

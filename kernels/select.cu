@@ -816,6 +816,16 @@ unsigned grid_for(std::uint64_t tiles) {
   return static_cast<unsigned>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(tiles, 65535)));
 }
 
+// How a plan selects a segment (Selector::classify).
+enum SegmentClass : unsigned char { kNoSelection, kWhole, kEstimated, kSmall, kLarge };
+
+// A threshold segment's sample of size min(n, sample): its share of the k
+// largest, rank ceil(k * s / n), at least 1.
+u64 sample_rank(std::uint64_t n, std::uint64_t k, std::uint32_t sample) {
+  const std::uint64_t s = std::min<std::uint64_t>(n, sample);
+  return std::clamp<std::uint64_t>((k * s + n - 1) / n, 1, s);
+}
+
 template <typename T>
 T* device_alloc(std::vector<void*>& owned, std::size_t count) {
   owned.reserve(owned.size() + 1);  // so that push_back cannot throw
@@ -987,7 +997,8 @@ void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
   set.max_member_tiles = tiles_of.empty() ? 0 : *std::max_element(tiles_of.begin(), tiles_of.end());
 }
 
-void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample) {
+void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample,
+                        cudaStream_t stream) {
   if (plan.target.size() != segments_.count() || plan.total_capacity() > max_capacity_ ||
       plan.compressor != compressor_) {
     throw Error(ErrorCode::invalid_argument,
@@ -997,6 +1008,11 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
                     std::to_string(plan.total_capacity()) + " vs " + std::to_string(max_capacity_) +
                     ", compressor " + to_string(plan.compressor) + " vs " + to_string(compressor_) +
                     ")");
+  }
+  std::vector<unsigned char> classes = classify(plan);
+  if (staging_ != nullptr && threshold_sample == threshold_sample_ && classes == classes_) {
+    retarget(plan, stream);
+    return;
   }
   DGS_CUDA_TRY(cudaDeviceSynchronize());  // tables may still be in use
   for (void* p : owned_) cudaFree(p);
@@ -1017,28 +1033,33 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
   for (std::size_t l = 0; l < count; ++l) {
     const std::uint64_t n = segments_.size(l);
     const std::uint64_t k = plan.target[l];
-    info[l] = {segments_.offset(l), n, k, plan.capacity[l], plan.first[l]};
+    info[l] = segment_info(segments_, plan, l);
     sizes[l] = n;
-    if (plan.compressor == Compressor::rbgs) continue;
-    if (k >= n) {
-      whole_sizes[l] = n;
-    } else if (plan.compressor == Compressor::threshold) {
-      const std::uint64_t s = std::min<std::uint64_t>(n, threshold_sample);
-      sampled.push_back(static_cast<u32>(l));
-      sample_sizes.push_back(s);
-      sample_need.push_back(std::clamp<std::uint64_t>((k * s + n - 1) / n, 1, s));
-      clamped_sizes.push_back(n);
-      clamped_need.push_back(plan.capacity[l]);
-    } else if (n <= kSmallSegment) {
-      small.push_back(static_cast<u32>(l));
-    } else {
-      member[l] = static_cast<int>(large.size());
-      large.push_back(static_cast<u32>(l));
-      large_sizes.push_back(n);
-      large_need.push_back(k);
+    switch (classes[l]) {
+      case kNoSelection:
+        break;
+      case kWhole:
+        whole_sizes[l] = n;
+        break;
+      case kEstimated:
+        sampled.push_back(static_cast<u32>(l));
+        sample_sizes.push_back(std::min<std::uint64_t>(n, threshold_sample));
+        sample_need.push_back(sample_rank(n, k, threshold_sample));
+        clamped_sizes.push_back(n);
+        clamped_need.push_back(plan.capacity[l]);
+        break;
+      case kSmall:
+        small.push_back(static_cast<u32>(l));
+        break;
+      case kLarge:
+        member[l] = static_cast<int>(large.size());
+        large.push_back(static_cast<u32>(l));
+        large_sizes.push_back(n);
+        large_need.push_back(k);
+        break;
     }
   }
-  classes_ = classify(plan);
+  classes_ = std::move(classes);
   segments_dev_ = upload(owned_, info);
   const std::vector<Tile> all = make_tiles(sizes);
   all_tiles_ = upload(owned_, all);
@@ -1101,7 +1122,7 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     build_set(*clamped_, sampled, clamped_sizes);
     clamped_->need = upload(owned_, clamped_need);
   }
-  // Pinned room for change_plan's tables, the size this sorting of the
+  // Pinned room for retarget's tables, the size this sorting of the
   // segments needs (a later plan that sorts them so needs the same).
   const std::size_t staging = staging_size();
   if (staging > staging_bytes_) {
@@ -1119,8 +1140,7 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
 }
 
 std::vector<unsigned char> Selector::classify(const SelectionPlan& plan) const {
-  enum : unsigned char { kNone, kWhole, kEstimated, kSmall, kLarge };
-  std::vector<unsigned char> classes(segments_.count(), kNone);
+  std::vector<unsigned char> classes(segments_.count(), kNoSelection);
   for (std::size_t l = 0; l < segments_.count(); ++l) {
     const std::uint64_t n = segments_.size(l);
     if (plan.compressor == Compressor::rbgs) continue;
@@ -1141,12 +1161,7 @@ std::size_t Selector::staging_size() const {
   return segments_.count() * sizeof(SegmentInfo) + (members + 1) * sizeof(u64);
 }
 
-void Selector::change_plan(const SelectionPlan& plan, cudaStream_t stream) {
-  if (plan.target.size() != segments_.count() || plan.compressor != plan_.compressor ||
-      plan.total_capacity() > max_capacity_ || staging_ == nullptr || classify(plan) != classes_) {
-    set_plan(plan, threshold_sample_);
-    return;
-  }
+void Selector::retarget(const SelectionPlan& plan, cudaStream_t stream) {
   // The last change's copies read the staging. They ran a step ago at
   // least, so the query finds them done and nothing waits; were they not,
   // this waits for them.
@@ -1161,17 +1176,14 @@ void Selector::change_plan(const SelectionPlan& plan, cudaStream_t stream) {
   plan_ = plan;
   const std::size_t count = segments_.count();
   auto* info = static_cast<SegmentInfo*>(staging_);
-  for (std::size_t l = 0; l < count; ++l) {
-    info[l] = {segments_.offset(l), segments_.size(l), plan.target[l], plan.capacity[l],
-               plan.first[l]};
-  }
+  for (std::size_t l = 0; l < count; ++l) info[l] = segment_info(segments_, plan, l);
   auto* need = reinterpret_cast<u64*>(info + count);
   std::size_t at = 0;
   auto copy = [&](void* device, const void* host, std::size_t bytes) {
     DGS_CUDA_TRY(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));
   };
   copy(segments_dev_, info, count * sizeof(SegmentInfo));
-  // Each set's need per member, as set_plan computes it.
+  // Each set's need per member, as a rebuild computes it.
   auto needs = [&](Set* set, auto need_of) {
     if (set == nullptr) return;
     for (u32 m = 0; m < set->members; ++m) need[at + m] = need_of(set->host_segments[m]);
@@ -1180,9 +1192,7 @@ void Selector::change_plan(const SelectionPlan& plan, cudaStream_t stream) {
   };
   needs(large_.get(), [&](u32 l) -> u64 { return plan.target[l]; });
   needs(sample_.get(), [&](u32 l) -> u64 {
-    const std::uint64_t n = segments_.size(l), k = plan.target[l];
-    const std::uint64_t sample = std::min<std::uint64_t>(n, threshold_sample_);
-    return std::clamp<std::uint64_t>((k * sample + n - 1) / n, 1, sample);
+    return sample_rank(segments_.size(l), plan.target[l], threshold_sample_);
   });
   needs(clamped_.get(), [&](u32 l) -> u64 { return plan.capacity[l]; });
   if (plan.compressor != Compressor::threshold || !sample_) {

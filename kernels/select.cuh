@@ -53,6 +53,12 @@
 
 namespace dgs::cuda {
 
+/// Segment l's entry of a plan's device table.
+inline SegmentInfo segment_info(const Segments& segments, const SelectionPlan& plan,
+                                std::size_t l) {
+  return {segments.offset(l), segments.size(l), plan.target[l], plan.capacity[l], plan.first[l]};
+}
+
 /// Where the coordinates' selection keys come from.
 struct KeySource {
   enum class Kind { values, difference, randk };
@@ -86,15 +92,15 @@ class Selector {
   Selector(const Selector&) = delete;
   Selector& operator=(const Selector&) = delete;
 
-  /// Makes `plan` current: uploads its tables (synchronously; plans change
-  /// only with the keep ratio).
-  void set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample);
-  /// Makes `plan` current as set_plan does, but when it sorts the segments
-  /// as the current plan does (the same ones whole, small, large or
-  /// estimated: two ratios of a schedule, mostly) with neither a device
-  /// synchronisation nor an allocation: only the targets, capacities and
-  /// message slots change, copied on `stream` from pinned memory.
-  void change_plan(const SelectionPlan& plan, cudaStream_t stream);
+  /// Makes `plan` current. When it sorts the segments as the current plan
+  /// does (the same ones whole, small, large or estimated, as two ratios of
+  /// a schedule mostly do) and samples as it did, only its targets,
+  /// capacities and message slots change: copied on `stream` from pinned
+  /// memory, with neither an allocation nor a wait for the device.
+  /// Otherwise (the first plan, say) it builds the plan's tables and waits
+  /// for them to be on the device.
+  void set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample,
+                cudaStream_t stream = nullptr);
   const SelectionPlan& plan() const noexcept { return plan_; }
 
   /// Zeroes the histograms the fused update pass accumulates into, and the
@@ -133,9 +139,11 @@ class Selector {
   struct Set;  // a selection set: members, their tiles and states
   void release() noexcept;  // frees every device allocation
   /// Per segment, how `plan` selects it (rbgs or none, whole, estimated,
-  /// small, large): change_plan's test that only the targets change.
+  /// small, large): set_plan retargets while these stay the same.
   std::vector<unsigned char> classify(const SelectionPlan& plan) const;
-  /// Bytes of change_plan's pinned staging for the current plan.
+  /// set_plan for a plan that sorts the segments as the current one does.
+  void retarget(const SelectionPlan& plan, cudaStream_t stream);
+  /// Bytes of retarget's pinned staging for the current plan.
   std::size_t staging_size() const;
   void build_set(Set& set, const std::vector<std::uint32_t>& members,
                  const std::vector<std::uint64_t>& list_sizes);
@@ -180,9 +188,9 @@ class Selector {
   std::uint64_t list_capacity_ = 0;
   std::vector<void*> owned_;  // every table allocation of the current plan
   std::vector<unsigned char> classes_;  // classify() of the current plan
-  void* staging_ = nullptr;             // pinned: change_plan's tables
+  void* staging_ = nullptr;             // pinned: retarget's tables
   std::size_t staging_bytes_ = 0;
-  cudaEvent_t staged_ = nullptr;  // recorded after change_plan's copies
+  cudaEvent_t staged_ = nullptr;  // recorded after retarget's copies
   bool staged_pending_ = false;
 };
 

@@ -71,17 +71,20 @@ struct Worker::Impl {
     dense_buffer = detail::Buffer(be, dense_layout.bytes);
     be.zero(push_buffer.data(), push_buffer.bytes(), options.stream);
     kernels = be.worker_kernels(segments, push_layout, config);
-    if (config.method != Method::dense) {
-      // The first step's plan (its ratio does not depend on the learning
-      // rate), made with the workspace, so that the first step allocates
-      // nothing; push() makes another only when the ratio changes.
-      plan = push_plan(segments, config, encode_ratio(config.ratio_at(0, 1.0f, 1.0f)));
-      kernels->set_plan(plan, options.stream);
-      plan_set = true;
-    }
+    // The first step's plan (its ratio does not depend on the learning
+    // rate), made with the workspace, so that the first step allocates
+    // nothing; push() makes another only when the ratio changes.
+    if (config.method != Method::dense) use_plan(encode_ratio(config.ratio_at(0, 1.0f, 1.0f)));
     beta = config.mode == Mode::sync ? config.momentum
                                      : config.momentum / static_cast<float>(config.workers);
     stats.model_size = p;
+  }
+
+  // The push plan at `ratio_code` becomes the kernels' (on the worker's stream).
+  void use_plan(std::uint32_t ratio_code) {
+    plan = push_plan(segments, config, ratio_code);
+    kernels->set_plan(plan, options.stream);
+    plan_set = true;
   }
 
   bool global_momentum() const {
@@ -264,11 +267,7 @@ void Worker::push(const float* grad, float lr) {
   if (w.step == 0) w.first_lr = lr;
   if (w.config.method != Method::dense) {
     const std::uint32_t code = encode_ratio(w.config.ratio_at(w.step, lr, w.first_lr));
-    if (!w.plan_set || code != w.plan.ratio_code) {
-      w.plan = push_plan(w.segments, w.config, code);
-      w.kernels->set_plan(w.plan, w.options.stream);
-      w.plan_set = true;
-    }
+    if (!w.plan_set || code != w.plan.ratio_code) w.use_plan(code);
   }
   host::StepParams params;
   params.method = w.config.method;

@@ -925,6 +925,8 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle:
       return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
     case cudaErrorIllegalAddress:
       return "cudaErrorIllegalAddress";
     case cudaErrorLaunchOutOfResources:
@@ -961,6 +963,8 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle:
       return "invalid resource handle";
+    case cudaErrorNotReady:
+      return "device not ready";
     case cudaErrorIllegalAddress:
       return "an illegal memory access was encountered";
     case cudaErrorLaunchOutOfResources:
@@ -1215,9 +1219,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
   return dgs_emu::refuse_if_capturing();
 }
 
-struct CUevent_st {
-  bool recorded = false;
-};
+struct CUevent_st {};  // work runs when it is enqueued: an event has nothing to keep
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   return cudaEventCreateWithFlags(event, cudaEventDefault);
@@ -1236,7 +1238,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (event == nullptr) return dgs_emu::fail(cudaErrorInvalidResourceHandle);
-  return dgs_emu::enqueue(stream, [event] { event->recorded = true; });
+  return dgs_emu::enqueue(stream, [] {});  // in a capture, a node of its own
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (event == nullptr) return dgs_emu::fail(cudaErrorInvalidResourceHandle);

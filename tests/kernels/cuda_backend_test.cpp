@@ -452,7 +452,7 @@ TEST_F(CudaBackendTest, NarrowWireValuesAndSchedulesMatchTheHost) {
 
 // A ratio that follows the learning rate changes the plan every step here.
 // While the tensors keep their kind (whole, small, large or estimated) the
-// selector only retargets them (Selector::change_plan): no step after the
+// selector only retargets them (Selector::retarget): no step after the
 // first allocates device memory, and (counted on the emulation) no change
 // of plan allocates or waits for the device. A warm-up from ratio 1 (every
 // tensor whole) to 25% sorts them anew. Either way the pushes and states

@@ -196,6 +196,10 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream
 /// cannot hold does, and each later one runs; 0 disarms. Counts the
 /// launches of every host thread.
 void fail_launch(std::uint64_t n);
+/// The kernel whose launch the armed fault failed (its name as launched,
+/// without template arguments), or null while it has failed none.
+const char* failed_launch();
+
 /// Calls made so far, by every host thread, that allocate, free or may wait
 /// for the device: cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost, the
 /// synchronous copies and memsets, cudaDeviceSynchronize,
@@ -204,10 +208,6 @@ void fail_launch(std::uint64_t n);
 /// driver stages pageable memory, and may wait for the stream to do so).
 /// What a test counts to show that a step does none of these.
 std::uint64_t blocking_calls();
-
-/// The kernel whose launch the armed fault failed (its name as launched,
-/// without template arguments), or null while it has failed none.
-const char* failed_launch();
 
 /// What `k<<<grid, block, smem, stream>>>(args...)` becomes: the arguments
 /// are evaluated and copied at the launch, as CUDA does, and every thread
