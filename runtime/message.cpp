@@ -96,8 +96,13 @@ MessageLayout push_layout(const Segments& model, const Config& config) {
 }
 
 MessageLayout sparse_reply_layout(const Segments& model, const Config& config) {
-  const SelectionPlan plan = reply_plan(selection_segments(model, config), config);
-  return sparse_layout(model.total(), plan.total_capacity(), config.wire_values);
+  // Where every reply is dense this buffer only ever carries a head (or a
+  // reject and its verdict): one slot holds those (96 bytes in all).
+  const std::uint64_t capacity =
+      replies_are_dense(model, config)
+          ? 1
+          : reply_plan(selection_segments(model, config), config).total_capacity();
+  return sparse_layout(model.total(), capacity, config.wire_values);
 }
 
 MessageLayout dense_reply_layout(const Segments& model) {

@@ -90,7 +90,9 @@ struct Server::Impl {
     Backend& be = *backend;
     weights = detail::Buffer(be, floats);
     be.upload(weights.data(), initial, floats, options.stream);
-    const std::size_t copies = sync() ? 1 : config.workers;
+    // Where every reply is dense, each worker's replica is W as of its last
+    // reply (and in sync mode W itself between rounds): none is kept.
+    const std::size_t copies = dense_replies ? 0 : sync() ? 1 : config.workers;
     replicas = detail::Buffer(be, floats * copies);
     for (std::size_t k = 0; k < copies; ++k) {
       be.copy(replica(static_cast<std::uint32_t>(k)), weights.data(), floats, options.stream);
@@ -107,7 +109,9 @@ struct Server::Impl {
 
   bool sync() const { return config.mode == Mode::sync; }
 
+  // Worker k's replica; null where every reply is dense (none is kept).
   float* replica(std::uint32_t k) const {
+    if (!replicas) return nullptr;
     return replicas.as<float>() + (sync() ? 0 : std::size_t{k} * model.total());
   }
 
@@ -228,10 +232,16 @@ struct Server::Impl {
     if (slots[k].live) send(k, dense_buffer.data(), dense_layout.bytes);
   }
 
+  // Calls on_reply with worker k's replica: the kept one, or where none is
+  // kept, the dense reply's values (W as the reply carries it).
   void notify(std::uint32_t k) {
     if (options.on_reply) {
       backend->synchronize(options.stream);
-      options.on_reply(k, version, replica(k));
+      const float* replica_k =
+          replicas ? replica(k)
+                   : reinterpret_cast<const float*>(dense_buffer.as<unsigned char>() +
+                                                    dense_layout.values_offset);
+      options.on_reply(k, version, replica_k);
     }
   }
 
@@ -287,9 +297,10 @@ struct Server::Impl {
     detail::log(LogLevel::info, "dgs::Server: " + who(k) + (rejoin ? " rejoined" : " joined") +
                                     " at version " + std::to_string(version));
     // A sync joiner gets the shared replica (what every worker holds), so the
-    // round's common reply keeps it equal to the others.
+    // round's common reply keeps it equal to the others; where none is kept,
+    // every round's reply was W, so W is what they hold.
     if (sync()) {
-      write_dense(k, replica(k), nullptr, step);
+      write_dense(k, replicas ? replica(k) : weights.as<float>(), nullptr, step);
     } else {
       write_dense(k, weights.as<float>(), replica(k), step);
     }
@@ -577,9 +588,11 @@ void Server::save(const std::string& path) const {
   std::vector<unsigned char> host(s.weights.bytes());
   s.backend->download(host.data(), s.weights.data(), host.size(), s.options.stream);
   out.add("weights", host.data(), host.size());
-  host.resize(s.replicas.bytes());
-  s.backend->download(host.data(), s.replicas.data(), host.size(), s.options.stream);
-  out.add("replicas", host.data(), host.size());
+  if (s.replicas) {  // none where every reply is dense
+    host.resize(s.replicas.bytes());
+    s.backend->download(host.data(), s.replicas.data(), host.size(), s.options.stream);
+    out.add("replicas", host.data(), host.size());
+  }
   std::vector<std::uint64_t> live, joined, dense_at;
   for (const auto& slot : s.slots) {
     live.push_back(slot.live);
@@ -614,7 +627,9 @@ void Server::restore(const std::string& path) {
   }
   std::vector<unsigned char> weights(s.weights.bytes()), replicas(s.replicas.bytes());
   in.read("weights", weights.data(), weights.size());
-  in.read("replicas", replicas.data(), replicas.size());
+  // A server that keeps no replicas (every reply dense) ignores those of an
+  // older file, which kept them.
+  if (s.replicas) in.read("replicas", replicas.data(), replicas.size());
   std::vector<std::uint64_t> live(s.slots.size()), joined(s.slots.size()), dense_at(s.slots.size());
   in.read("live", live.data(), live.size() * 8);
   if (in.has("joined")) {
@@ -629,7 +644,9 @@ void Server::restore(const std::string& path) {
   std::vector<std::uint64_t> counters(10 + stats.rejected.size() + stats.staleness.size());
   in.read("stats", counters.data(), counters.size() * 8);
   s.backend->upload(s.weights.data(), weights.data(), weights.size(), s.options.stream);
-  s.backend->upload(s.replicas.data(), replicas.data(), replicas.size(), s.options.stream);
+  if (s.replicas) {
+    s.backend->upload(s.replicas.data(), replicas.data(), replicas.size(), s.options.stream);
+  }
   for (std::size_t k = 0; k < s.slots.size(); ++k) {
     s.slots[k].live = live[k] != 0;
     s.slots[k].joined_once = joined[k] != 0 || live[k] != 0;

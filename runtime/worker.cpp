@@ -145,9 +145,20 @@ struct Worker::Impl {
         break;
     }
     if (r.bytes != bytes) {
-      throw Error(ErrorCode::invalid_message, who() + ": a " + what + " of " +
-                                                  std::to_string(r.bytes) + " bytes, expected " +
-                                                  std::to_string(bytes));
+      // A server of another config sizes its replies otherwise; when what
+      // came is its rejection, say why it rejected.
+      std::string why;
+      if (r.bytes >= kHeaderBytes + 32 && r.bytes < bytes) {
+        unsigned char head[kHeaderBytes + 32];
+        backend->download(head, buffer.data(), sizeof head, options.stream);
+        const MessageHeader h = read_header(head);
+        if (h.magic == kMessageMagic && h.kind == MessageKind::reject) {
+          why = "; it is a rejection: " + read_reject_verdict(head).describe(options.id);
+        }
+      }
+      throw Error(ErrorCode::invalid_message,
+                  who() + ": a " + what + " of " + std::to_string(r.bytes) + " bytes, expected " +
+                      std::to_string(bytes) + " (the server's config differs?)" + why);
     }
     stats.bytes_pulled += bytes;
   }

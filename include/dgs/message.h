@@ -112,6 +112,8 @@ MessageLayout block_layout(std::uint64_t model_size, std::uint64_t segments, std
 /// sparse otherwise, sized for Config::max_ratio().
 MessageLayout push_layout(const Segments& model, const Config& config);
 /// The sparse reply buffer of the server (exact topk at the reply ratio).
+/// Where every reply is dense (replies_are_dense) it only carries heads and
+/// rejections: one slot, 96 bytes.
 MessageLayout sparse_reply_layout(const Segments& model, const Config& config);
 /// The dense reply buffer: P float32 values, always (a model refresh is exact).
 MessageLayout dense_reply_layout(const Segments& model);

@@ -41,8 +41,11 @@ struct ServerOptions {
   /// Called in the server's thread for each reply, after it is written and
   /// before it is sent, with the worker, the model version the reply carries
   /// and that worker's replica (P floats in backend memory) — which the
-  /// worker's model will equal once it applied the reply. For monitoring and
-  /// tests; must not call the server.
+  /// worker's model will equal once it applied the reply. Where every reply
+  /// is dense (Method::dense, or a reply ratio of 1) the server keeps no
+  /// replicas and passes the dense reply's values instead (W as the reply
+  /// carries it), valid during the call. For monitoring and tests; must not
+  /// call the server.
   std::function<void(std::uint32_t worker, std::uint64_t version, const float* replica)> on_reply;
 };
 
@@ -97,8 +100,8 @@ class Server {
   void copy_model(float* out) const;
   const ServerStats& stats() const noexcept;
 
-  /// Saves W, the version, the replicas, the live set and which workers have
-  /// joined (atomically).
+  /// Saves W, the version, the replicas (none where every reply is dense),
+  /// the live set and which workers have joined (atomically).
   void save(const std::string& path) const;
   void restore(const std::string& path);
 

@@ -11,6 +11,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -794,10 +795,14 @@ std::uint64_t documented_server_bytes(const Segments& model, const Config& confi
   const std::uint64_t p = model.total();
   const bool sync = config.mode == Mode::sync;
   const MessageLayout push = push_layout(model, config), reply = sparse_reply_layout(model, config);
-  std::uint64_t bytes = 4 * p * (1 + (sync ? 1 : config.workers)) +
+  const bool dense_replies = replies_are_dense(model, config);  // then no replicas
+  std::uint64_t bytes = 4 * p *
+                            (1 + (dense_replies ? 0
+                                  : sync        ? 1
+                                                : config.workers)) +
                         push.bytes * (1 + (sync ? config.workers : 0)) + reply.bytes +
                         dense_reply_layout(model).bytes;
-  if (!replies_are_dense(model, config)) {
+  if (!dense_replies) {
     const std::uint64_t index = reply.index_type == IndexType::u64 ? 8 : 4;
     bytes += 8 * p + reply.capacity * index + 4 * host::mask_words(p);
   }
@@ -822,20 +827,24 @@ TEST_F(CudaBackendTest, WorkersAndServersHoldTheDocumentedDeviceMemory) {
     EXPECT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
     return free;
   };
-  const std::pair<Method, Compressor> cases[] = {
-      {Method::samomentum, Compressor::topk}, {Method::samomentum, Compressor::threshold},
-      {Method::gd, Compressor::randk},        {Method::dgc, Compressor::rbgs},
-      {Method::gmc_plus, Compressor::topk},   {Method::dense, Compressor::topk}};
+  // (method, compressor, reply ratio: 0 is the push's, 1 makes every reply dense)
+  const std::tuple<Method, Compressor, double> cases[] = {
+      {Method::samomentum, Compressor::topk, 0.0}, {Method::samomentum, Compressor::threshold, 0.0},
+      {Method::gd, Compressor::randk, 0.0},        {Method::dgc, Compressor::rbgs, 0.0},
+      {Method::gmc_plus, Compressor::topk, 0.0},   {Method::dense, Compressor::topk, 0.0},
+      {Method::samomentum, Compressor::topk, 1.0}};
   for (const Segments& model : models) {
-    for (const auto& [m, c] : cases) {
+    for (const auto& [m, c, reply_ratio] : cases) {
       for (Mode mode : {Mode::async, Mode::sync}) {
         Config config;
         config.method = m;
         config.compressor = c;
         config.mode = mode;
         config.ratio = 0.01;
+        config.server_ratio = reply_ratio;
         config.workers = 4;
-        SCOPED_TRACE(std::string(to_string(m)) + " " + to_string(c) + " " + to_string(mode) + ", " +
+        SCOPED_TRACE(std::string(to_string(m)) + " " + to_string(c) + " " + to_string(mode) +
+                     ", replies " + std::to_string(reply_ratio) + ", " +
                      std::to_string(model.count()) + " tensors");
         const std::uint64_t slack =
             (std::uint64_t{128} << 10) + (std::uint64_t{64} << 10) * model.count() + page_slack;

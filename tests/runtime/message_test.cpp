@@ -185,9 +185,16 @@ TEST(WireFormat, BufferLayoutsFollowTheConfig) {
   EXPECT_EQ(push.payload, PayloadLayout::dense);
   EXPECT_EQ(push.capacity, 6010u);
   EXPECT_TRUE(replies_are_dense(model, config));
+  // Every reply dense: the reply buffer carries heads and rejections only.
+  EXPECT_EQ(sparse_reply_layout(model, config).capacity, 1u);
+  EXPECT_EQ(sparse_reply_layout(model, config).bytes, kHeaderBytes + 32u);
   config.method = Method::gd;
   config.server_ratio = 1.0;
   EXPECT_TRUE(replies_are_dense(model, config));
+  EXPECT_EQ(sparse_reply_layout(model, config).bytes, kHeaderBytes + 32u);
+  config.wire_values = WireValue::bf16;
+  EXPECT_EQ(sparse_reply_layout(model, config).bytes, kHeaderBytes + 32u);
+  config.wire_values = WireValue::f32;
   config.server_ratio = 0.1;
   EXPECT_FALSE(replies_are_dense(model, config));
   EXPECT_EQ(sparse_reply_layout(model, config).capacity, 100u + 1u + 500u);

@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <ostream>
 #include <random>
 #include <string>
@@ -248,6 +250,69 @@ void run_steps(Job& job, const Quadratic& problem, int first, int steps, float l
   }
 }
 
+// Servers whose every reply is dense keep no replicas: on_reply passes the
+// dense reply's values instead, and every worker's model equals them after
+// each reply, async and sync, for a worker that joins late too (in sync mode
+// it gets W, which every worker holds between rounds).
+TEST_P(Runtime, ServersWithOnlyDenseRepliesKeepEveryWorkerEqualToItsReplica) {
+  const Segments model({700, 33, 1});
+  const Quadratic problem(model.total(), 70);
+  for (Mode mode : {Mode::async, Mode::sync}) {
+    for (Method method : {Method::dense, Method::samomentum}) {
+      SCOPED_TRACE(std::string(to_string(method)) + " " + to_string(mode));
+      Config config;
+      config.method = method;
+      config.mode = mode;
+      config.workers = 2;
+      config.ratio = 0.05;
+      config.server_ratio = 1.0;  // samomentum: sparse pushes, whole replies
+      std::mutex mutex;
+      std::map<std::uint32_t, std::vector<float>> replica;
+      std::uint64_t replies = 0;
+      ServerOptions options;
+      Job* running = nullptr;
+      options.on_reply = [&](std::uint32_t k, std::uint64_t, const float* r) {
+        std::vector<float> copy(model.total());
+        running->backend->download(copy.data(), r, copy.size() * sizeof(float), nullptr);
+        std::lock_guard<std::mutex> lock(mutex);
+        replica[k] = std::move(copy);
+        ++replies;
+      };
+      const std::vector<float> w0 = random_model(model.total(), 71);
+      Job job(backend, config, model, w0, options);
+      running = &job;
+      auto expect_equal = [&](std::size_t k, int t) {
+        std::lock_guard<std::mutex> lock(mutex);
+        EXPECT_TRUE(same_bits(job.weights_of(k), replica[static_cast<std::uint32_t>(k)]))
+            << "worker " << k << " after step " << t;
+      };
+      ServerThread serving(*job.server);
+      job.workers[0]->join();
+      expect_equal(0, -1);
+      EXPECT_TRUE(same_bits(job.weights_of(0), w0));
+      run_steps(job, problem, 0, 3, 0.05f, 1);  // worker 0 alone
+      expect_equal(0, 2);
+      job.workers[1]->join();  // late: async gets W, sync the shared replica (W)
+      expect_equal(1, -1);
+      // W, which worker 0's last (dense) reply also carried.
+      EXPECT_TRUE(same_bits(job.weights_of(1), job.weights_of(0)));
+      for (int t = 3; t < 8; ++t) {
+        run_steps(job, problem, t, 1, 0.05f);
+        expect_equal(0, t);
+        expect_equal(1, t);
+      }
+      for (auto& w : job.workers) w->leave();
+      serving.stop();
+      EXPECT_EQ(job.server->stats().rejected_total(), 0u);
+      EXPECT_EQ(job.server->stats().sparse_replies, 0u);
+      EXPECT_EQ(replies, job.server->stats().dense_replies);
+      if (mode == Mode::sync) {
+        EXPECT_TRUE(same_bits(job.server_model(), job.weights_of(0)));
+      }
+    }
+  }
+}
+
 void expect_restore_continues_bitwise(const std::shared_ptr<Backend>& backend, Config config,
                                       float decay = 0.0f) {
   const Segments model({500, 40, 1, 260});
@@ -327,6 +392,49 @@ TEST_P(Checkpoint, AnLrProportionalScheduleContinuesAfterARestore) {
   config.ratio = 0.1;
   config.schedule = RatioSchedule::lr_proportional;
   expect_restore_continues_bitwise(backend, config, 0.1f);
+}
+
+// Servers whose every reply is dense (Method::dense, or a reply ratio of 1)
+// keep no replicas (README, "Device memory"): a checkpoint of theirs holds
+// none, and a run restored from one continues bitwise, async and sync.
+TEST_P(Checkpoint, ServersWithOnlyDenseRepliesRestoreWithoutReplicas) {
+  for (Mode mode : {Mode::async, Mode::sync}) {
+    Config dense;
+    dense.method = Method::dense;
+    dense.mode = mode;
+    expect_restore_continues_bitwise(backend, dense);
+    Config whole_replies;
+    whole_replies.method = Method::samomentum;
+    whole_replies.mode = mode;
+    whole_replies.ratio = 0.1;
+    whole_replies.server_ratio = 1.0;
+    expect_restore_continues_bitwise(backend, whole_replies);
+  }
+  // An older file of such a server, which kept replicas, still restores
+  // (they are W as each worker's last reply carried it, and are ignored).
+  const Segments model({300, 7});
+  Config config;
+  config.method = Method::dense;
+  config.workers = 2;
+  const std::vector<float> w0 = random_model(model.total(), 60);
+  const std::string path = temp_path("dense_server");
+  Job job(backend, config, model, w0);
+  job.server->save(path);
+  const detail::CheckpointReader in(path, "server");
+  EXPECT_FALSE(in.has("replicas"));
+  detail::CheckpointWriter out("server");
+  for (const char* name :
+       {"fingerprint", "version", "weights", "live", "joined", "last_dense_version", "stats"}) {
+    out.add(name, in.section(name).data(), in.section(name).size());
+  }
+  const std::vector<float> old_replicas(2 * model.total(), 3.0f);
+  out.add("replicas", old_replicas.data(), old_replicas.size() * sizeof(float));
+  const std::string older = temp_path("dense_server_older");
+  out.write(older);
+  Job restored(backend, config, model, random_model(model.total(), 61));
+  restored.server->restore(older);
+  EXPECT_TRUE(same_bits(restored.server_model(), w0));
+  for (const auto& p : {path, older}) std::remove(p.c_str());
 }
 
 TEST_P(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
@@ -678,6 +786,40 @@ TEST_P(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
   }
   set_log_level(LogLevel::warning);
   EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::compressor)], 1u);
+}
+
+// A server whose replies are all dense sends heads of 96 bytes; a worker
+// configured otherwise expects larger ones, and is told both the sizes and
+// why the server rejected its hello.
+TEST_P(Runtime, AWorkerOfASparseConfigIsToldWhyADenseServerRejectedIt) {
+  const Segments model({1000, 10});  // the worker's reply head: 11 entries, 160 bytes
+  Config config;
+  config.method = Method::dense;
+  config.workers = 1;
+  Job job(backend, config, model, random_model(model.total(), 12));
+  ServerThread serving(*job.server);
+  set_log_level(LogLevel::off);
+  Config wrong = config;
+  wrong.method = Method::samomentum;
+  Floats w(*backend, model.total());
+  WorkerOptions o;
+  o.timeout = 20s;
+  Worker stranger(wrong, model, job.backend, job.hub.endpoint(1), w.data(), o);
+  try {
+    stranger.join();
+    ADD_FAILURE() << "a mismatched worker joined";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_message);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("of 96 bytes, expected " +
+                        std::to_string(sparse_reply_layout(model, wrong).bytes)),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("rejection"), std::string::npos) << what;
+    EXPECT_NE(what.find(field_name(RejectReason::size)), std::string::npos) << what;
+  }
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::size)], 1u);
 }
 
 // ---------------------------------------------------------------------------
