@@ -1,6 +1,7 @@
 #include "dgs/server.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -64,6 +65,7 @@ struct Server::Impl {
     if (initial == nullptr) {
       throw Error(ErrorCode::invalid_argument, "dgs::Server: the initial model is null");
     }
+    check_finite(initial);
     if (options.worker_ranks.empty()) {
       for (std::uint32_t k = 0; k < config.workers; ++k) {
         options.worker_ranks.push_back(static_cast<int>(k) + 1);
@@ -108,6 +110,23 @@ struct Server::Impl {
   }
 
   bool sync() const { return config.mode == Mode::sync; }
+
+  // A NaN or infinity in the initial model would reach every worker with its
+  // first reply, and their pushes would then be rejected as non-finite: name
+  // it here instead.
+  void check_finite(const float* initial) const {
+    const std::uint64_t p = model.total();
+    const float* bad =
+        std::find_if(initial, initial + p, [](float x) { return !std::isfinite(x); });
+    if (bad == initial + p) return;
+    const std::uint64_t i = static_cast<std::uint64_t>(bad - initial);
+    std::size_t l = 0;
+    while (model.offset(l) + model.size(l) <= i) ++l;
+    throw Error(ErrorCode::invalid_argument,
+                "dgs::Server: the initial model holds " + std::to_string(*bad) + " at index " +
+                    std::to_string(i) + " (tensor " + std::to_string(l) + ", element " +
+                    std::to_string(i - model.offset(l)) + "); every value must be finite");
+  }
 
   // Worker k's replica; null where every reply is dense (none is kept).
   float* replica(std::uint32_t k) const {

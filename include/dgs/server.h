@@ -71,7 +71,8 @@ struct ServerStats {
 
 class Server {
  public:
-  /// `initial_model`: P floats in host memory, copied.
+  /// `initial_model`: P floats in host memory, copied; every one finite (a
+  /// NaN or infinity throws dgs::Error naming its index and tensor).
   Server(const Config& config, const Segments& model, std::shared_ptr<Backend> backend,
          std::shared_ptr<Transport> transport, const float* initial_model,
          ServerOptions options = {});

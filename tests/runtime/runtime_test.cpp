@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -786,6 +787,36 @@ TEST_P(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
   }
   set_log_level(LogLevel::warning);
   EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::compressor)], 1u);
+}
+
+// A NaN or infinity in the server's initial model is named when the server
+// is made (it would otherwise reach every worker, whose pushes would then be
+// rejected as non-finite).
+TEST_P(Runtime, AServerRefusesAnInitialModelThatIsNotFinite) {
+  const Segments model({100, 10});
+  Config config;
+  config.workers = 1;
+  const std::pair<std::size_t, float> cases[] = {{103, std::numeric_limits<float>::quiet_NaN()},
+                                                 {0, std::numeric_limits<float>::infinity()},
+                                                 {109, -std::numeric_limits<float>::infinity()}};
+  for (const auto& [index, value] : cases) {
+    std::vector<float> w0 = random_model(model.total(), 13);
+    w0[index] = value;
+    LocalHub hub(2, memory_of(*backend));
+    try {
+      Server server(config, model, backend, hub.endpoint(0), w0.data());
+      ADD_FAILURE() << "a server took " << value << " at index " << index;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      const std::string what = e.what();
+      const std::size_t l = index < 100 ? 0 : 1;
+      EXPECT_NE(
+          what.find(std::to_string(value) + " at index " + std::to_string(index) + " (tensor " +
+                    std::to_string(l) + ", element " + std::to_string(index - 100 * l) + ")"),
+          std::string::npos)
+          << what;
+    }
+  }
 }
 
 // A server whose replies are all dense sends heads of 96 bytes; a worker
