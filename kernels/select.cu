@@ -4,6 +4,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "dgs/error.h"
@@ -836,15 +837,6 @@ T* device_alloc(std::vector<void*>& owned, std::size_t count) {
   return static_cast<T*>(p);
 }
 
-template <typename T>
-T* upload(std::vector<void*>& owned, const std::vector<T>& host) {
-  T* p = device_alloc<T>(owned, host.size());
-  if (!host.empty()) {
-    DGS_CUDA_TRY(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  return p;
-}
-
 // Tiles of at most kTile elements over each owner's [0, size).
 std::vector<Tile> make_tiles(const std::vector<std::uint64_t>& sizes) {
   std::vector<Tile> tiles;
@@ -857,7 +849,64 @@ std::vector<Tile> make_tiles(const std::vector<std::uint64_t>& sizes) {
   return tiles;
 }
 
+// Tiles over the mark words of each of `members`, segments of `segments`
+// (owner = the member).
+std::vector<Tile> make_mark_tiles(const Segments& segments, const std::vector<u32>& members) {
+  std::vector<Tile> tiles;
+  for (std::size_t m = 0; m < members.size(); ++m) {
+    const std::uint64_t first = segments.offset(members[m]) >> 5;
+    const std::uint64_t end =
+        ((segments.offset(members[m]) + segments.size(members[m]) - 1) >> 5) + 1;
+    for (std::uint64_t w = first; w < end; w += kMarkWords) {
+      tiles.push_back(
+          {w, static_cast<u32>(std::min<std::uint64_t>(kMarkWords, end - w)), static_cast<u32>(m)});
+    }
+  }
+  return tiles;
+}
+
 }  // namespace
+
+constexpr std::size_t kStagingAlign = 16;
+
+// Lays a plan's host tables out in the pinned staging, one after another,
+// and copies each on `stream` into its device table, which was allocated
+// for `room` elements.
+class Stager {
+ public:
+  Stager(void* staging, std::size_t bytes, cudaStream_t stream)
+      : base_(static_cast<unsigned char*>(staging)), bytes_(bytes), stream_(stream) {}
+
+  template <typename T>
+  void put(T* device, const T* host, std::size_t count, std::size_t room, const char* what) {
+    if (count > room) {
+      throw Error(ErrorCode::internal, std::string("dgs cuda selection: ") + what + " needs " +
+                                           std::to_string(count) + " entries, its table holds " +
+                                           std::to_string(room));
+    }
+    if (count == 0) return;
+    at_ = (at_ + kStagingAlign - 1) / kStagingAlign * kStagingAlign;
+    const std::size_t bytes = count * sizeof(T);
+    if (at_ + bytes > bytes_) {
+      throw Error(ErrorCode::internal, std::string("dgs cuda selection: ") + what +
+                                           " overflows the staging (" + std::to_string(bytes_) +
+                                           " bytes)");
+    }
+    std::memcpy(base_ + at_, host, bytes);
+    DGS_CUDA_TRY(cudaMemcpyAsync(device, base_ + at_, bytes, cudaMemcpyHostToDevice, stream_));
+    at_ += bytes;
+  }
+  template <typename T>
+  void put(T* device, const std::vector<T>& host, std::size_t room, const char* what) {
+    put(device, host.data(), host.size(), room, what);
+  }
+
+ private:
+  unsigned char* base_;
+  std::size_t bytes_;
+  cudaStream_t stream_;
+  std::size_t at_ = 0;
+};
 
 struct Selector::Set {
   u32 members = 0;
@@ -883,6 +932,8 @@ struct Selector::Set {
   u32* tile_marks = nullptr;
   u64* marks_before = nullptr;
   u32* mark_blocks_done = nullptr;  // count_marks_kernel's blocks finished (0 between runs)
+  // What the tables were allocated for: members, data tiles, mark tiles.
+  std::size_t member_room = 0, tile_room = 0, mark_tile_room = 0;
 
   SetView view() const { return {segment, list_offset, states, tiles_of}; }
   // `counts`: the two counters of Selector::capture_counts_ (used, missed).
@@ -933,9 +984,6 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
     device_malloc(&capture_counts_, 2 * sizeof(u64), "the capture counters");
     DGS_CUDA_TRY(cudaMemset(capture_counts_, 0, 2 * sizeof(u64)));
     multiprocessors_ = detail::multiprocessor_count();
-    // Only threshold_total_kernel writes the statistics, and it runs only when some segment is
-    // estimated (sample_); with every segment taken whole they stay zero, so start them there.
-    DGS_CUDA_TRY(cudaMemset(stats_dev_, 0, 2 * sizeof(u64)));
     if (compressor == Compressor::threshold) {  // the only one whose indices are sorted
       const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
       if (index_type == IndexType::u64) {
@@ -947,6 +995,7 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
       }
       device_malloc(&sort_temp_, sort_temp_bytes_, "the radix sort's temporary storage");
     }
+    allocate_tables();
   } catch (...) {
     release();  // the destructor does not run for a constructor that throws
     throw;
@@ -970,8 +1019,95 @@ void Selector::release() noexcept {
   }
 }
 
+void Selector::allocate_set(std::unique_ptr<Set>& set, std::size_t members, std::size_t tiles,
+                            std::size_t& staged) {
+  set = std::make_unique<Set>();
+  set->member_room = members;
+  set->tile_room = tiles;
+  set->segment = device_alloc<u32>(owned_, members);
+  set->list_offset = device_alloc<u64>(owned_, members);
+  set->states = device_alloc<SetState>(owned_, members);
+  set->data_tiles = device_alloc<Tile>(owned_, tiles);
+  set->tiles_of = device_alloc<u32>(owned_, members);
+  set->need = device_alloc<u64>(owned_, members);
+  staged +=
+      members * (sizeof(u32) * 2 + sizeof(u64) * 2) + tiles * sizeof(Tile) + 5 * kStagingAlign;
+}
+
+void Selector::allocate_tables() {
+  const std::size_t count = segments_.count();
+  std::vector<std::uint64_t> sizes(count);
+  for (std::size_t l = 0; l < count; ++l) sizes[l] = segments_.size(l);
+  const std::vector<Tile> all = make_tiles(sizes);
+  // What the staging must hold at most: every table a plan uploads, each
+  // at its largest.
+  std::size_t staged = count * sizeof(SegmentInfo) + 3 * sizeof(u64) + 3 * kStagingAlign;
+  segments_dev_ = device_alloc<SegmentInfo>(owned_, count);
+  all_tiles_ = device_alloc<Tile>(owned_, all.size());
+  all_tile_count_ = static_cast<std::uint32_t>(all.size());
+  if (!all.empty()) {
+    DGS_CUDA_TRY(
+        cudaMemcpy(all_tiles_, all.data(), all.size() * sizeof(Tile), cudaMemcpyHostToDevice));
+  }
+  if (compressor_ != Compressor::rbgs) {
+    // Any segment may be taken whole.
+    whole_tile_room_ = all.size();
+    whole_tiles_ = device_alloc<Tile>(owned_, whole_tile_room_);
+    member_ = device_alloc<int>(owned_, count);
+    staged += whole_tile_room_ * sizeof(Tile) + count * sizeof(int) + 2 * kStagingAlign;
+  }
+  if (compressor_ == Compressor::topk || compressor_ == Compressor::randk) {
+    // Small segments are those of at most kSmallSegment coordinates; the
+    // large set may take every larger one.
+    std::vector<u32> large;
+    std::size_t large_tiles = 0;
+    for (std::size_t l = 0; l < count; ++l) {
+      if (sizes[l] > kSmallSegment) {
+        large.push_back(static_cast<u32>(l));
+        large_tiles += (sizes[l] + kTile - 1) / kTile;
+      } else {
+        ++small_room_;
+      }
+    }
+    small_ = device_alloc<u32>(owned_, small_room_);
+    staged += small_room_ * sizeof(u32) + kStagingAlign;
+    if (!large.empty()) {
+      allocate_set(large_store_, large.size(), large_tiles, staged);
+      Set& set = *large_store_;
+      set.capture_room = device_alloc<u64>(owned_, large.size());
+      set.guess = device_alloc<u32>(owned_, large.size());
+      set.mark_tile_room = make_mark_tiles(segments_, large).size();
+      set.mark_tiles = device_alloc<Tile>(owned_, set.mark_tile_room);
+      set.tile_marks = device_alloc<u32>(owned_, set.mark_tile_room);
+      set.marks_before = device_alloc<u64>(owned_, set.mark_tile_room);
+      set.mark_blocks_done = device_alloc<u32>(owned_, 1);
+      staged += large.size() * sizeof(u64) + set.mark_tile_room * sizeof(Tile) + 2 * kStagingAlign;
+      detail::device_malloc(&marks_, mark_words(segments_.total()) * sizeof(u32),
+                            "the selection's marks (1 bit per parameter)");
+    }
+  }
+  if (compressor_ == Compressor::threshold) {
+    // Every segment of two or more coordinates may be estimated (one of one
+    // is always whole); its sample is no larger than the segment.
+    std::size_t estimable = 0, tiles = 0;
+    for (std::size_t l = 0; l < count; ++l) {
+      if (sizes[l] >= 2) {
+        ++estimable;
+        tiles += (sizes[l] + kTile - 1) / kTile;
+      }
+    }
+    if (estimable > 0) {
+      allocate_set(sample_store_, estimable, tiles, staged);
+      allocate_set(clamped_store_, estimable, tiles, staged);
+    }
+  }
+  DGS_CUDA_TRY(cudaMallocHost(&staging_, staged));
+  staging_bytes_ = staged;
+  DGS_CUDA_TRY(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
+}
+
 void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
-                         const std::vector<std::uint64_t>& list_sizes) {
+                         const std::vector<std::uint64_t>& list_sizes, Stager& stager) {
   set.members = static_cast<u32>(members.size());
   set.host_segments = members;
   std::vector<u64> offsets(members.size());
@@ -983,18 +1119,31 @@ void Selector::build_set(Set& set, const std::vector<std::uint32_t>& members,
   if (at > list_capacity_) {
     throw Error(ErrorCode::internal, "dgs cuda selection: candidate lists exceed their workspace");
   }
-  set.segment = upload(owned_, members);
-  set.list_offset = upload(owned_, offsets);
-  set.states = device_alloc<SetState>(owned_, members.size());
+  stager.put(set.segment, members, set.member_room, "a set's members");
+  stager.put(set.list_offset, offsets, set.member_room, "a set's list offsets");
   const std::vector<Tile> tiles = make_tiles(list_sizes);
-  set.data_tiles = upload(owned_, tiles);
+  stager.put(set.data_tiles, tiles, set.tile_room, "a set's data tiles");
   set.data_tile_count = static_cast<u32>(tiles.size());
   std::vector<u32> tiles_of(members.size());
   for (std::size_t m = 0; m < members.size(); ++m) {
     tiles_of[m] = static_cast<u32>((list_sizes[m] + kTile - 1) / kTile);
   }
-  set.tiles_of = upload(owned_, tiles_of);
+  stager.put(set.tiles_of, tiles_of, set.member_room, "a set's tile counts");
   set.max_member_tiles = tiles_of.empty() ? 0 : *std::max_element(tiles_of.begin(), tiles_of.end());
+}
+
+void Selector::wait_for_staging() {
+  // The last change's copies read the staging. They ran a step ago at
+  // least, so the query finds them done and nothing waits; were they not,
+  // this waits for them.
+  if (!staged_pending_) return;
+  const cudaError_t done = cudaEventQuery(staged_);
+  if (done == cudaErrorNotReady) {
+    DGS_CUDA_TRY(cudaEventSynchronize(staged_));
+  } else {
+    DGS_CUDA_TRY(done);
+  }
+  staged_pending_ = false;
 }
 
 void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample,
@@ -1009,23 +1158,28 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
                     ", compressor " + to_string(plan.compressor) + " vs " + to_string(compressor_) +
                     ")");
   }
+  const bool first = !planned_;
+  planned_ = true;
   std::vector<unsigned char> classes = classify(plan);
-  if (staging_ != nullptr && threshold_sample == threshold_sample_ && classes == classes_) {
+  wait_for_staging();
+  if (!first && threshold_sample == threshold_sample_ && classes == classes_) {
     retarget(plan, stream);
-    return;
+  } else {
+    rebuild(plan, std::move(classes), threshold_sample, stream);
   }
-  DGS_CUDA_TRY(cudaDeviceSynchronize());  // tables may still be in use
-  for (void* p : owned_) cudaFree(p);
-  owned_.clear();
-  large_.reset();
-  sample_.reset();
-  clamped_.reset();
+  DGS_CUDA_TRY(cudaEventRecord(staged_, stream));
+  staged_pending_ = true;
+  // The tables are made for the runs on `stream`; the first plan's (made
+  // with the selector, whose runs may be on any stream) are waited for.
+  if (first) wait_for_staging();
+}
+
+void Selector::rebuild(const SelectionPlan& plan, std::vector<unsigned char> classes,
+                       std::uint32_t threshold_sample, cudaStream_t stream) {
   plan_ = plan;
   threshold_sample_ = threshold_sample;
-
   const std::size_t count = segments_.count();
   std::vector<SegmentInfo> info(count);
-  std::vector<std::uint64_t> sizes(count);
   std::vector<std::uint32_t> small, large, sampled;
   std::vector<std::uint64_t> whole_sizes(count, 0), large_sizes, sample_sizes, clamped_sizes;
   std::vector<u64> large_need, sample_need, clamped_need;
@@ -1034,7 +1188,6 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     const std::uint64_t n = segments_.size(l);
     const std::uint64_t k = plan.target[l];
     info[l] = segment_info(segments_, plan, l);
-    sizes[l] = n;
     switch (classes[l]) {
       case kNoSelection:
         break;
@@ -1060,83 +1213,61 @@ void Selector::set_plan(const SelectionPlan& plan, std::uint32_t threshold_sampl
     }
   }
   classes_ = std::move(classes);
-  segments_dev_ = upload(owned_, info);
-  const std::vector<Tile> all = make_tiles(sizes);
-  all_tiles_ = upload(owned_, all);
-  all_tile_count_ = static_cast<std::uint32_t>(all.size());
-  const std::vector<Tile> whole = make_tiles(whole_sizes);
-  whole_tiles_ = upload(owned_, whole);
-  whole_tile_count_ = static_cast<std::uint32_t>(whole.size());
-  small_ = upload(owned_, small);
-  small_count_ = static_cast<std::uint32_t>(small.size());
-  member_ = upload(owned_, member);
-  if (!large.empty()) {
-    large_ = std::make_unique<Set>();
-    build_set(*large_, large, large_sizes);
-    large_->need = upload(owned_, large_need);
-    // A capture needs a region of its own in the second list buffer: the
-    // large set's regions there are free until pass 1 writes them.
-    std::vector<u64> room(large.size());
-    for (std::size_t m = 0; m < large.size(); ++m) {
-      room[m] = large_sizes[m] / 4;
-      large_->max_capture_tiles =
-          std::max<u32>(large_->max_capture_tiles, static_cast<u32>((room[m] + kTile - 1) / kTile));
-    }
-    large_->capture_room = upload(owned_, room);
-    large_->guess = device_alloc<u32>(owned_, large.size());
-    DGS_CUDA_TRY(cudaMemset(large_->guess, 0xFF, large.size() * sizeof(u32)));  // kNoGuess
-    std::vector<Tile> mark_tiles;
-    for (std::size_t m = 0; m < large.size(); ++m) {
-      const std::uint64_t first = segments_.offset(large[m]) >> 5;
-      const std::uint64_t end = ((segments_.offset(large[m]) + large_sizes[m] - 1) >> 5) + 1;
-      for (std::uint64_t w = first; w < end; w += kMarkWords) {
-        mark_tiles.push_back({w, static_cast<u32>(std::min<std::uint64_t>(kMarkWords, end - w)),
-                              static_cast<u32>(m)});
-      }
-    }
-    large_->mark_tiles = upload(owned_, mark_tiles);
-    large_->mark_tile_count = static_cast<u32>(mark_tiles.size());
-    large_->tile_marks = device_alloc<u32>(owned_, mark_tiles.size());
-    large_->marks_before = device_alloc<u64>(owned_, mark_tiles.size());
-    large_->mark_blocks_done = device_alloc<u32>(owned_, 1);
-    DGS_CUDA_TRY(cudaMemset(large_->mark_blocks_done, 0, sizeof(u32)));
-    const std::size_t mark_bytes = mark_words(segments_.total()) * sizeof(u32);
-    if (marks_ == nullptr) {
-      detail::device_malloc(&marks_, mark_bytes, "the selection's marks (1 bit per parameter)");
-    }
-    // Emission clears what each run marks; this covers a run cut short.
-    DGS_CUDA_TRY(cudaMemset(marks_, 0, mark_bytes));
-  }
-  if (plan.compressor != Compressor::threshold || sampled.empty()) {
+  Stager stager(staging_, staging_bytes_, stream);
+  stager.put(segments_dev_, info, count, "the segment table");
+  whole_tile_count_ = 0;
+  small_count_ = 0;
+  large_ = sample_ = clamped_ = nullptr;
+  if (sampled.empty()) {
     // Every slot is filled, whatever the data: the count is the plan's, set
     // here once rather than by every run (threshold_total_kernel writes it
     // for an estimated plan).
     const u64 filled = plan.total_capacity();
-    DGS_CUDA_TRY(cudaMemcpy(count_, &filled, sizeof filled, cudaMemcpyHostToDevice));
+    stager.put(count_, &filled, 1, 1, "the count");
+    // Only threshold_total_kernel writes the statistics, and it runs only
+    // for an estimated plan: after one, they must not stay as it left them.
+    const u64 none[2] = {0, 0};
+    stager.put(stats_dev_, none, 2, 2, "the statistics");
+  }
+  if (compressor_ == Compressor::rbgs) return;  // nothing selects
+  const std::vector<Tile> whole = make_tiles(whole_sizes);
+  stager.put(whole_tiles_, whole, whole_tile_room_, "the whole segments' tiles");
+  whole_tile_count_ = static_cast<std::uint32_t>(whole.size());
+  stager.put(small_, small, small_room_, "the small segments");
+  small_count_ = static_cast<std::uint32_t>(small.size());
+  stager.put(member_, member, count, "the large set's members");
+  if (!large.empty()) {
+    Set& set = *large_store_;
+    build_set(set, large, large_sizes, stager);
+    stager.put(set.need, large_need, set.member_room, "the large set's needs");
+    // A capture needs a region of its own in the second list buffer: the
+    // large set's regions there are free until pass 1 writes them.
+    std::vector<u64> room(large.size());
+    set.max_capture_tiles = 0;
+    for (std::size_t m = 0; m < large.size(); ++m) {
+      room[m] = large_sizes[m] / 4;
+      set.max_capture_tiles =
+          std::max<u32>(set.max_capture_tiles, static_cast<u32>((room[m] + kTile - 1) / kTile));
+    }
+    stager.put(set.capture_room, room, set.member_room, "the capture rooms");
+    const std::vector<Tile> mark_tiles = make_mark_tiles(segments_, large);
+    stager.put(set.mark_tiles, mark_tiles, set.mark_tile_room, "the mark tiles");
+    set.mark_tile_count = static_cast<u32>(mark_tiles.size());
+    DGS_CUDA_TRY(cudaMemsetAsync(set.guess, 0xFF, large.size() * sizeof(u32), stream));  // kNoGuess
+    DGS_CUDA_TRY(cudaMemsetAsync(set.mark_blocks_done, 0, sizeof(u32), stream));
+    // Emission clears what each run marks; this covers a run cut short.
+    DGS_CUDA_TRY(cudaMemsetAsync(marks_, 0, mark_words(segments_.total()) * sizeof(u32), stream));
+    large_ = &set;
   }
   if (!sampled.empty()) {
-    sample_ = std::make_unique<Set>();
-    build_set(*sample_, sampled, sample_sizes);
-    sample_->need = upload(owned_, sample_need);
-    clamped_ = std::make_unique<Set>();
-    build_set(*clamped_, sampled, clamped_sizes);
-    clamped_->need = upload(owned_, clamped_need);
+    build_set(*sample_store_, sampled, sample_sizes, stager);
+    stager.put(sample_store_->need, sample_need, sample_store_->member_room, "the samples' needs");
+    build_set(*clamped_store_, sampled, clamped_sizes, stager);
+    stager.put(clamped_store_->need, clamped_need, clamped_store_->member_room,
+               "the clamped needs");
+    sample_ = sample_store_.get();
+    clamped_ = clamped_store_.get();
   }
-  // Pinned room for retarget's tables, the size this sorting of the
-  // segments needs (a later plan that sorts them so needs the same).
-  const std::size_t staging = staging_size();
-  if (staging > staging_bytes_) {
-    if (staging_ != nullptr) DGS_CUDA_TRY(cudaFreeHost(staging_));
-    staging_ = nullptr;
-    staging_bytes_ = 0;
-    DGS_CUDA_TRY(cudaMallocHost(&staging_, staging));
-    staging_bytes_ = staging;
-  }
-  staged_pending_ = false;
-  // A copy from pageable memory may return before its DMA lands, and the
-  // caller's stream need not be ordered after the legacy stream's memsets:
-  // every table is on the device before a run can read it.
-  DGS_CUDA_TRY(cudaDeviceSynchronize());
 }
 
 std::vector<unsigned char> Selector::classify(const SelectionPlan& plan) const {
@@ -1155,53 +1286,29 @@ std::vector<unsigned char> Selector::classify(const SelectionPlan& plan) const {
   return classes;  // (a segment's sample size depends on its size alone)
 }
 
-std::size_t Selector::staging_size() const {
-  const std::size_t members = (large_ ? large_->members : 0) + (sample_ ? sample_->members : 0) +
-                              (clamped_ ? clamped_->members : 0);
-  return segments_.count() * sizeof(SegmentInfo) + (members + 1) * sizeof(u64);
-}
-
 void Selector::retarget(const SelectionPlan& plan, cudaStream_t stream) {
-  // The last change's copies read the staging. They ran a step ago at
-  // least, so the query finds them done and nothing waits; were they not,
-  // this waits for them.
-  if (staged_pending_) {
-    const cudaError_t done = cudaEventQuery(staged_);
-    if (done == cudaErrorNotReady) {
-      DGS_CUDA_TRY(cudaEventSynchronize(staged_));
-    } else {
-      DGS_CUDA_TRY(done);
-    }
-  }
   plan_ = plan;
   const std::size_t count = segments_.count();
-  auto* info = static_cast<SegmentInfo*>(staging_);
+  std::vector<SegmentInfo> info(count);
   for (std::size_t l = 0; l < count; ++l) info[l] = segment_info(segments_, plan, l);
-  auto* need = reinterpret_cast<u64*>(info + count);
-  std::size_t at = 0;
-  auto copy = [&](void* device, const void* host, std::size_t bytes) {
-    DGS_CUDA_TRY(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));
-  };
-  copy(segments_dev_, info, count * sizeof(SegmentInfo));
+  Stager stager(staging_, staging_bytes_, stream);
+  stager.put(segments_dev_, info, count, "the retargeted segment table");
   // Each set's need per member, as a rebuild computes it.
   auto needs = [&](Set* set, auto need_of) {
     if (set == nullptr) return;
-    for (u32 m = 0; m < set->members; ++m) need[at + m] = need_of(set->host_segments[m]);
-    copy(set->need, need + at, set->members * sizeof(u64));
-    at += set->members;
+    std::vector<u64> need(set->members);
+    for (u32 m = 0; m < set->members; ++m) need[m] = need_of(set->host_segments[m]);
+    stager.put(set->need, need, set->member_room, "a set's needs");
   };
-  needs(large_.get(), [&](u32 l) -> u64 { return plan.target[l]; });
-  needs(sample_.get(), [&](u32 l) -> u64 {
+  needs(large_, [&](u32 l) -> u64 { return plan.target[l]; });
+  needs(sample_, [&](u32 l) -> u64 {
     return sample_rank(segments_.size(l), plan.target[l], threshold_sample_);
   });
-  needs(clamped_.get(), [&](u32 l) -> u64 { return plan.capacity[l]; });
-  if (plan.compressor != Compressor::threshold || !sample_) {
-    need[at] = plan.total_capacity();  // every slot is filled: the count is the plan's
-    copy(count_, need + at, sizeof(u64));
+  needs(clamped_, [&](u32 l) -> u64 { return plan.capacity[l]; });
+  if (plan.compressor != Compressor::threshold || sample_ == nullptr) {
+    const u64 filled = plan.total_capacity();  // every slot is filled: the count is the plan's
+    stager.put(count_, &filled, 1, 1, "the retargeted count");
   }
-  if (staged_ == nullptr) DGS_CUDA_TRY(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
-  DGS_CUDA_TRY(cudaEventRecord(staged_, stream));
-  staged_pending_ = true;
 }
 
 void Selector::begin(cudaStream_t stream) {

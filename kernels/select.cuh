@@ -81,6 +81,8 @@ struct FusedHistogram {
   bool active = false;          // false: the update kernel must not histogram
 };
 
+class Stager;  // select.cu: copies a plan's tables through the pinned staging
+
 class Selector {
  public:
   /// `segments`: the selection segments. Workspace is sized for plans of at
@@ -92,13 +94,14 @@ class Selector {
   Selector(const Selector&) = delete;
   Selector& operator=(const Selector&) = delete;
 
-  /// Makes `plan` current. When it sorts the segments as the current plan
-  /// does (the same ones whole, small, large or estimated, as two ratios of
-  /// a schedule mostly do) and samples as it did, only its targets,
-  /// capacities and message slots change: copied on `stream` from pinned
-  /// memory, with neither an allocation nor a wait for the device.
-  /// Otherwise (the first plan, say) it builds the plan's tables and waits
-  /// for them to be on the device.
+  /// Makes `plan` current for the runs on `stream`. Every table was
+  /// allocated with the selector, at its largest, so no plan allocates: a
+  /// plan's tables are copied on `stream` from pinned memory, with no wait
+  /// for the device (except the first plan's, which is waited for). When it
+  /// sorts the segments as the current plan does (the same ones whole, small,
+  /// large or estimated, as two ratios of a schedule mostly do) and samples
+  /// as it did, only its targets, capacities and message slots are copied;
+  /// otherwise every table is rewritten.
   void set_plan(const SelectionPlan& plan, std::uint32_t threshold_sample,
                 cudaStream_t stream = nullptr);
   const SelectionPlan& plan() const noexcept { return plan_; }
@@ -138,15 +141,24 @@ class Selector {
  private:
   struct Set;  // a selection set: members, their tiles and states
   void release() noexcept;  // frees every device allocation
+  /// Allocates every table at its largest (any plan fits) and the pinned
+  /// staging they are copied from.
+  void allocate_tables();
+  void allocate_set(std::unique_ptr<Set>& set, std::size_t members, std::size_t tiles,
+                    std::size_t& staged);
+  /// Waits until the last plan's copies have read the staging (they ran a
+  /// step ago at least: usually no wait).
+  void wait_for_staging();
+  /// set_plan for a plan that sorts the segments otherwise: every table.
+  void rebuild(const SelectionPlan& plan, std::vector<unsigned char> classes,
+               std::uint32_t threshold_sample, cudaStream_t stream);
   /// Per segment, how `plan` selects it (rbgs or none, whole, estimated,
   /// small, large): set_plan retargets while these stay the same.
   std::vector<unsigned char> classify(const SelectionPlan& plan) const;
   /// set_plan for a plan that sorts the segments as the current one does.
   void retarget(const SelectionPlan& plan, cudaStream_t stream);
-  /// Bytes of retarget's pinned staging for the current plan.
-  std::size_t staging_size() const;
   void build_set(Set& set, const std::vector<std::uint32_t>& members,
-                 const std::vector<std::uint64_t>& list_sizes);
+                 const std::vector<std::uint64_t>& list_sizes, Stager& stager);
   /// The large set's capture (in the second list buffer), none without one.
   Capture large_capture() const;
 
@@ -163,13 +175,18 @@ class Selector {
   std::uint32_t all_tile_count_ = 0;
   std::uint32_t* small_ = nullptr;  // small segment ids
   std::uint32_t small_count_ = 0;
+  std::size_t small_room_ = 0;
   Tile* whole_tiles_ = nullptr;  // tiles over whole segments
   std::uint32_t whole_tile_count_ = 0;
+  std::size_t whole_tile_room_ = 0;
   int* member_ = nullptr;  // per segment: index in the large set or -1
 
-  std::unique_ptr<Set> large_;    // topk/randk: segments with n > kSmallSegment and k < n
-  std::unique_ptr<Set> sample_;   // threshold: each segment's sample
-  std::unique_ptr<Set> clamped_;  // threshold: every non-whole segment, for the clamp fallback
+  // The sets' tables (allocated once, for every segment that may join them),
+  // and those the current plan uses (null: none).
+  std::unique_ptr<Set> large_store_, sample_store_, clamped_store_;
+  Set* large_ = nullptr;    // topk/randk: segments with n > kSmallSegment and k < n
+  Set* sample_ = nullptr;   // threshold: each segment's sample
+  Set* clamped_ = nullptr;  // threshold: every non-whole segment, for the clamp fallback
 
   // Workspace, sized once.
   u32* lists_[2] = {nullptr, nullptr};  // candidate lists (local indices)
@@ -186,11 +203,12 @@ class Selector {
   void* sort_temp_ = nullptr;
   std::size_t sort_temp_bytes_ = 0;
   std::uint64_t list_capacity_ = 0;
-  std::vector<void*> owned_;  // every table allocation of the current plan
+  std::vector<void*> owned_;            // every table allocation
+  bool planned_ = false;                // set_plan has run
   std::vector<unsigned char> classes_;  // classify() of the current plan
-  void* staging_ = nullptr;             // pinned: retarget's tables
+  void* staging_ = nullptr;             // pinned: a plan's tables, copied from here
   std::size_t staging_bytes_ = 0;
-  cudaEvent_t staged_ = nullptr;  // recorded after retarget's copies
+  cudaEvent_t staged_ = nullptr;  // recorded after a plan's copies
   bool staged_pending_ = false;
 };
 

@@ -24,9 +24,8 @@ class WorkerKernels {
  public:
   virtual ~WorkerKernels() = default;
   /// The plan of the following steps (called when the keep ratio changes),
-  /// ordered on `stream` before them; when it sorts the tensors as the last
-  /// plan did (as two ratios of a schedule do, mostly) it neither allocates
-  /// nor waits for the device.
+  /// ordered on `stream` before them (the steps' stream). After the first it
+  /// neither allocates nor waits for the device.
   virtual void set_plan(const SelectionPlan& plan, Stream stream) = 0;
   /// One step into the push buffer (see host::worker_step).
   virtual void step(const host::StepParams& params, const float* grad, const float* weights,

@@ -453,11 +453,12 @@ TEST_F(CudaBackendTest, NarrowWireValuesAndSchedulesMatchTheHost) {
 
 // A ratio that follows the learning rate changes the plan every step here.
 // While the tensors keep their kind (whole, small, large or estimated) the
-// selector only retargets them (Selector::retarget): no step after the
-// first allocates device memory, and (counted on the emulation) no change
-// of plan allocates or waits for the device. A warm-up from ratio 1 (every
-// tensor whole) to 25% sorts them anew. Either way the pushes and states
-// equal the host's.
+// selector only retargets them (Selector::retarget); a warm-up from ratio 1
+// (every tensor whole) to 25% and on, or back to 1 and down again, sorts
+// them anew into the same tables. Either way no step after the first
+// allocates device memory, (counted on the emulation) no change of plan
+// allocates or waits for the device, and the pushes and states equal the
+// host's.
 TEST_F(CudaBackendTest, RatioChangesMatchTheHostAndAllocateNothing) {
   const std::pair<Method, Compressor> cases[] = {{Method::samomentum, Compressor::topk},
                                                  {Method::gd, Compressor::threshold},
@@ -473,14 +474,22 @@ TEST_F(CudaBackendTest, RatioChangesMatchTheHostAndAllocateNothing) {
     wc.steady_memory = true;
     compare_worker(*backend_, stream_, wc);
   }
-  WorkerCase wc{"warm-up from 1", random_model(26, 30, 40000), Config{}};
-  wc.config.method = Method::samomentum;
-  wc.config.ratio = 0.05;
-  wc.config.schedule = RatioSchedule::warmup;
-  wc.config.warmup_ratios = {1.0, 0.25};
-  wc.config.warmup_steps = 1;
-  wc.steps = 4;
-  compare_worker(*backend_, stream_, wc);
+  for (const auto& [m, c] : cases) {
+    for (const std::vector<double>& stages :
+         {std::vector<double>{1.0, 0.25}, std::vector<double>{0.25, 1.0}}) {
+      WorkerCase wc{"warm-up " + std::to_string(stages[0]) + " " + std::to_string(stages[1]),
+                    random_model(26, 30, 40000), Config{}};
+      wc.config.method = m;
+      wc.config.compressor = c;
+      wc.config.ratio = 0.05;
+      wc.config.schedule = RatioSchedule::warmup;
+      wc.config.warmup_ratios = stages;
+      wc.config.warmup_steps = 1;
+      wc.steps = 4;
+      wc.steady_memory = true;
+      compare_worker(*backend_, stream_, wc);
+    }
+  }
 }
 
 // What the every-method test covers only slowly or leaves at its defaults:
