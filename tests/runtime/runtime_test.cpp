@@ -765,28 +765,39 @@ TEST_P(Runtime, RejectedPushesFromAJoinedWorkerLeaveTheServerBitwiseUnchanged) {
   }
 }
 
-TEST_P(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
-  const Segments model({100, 10});
-  Config config;
-  config.workers = 1;
+// A worker of config `wrong` joins a job of config `config` and is refused:
+// returns what the dgs::Error its join() throws says (invalid_message), and
+// checks that the server counted one rejection for `reason`.
+std::string refused_join(const std::shared_ptr<Backend>& backend, const Segments& model,
+                         const Config& config, const Config& wrong, RejectReason reason) {
   Job job(backend, config, model, random_model(model.total(), 11));
   ServerThread serving(*job.server);
   set_log_level(LogLevel::off);
-  Config wrong = config;
-  wrong.compressor = Compressor::randk;
   Floats w(*backend, model.total());
   WorkerOptions o;
   o.timeout = 20s;
   Worker stranger(wrong, model, job.backend, job.hub.endpoint(1), w.data(), o);
+  std::string what;
   try {
     stranger.join();
     ADD_FAILURE() << "a mismatched worker joined";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_message);
-    EXPECT_NE(std::string(e.what()).find("compressor"), std::string::npos) << e.what();
+    what = e.what();
   }
   set_log_level(LogLevel::warning);
-  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::compressor)], 1u);
+  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(reason)], 1u);
+  return what;
+}
+
+TEST_P(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
+  const Segments model({100, 10});
+  Config config;
+  config.workers = 1;
+  Config wrong = config;
+  wrong.compressor = Compressor::randk;
+  const std::string what = refused_join(backend, model, config, wrong, RejectReason::compressor);
+  EXPECT_NE(what.find("compressor"), std::string::npos) << what;
 }
 
 // A NaN or infinity in the server's initial model is named when the server
@@ -827,30 +838,15 @@ TEST_P(Runtime, AWorkerOfASparseConfigIsToldWhyADenseServerRejectedIt) {
   Config config;
   config.method = Method::dense;
   config.workers = 1;
-  Job job(backend, config, model, random_model(model.total(), 12));
-  ServerThread serving(*job.server);
-  set_log_level(LogLevel::off);
   Config wrong = config;
   wrong.method = Method::samomentum;
-  Floats w(*backend, model.total());
-  WorkerOptions o;
-  o.timeout = 20s;
-  Worker stranger(wrong, model, job.backend, job.hub.endpoint(1), w.data(), o);
-  try {
-    stranger.join();
-    ADD_FAILURE() << "a mismatched worker joined";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::invalid_message);
-    const std::string what = e.what();
-    EXPECT_NE(what.find("of 96 bytes, expected " +
-                        std::to_string(sparse_reply_layout(model, wrong).bytes)),
-              std::string::npos)
-        << what;
-    EXPECT_NE(what.find("rejection"), std::string::npos) << what;
-    EXPECT_NE(what.find(field_name(RejectReason::size)), std::string::npos) << what;
-  }
-  set_log_level(LogLevel::warning);
-  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::size)], 1u);
+  const std::string what = refused_join(backend, model, config, wrong, RejectReason::size);
+  EXPECT_NE(
+      what.find("of 96 bytes, expected " + std::to_string(sparse_reply_layout(model, wrong).bytes)),
+      std::string::npos)
+      << what;
+  EXPECT_NE(what.find("rejection"), std::string::npos) << what;
+  EXPECT_NE(what.find(field_name(RejectReason::size)), std::string::npos) << what;
 }
 
 // ---------------------------------------------------------------------------
