@@ -837,6 +837,16 @@ T* device_alloc(std::vector<void*>& owned, std::size_t count) {
   return static_cast<T*>(p);
 }
 
+constexpr std::size_t kStagingAlign = 16;
+
+// A table a plan writes through the staging: allocated for `count` entries,
+// and its room there counted into `staged`.
+template <typename T>
+T* staged_alloc(std::vector<void*>& owned, std::size_t count, std::size_t& staged) {
+  staged += count * sizeof(T) + kStagingAlign;
+  return device_alloc<T>(owned, count);
+}
+
 // Tiles of at most kTile elements over each owner's [0, size).
 std::vector<Tile> make_tiles(const std::vector<std::uint64_t>& sizes) {
   std::vector<Tile> tiles;
@@ -866,8 +876,6 @@ std::vector<Tile> make_mark_tiles(const Segments& segments, const std::vector<u3
 }
 
 }  // namespace
-
-constexpr std::size_t kStagingAlign = 16;
 
 // Lays a plan's host tables out in the pinned staging, one after another,
 // and copies each on `stream` into its device table, which was allocated
@@ -1024,14 +1032,12 @@ void Selector::allocate_set(std::unique_ptr<Set>& set, std::size_t members, std:
   set = std::make_unique<Set>();
   set->member_room = members;
   set->tile_room = tiles;
-  set->segment = device_alloc<u32>(owned_, members);
-  set->list_offset = device_alloc<u64>(owned_, members);
+  set->segment = staged_alloc<u32>(owned_, members, staged);
+  set->list_offset = staged_alloc<u64>(owned_, members, staged);
   set->states = device_alloc<SetState>(owned_, members);
-  set->data_tiles = device_alloc<Tile>(owned_, tiles);
-  set->tiles_of = device_alloc<u32>(owned_, members);
-  set->need = device_alloc<u64>(owned_, members);
-  staged +=
-      members * (sizeof(u32) * 2 + sizeof(u64) * 2) + tiles * sizeof(Tile) + 5 * kStagingAlign;
+  set->data_tiles = staged_alloc<Tile>(owned_, tiles, staged);
+  set->tiles_of = staged_alloc<u32>(owned_, members, staged);
+  set->need = staged_alloc<u64>(owned_, members, staged);
 }
 
 void Selector::allocate_tables() {
@@ -1040,9 +1046,10 @@ void Selector::allocate_tables() {
   for (std::size_t l = 0; l < count; ++l) sizes[l] = segments_.size(l);
   const std::vector<Tile> all = make_tiles(sizes);
   // What the staging must hold at most: every table a plan uploads, each
-  // at its largest.
-  std::size_t staged = count * sizeof(SegmentInfo) + 3 * sizeof(u64) + 3 * kStagingAlign;
-  segments_dev_ = device_alloc<SegmentInfo>(owned_, count);
+  // at its largest (staged_alloc counts them), and the count and the
+  // statistics, allocated with the selector.
+  std::size_t staged = 3 * sizeof(u64) + 2 * kStagingAlign;
+  segments_dev_ = staged_alloc<SegmentInfo>(owned_, count, staged);
   all_tiles_ = device_alloc<Tile>(owned_, all.size());
   all_tile_count_ = static_cast<std::uint32_t>(all.size());
   if (!all.empty()) {
@@ -1052,9 +1059,8 @@ void Selector::allocate_tables() {
   if (compressor_ != Compressor::rbgs) {
     // Any segment may be taken whole.
     whole_tile_room_ = all.size();
-    whole_tiles_ = device_alloc<Tile>(owned_, whole_tile_room_);
-    member_ = device_alloc<int>(owned_, count);
-    staged += whole_tile_room_ * sizeof(Tile) + count * sizeof(int) + 2 * kStagingAlign;
+    whole_tiles_ = staged_alloc<Tile>(owned_, whole_tile_room_, staged);
+    member_ = staged_alloc<int>(owned_, count, staged);
   }
   if (compressor_ == Compressor::topk || compressor_ == Compressor::randk) {
     // Small segments are those of at most kSmallSegment coordinates; the
@@ -1069,19 +1075,17 @@ void Selector::allocate_tables() {
         ++small_room_;
       }
     }
-    small_ = device_alloc<u32>(owned_, small_room_);
-    staged += small_room_ * sizeof(u32) + kStagingAlign;
+    small_ = staged_alloc<u32>(owned_, small_room_, staged);
     if (!large.empty()) {
       allocate_set(large_store_, large.size(), large_tiles, staged);
       Set& set = *large_store_;
-      set.capture_room = device_alloc<u64>(owned_, large.size());
+      set.capture_room = staged_alloc<u64>(owned_, large.size(), staged);
       set.guess = device_alloc<u32>(owned_, large.size());
       set.mark_tile_room = make_mark_tiles(segments_, large).size();
-      set.mark_tiles = device_alloc<Tile>(owned_, set.mark_tile_room);
+      set.mark_tiles = staged_alloc<Tile>(owned_, set.mark_tile_room, staged);
       set.tile_marks = device_alloc<u32>(owned_, set.mark_tile_room);
       set.marks_before = device_alloc<u64>(owned_, set.mark_tile_room);
       set.mark_blocks_done = device_alloc<u32>(owned_, 1);
-      staged += large.size() * sizeof(u64) + set.mark_tile_room * sizeof(Tile) + 2 * kStagingAlign;
       detail::device_malloc(&marks_, mark_words(segments_.total()) * sizeof(u32),
                             "the selection's marks (1 bit per parameter)");
     }
