@@ -120,8 +120,7 @@ struct Server::Impl {
         std::find_if(initial, initial + p, [](float x) { return !std::isfinite(x); });
     if (bad == initial + p) return;
     const std::uint64_t i = static_cast<std::uint64_t>(bad - initial);
-    std::size_t l = 0;
-    while (model.offset(l) + model.size(l) <= i) ++l;
+    const std::size_t l = model.segment_of(i);
     throw Error(ErrorCode::invalid_argument,
                 "dgs::Server: the initial model holds " + std::to_string(*bad) + " at index " +
                     std::to_string(i) + " (tensor " + std::to_string(l) + ", element " +
@@ -132,6 +131,12 @@ struct Server::Impl {
   float* replica(std::uint32_t k) const {
     if (!replicas) return nullptr;
     return replicas.as<float>() + (sync() ? 0 : std::size_t{k} * model.total());
+  }
+
+  // The model worker k holds once it applied its last reply: its replica,
+  // or where none is kept W, which every reply carried.
+  const float* worker_model(std::uint32_t k) const {
+    return replicas ? replica(k) : weights.as<float>();
   }
 
   void* round_slot(std::uint32_t k) const {
@@ -251,16 +256,10 @@ struct Server::Impl {
     if (slots[k].live) send(k, dense_buffer.data(), dense_layout.bytes);
   }
 
-  // Calls on_reply with worker k's replica: the kept one, or where none is
-  // kept, the dense reply's values (W as the reply carries it).
   void notify(std::uint32_t k) {
     if (options.on_reply) {
       backend->synchronize(options.stream);
-      const float* replica_k =
-          replicas ? replica(k)
-                   : reinterpret_cast<const float*>(dense_buffer.as<unsigned char>() +
-                                                    dense_layout.values_offset);
-      options.on_reply(k, version, replica_k);
+      options.on_reply(k, version, worker_model(k));
     }
   }
 
@@ -316,10 +315,9 @@ struct Server::Impl {
     detail::log(LogLevel::info, "dgs::Server: " + who(k) + (rejoin ? " rejoined" : " joined") +
                                     " at version " + std::to_string(version));
     // A sync joiner gets the shared replica (what every worker holds), so the
-    // round's common reply keeps it equal to the others; where none is kept,
-    // every round's reply was W, so W is what they hold.
+    // round's common reply keeps it equal to the others.
     if (sync()) {
-      write_dense(k, replicas ? replica(k) : weights.as<float>(), nullptr, step);
+      write_dense(k, worker_model(k), nullptr, step);
     } else {
       write_dense(k, weights.as<float>(), replica(k), step);
     }

@@ -43,9 +43,8 @@ struct ServerOptions {
   /// and that worker's replica (P floats in backend memory) — which the
   /// worker's model will equal once it applied the reply. Where every reply
   /// is dense (Method::dense, or a reply ratio of 1) the server keeps no
-  /// replicas and passes the dense reply's values instead (W as the reply
-  /// carries it), valid during the call. For monitoring and tests; must not
-  /// call the server.
+  /// replicas and passes W instead, which that reply carries. For monitoring
+  /// and tests; must not call the server.
   std::function<void(std::uint32_t worker, std::uint64_t version, const float* replica)> on_reply;
 };
 

@@ -251,8 +251,8 @@ void run_steps(Job& job, const Quadratic& problem, int first, int steps, float l
   }
 }
 
-// Servers whose every reply is dense keep no replicas: on_reply passes the
-// dense reply's values instead, and every worker's model equals them after
+// Servers whose every reply is dense keep no replicas: on_reply passes W
+// instead, which that reply carries, and every worker's model equals them after
 // each reply, async and sync, for a worker that joins late too (in sync mode
 // it gets W, which every worker holds between rounds).
 TEST_P(Runtime, ServersWithOnlyDenseRepliesKeepEveryWorkerEqualToItsReplica) {
@@ -271,17 +271,15 @@ TEST_P(Runtime, ServersWithOnlyDenseRepliesKeepEveryWorkerEqualToItsReplica) {
       std::map<std::uint32_t, std::vector<float>> replica;
       std::uint64_t replies = 0;
       ServerOptions options;
-      Job* running = nullptr;
       options.on_reply = [&](std::uint32_t k, std::uint64_t, const float* r) {
         std::vector<float> copy(model.total());
-        running->backend->download(copy.data(), r, copy.size() * sizeof(float), nullptr);
+        backend->download(copy.data(), r, copy.size() * sizeof(float), nullptr);
         std::lock_guard<std::mutex> lock(mutex);
         replica[k] = std::move(copy);
         ++replies;
       };
       const std::vector<float> w0 = random_model(model.total(), 71);
       Job job(backend, config, model, w0, options);
-      running = &job;
       auto expect_equal = [&](std::size_t k, int t) {
         std::lock_guard<std::mutex> lock(mutex);
         EXPECT_TRUE(same_bits(job.weights_of(k), replica[static_cast<std::uint32_t>(k)]))
