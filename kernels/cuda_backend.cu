@@ -322,14 +322,13 @@ class CudaServerKernels final : public ServerKernels {
     return selector_ ? selector_->captures(stream) : host::CaptureUse{};
   }
 
-  void dense_reply(const float* source, float* replica, const host::ReplyInfo& info, void* reply,
+  void dense_reply(void* reply, float* replica, const host::ReplyInfo& info,
                    Stream stream) override {
     auto* msg = static_cast<unsigned char*>(reply);
     const std::size_t bytes = dense_layout_.model_size * sizeof(float);
-    DGS_CUDA_TRY(cudaMemcpyAsync(msg + dense_layout_.values_offset, source, bytes,
-                                 cudaMemcpyDeviceToDevice, stream));
-    if (replica != nullptr && replica != source) {
-      DGS_CUDA_TRY(cudaMemcpyAsync(replica, source, bytes, cudaMemcpyDeviceToDevice, stream));
+    if (replica != nullptr) {
+      DGS_CUDA_TRY(cudaMemcpyAsync(replica, msg + dense_layout_.values_offset, bytes,
+                                   cudaMemcpyDeviceToDevice, stream));
     }
     MessageHeader h = host::make_reply_header(MessageKind::dense_reply, dense_layout_, info);
     h.count = dense_layout_.model_size;

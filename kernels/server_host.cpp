@@ -226,15 +226,32 @@ SelectionStats write_sparse_reply(const float* model, float* replica, const Segm
   return stats;
 }
 
-void write_dense_reply(const float* model, float* replica, const ReplyInfo& info, void* reply,
-                       const MessageLayout& layout) {
+namespace {
+
+void check_dense_layout(const MessageLayout& layout, const char* who) {
   if (layout.payload != PayloadLayout::dense || layout.value_type != WireValue::f32) {
     throw Error(ErrorCode::invalid_argument,
-                "dgs::host::write_dense_reply: a dense reply is a dense float32 layout");
+                std::string("dgs::host::") + who + ": a dense reply is a dense float32 layout");
   }
+}
+
+}  // namespace
+
+void write_dense_reply(const float* model, float* replica, const ReplyInfo& info, void* reply,
+                       const MessageLayout& layout) {
+  check_dense_layout(layout, "write_dense_reply");
+  std::memcpy(static_cast<unsigned char*>(reply) + layout.values_offset, model,
+              layout.model_size * sizeof(float));
+  finish_dense_reply(reply, replica, info, layout);
+}
+
+void finish_dense_reply(void* reply, float* replica, const ReplyInfo& info,
+                        const MessageLayout& layout) {
+  check_dense_layout(layout, "finish_dense_reply");
   const std::uint64_t p = layout.model_size;
-  std::memcpy(static_cast<unsigned char*>(reply) + layout.values_offset, model, p * sizeof(float));
-  if (replica != nullptr && replica != model) std::memcpy(replica, model, p * sizeof(float));
+  const auto* model =
+      reinterpret_cast<const float*>(static_cast<unsigned char*>(reply) + layout.values_offset);
+  if (replica != nullptr) std::memcpy(replica, model, p * sizeof(float));
   MessageHeader h = make_reply_header(MessageKind::dense_reply, layout, info);
   h.count = p;
   h.ratio_code = 0xFFFFFFFFu;

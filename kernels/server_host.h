@@ -87,4 +87,10 @@ SelectionStats write_sparse_reply(const float* model, float* replica, const Segm
 void write_dense_reply(const float* model, float* replica, const ReplyInfo& info, void* reply,
                        const MessageLayout& layout);
 
+/// Makes `reply`, a dense float32 layout whose values already hold the model
+/// to send, a dense reply: writes its header; the replica, when given,
+/// becomes a copy of those values.
+void finish_dense_reply(void* reply, float* replica, const ReplyInfo& info,
+                        const MessageLayout& layout);
+
 }  // namespace dgs::host

@@ -67,10 +67,12 @@ class ServerKernels {
                             void* reply, Stream stream) = 0;
   /// The last sparse reply's selection (waits for it).
   virtual host::CaptureUse last_capture_use(Stream) { return {}; }
-  /// Writes `source` (W, or the shared replica) as a dense reply; `replica`,
-  /// when not null, becomes a copy of it.
-  virtual void dense_reply(const float* source, float* replica, const host::ReplyInfo& info,
-                           void* reply, Stream stream) = 0;
+  /// Makes `reply`, a dense reply buffer whose values already hold the model
+  /// to send (the server keeps W, and the shared replica of sync mode, inside
+  /// such buffers), a dense reply: writes its header on the stream. `replica`,
+  /// when not null, becomes a copy of those values.
+  virtual void dense_reply(void* reply, float* replica, const host::ReplyInfo& info,
+                           Stream stream) = 0;
 };
 
 }  // namespace detail

@@ -73,9 +73,8 @@ class HostServerKernels final : public ServerKernels {
     host::write_sparse_reply(model, replica, rules_.segments, reply_plan_, info, reply,
                              reply_layout_, scratch_);
   }
-  void dense_reply(const float* source, float* replica, const host::ReplyInfo& info, void* reply,
-                   Stream) override {
-    host::write_dense_reply(source, replica, info, reply, dense_layout_);
+  void dense_reply(void* reply, float* replica, const host::ReplyInfo& info, Stream) override {
+    host::finish_dense_reply(reply, replica, info, dense_layout_);
   }
 
  private:

@@ -90,21 +90,25 @@ struct Server::Impl {
     }
     const std::size_t floats = model.total() * sizeof(float);
     Backend& be = *backend;
-    weights = detail::Buffer(be, floats);
-    be.upload(weights.data(), initial, floats, options.stream);
+    // W lives in the values of a dense reply, so a dense reply is its header
+    // written in front of it: no copy, and no buffer of its own.
+    weights = detail::Buffer(be, dense_layout.bytes);
+    be.upload(W(), initial, floats, options.stream);
     // Where every reply is dense, each worker's replica is W as of its last
-    // reply (and in sync mode W itself between rounds): none is kept.
-    const std::size_t copies = dense_replies ? 0 : sync() ? 1 : config.workers;
-    replicas = detail::Buffer(be, floats * copies);
-    for (std::size_t k = 0; k < copies; ++k) {
-      be.copy(replica(static_cast<std::uint32_t>(k)), weights.data(), floats, options.stream);
+    // reply (and in sync mode W itself between rounds): none is kept. The
+    // shared replica of sync mode, which a joiner receives, lives in a dense
+    // reply too.
+    if (!dense_replies) {
+      replicas = detail::Buffer(be, sync() ? dense_layout.bytes : floats * config.workers);
+      for (std::uint32_t k = 0; k < replica_count(); ++k) {
+        be.copy(replica(k), W(), floats, options.stream);
+      }
     }
     receive_buffer = detail::Buffer(be, push_layout.bytes);
     if (sync()) {
       round_buffers = detail::Buffer(be, push_layout.bytes * config.workers);
     }
     reply_buffer = detail::Buffer(be, reply_layout.bytes);
-    dense_buffer = detail::Buffer(be, dense_layout.bytes);
     kernels = be.server_kernels(model, config);
     for (const Slot& s : slots) peers.push_back(s.rank);
   }
@@ -127,17 +131,27 @@ struct Server::Impl {
                     std::to_string(i - model.offset(l)) + "); every value must be finite");
   }
 
+  // The server's model W, the values of the dense reply `weights`.
+  float* W() const { return dense_values(weights); }
+
+  float* dense_values(const detail::Buffer& reply) const {
+    return reinterpret_cast<float*>(reply.as<unsigned char>() + dense_layout.values_offset);
+  }
+
+  // Replicas kept: one per worker (async), one shared (sync), or none where
+  // every reply is dense.
+  std::uint32_t replica_count() const { return dense_replies ? 0 : sync() ? 1 : config.workers; }
+
   // Worker k's replica; null where every reply is dense (none is kept).
   float* replica(std::uint32_t k) const {
     if (!replicas) return nullptr;
-    return replicas.as<float>() + (sync() ? 0 : std::size_t{k} * model.total());
+    if (sync()) return dense_values(replicas);
+    return replicas.as<float>() + std::size_t{k} * model.total();
   }
 
   // The model worker k holds once it applied its last reply: its replica,
   // or where none is kept W, which every reply carried.
-  const float* worker_model(std::uint32_t k) const {
-    return replicas ? replica(k) : weights.as<float>();
-  }
+  const float* worker_model(std::uint32_t k) const { return replicas ? replica(k) : W(); }
 
   void* round_slot(std::uint32_t k) const {
     return round_buffers.as<unsigned char>() + std::size_t{k} * push_layout.bytes;
@@ -238,22 +252,23 @@ struct Server::Impl {
     send_head(k, MessageKind::reject, step, &verdict);
   }
 
-  // Writes the dense model (W, or the shared replica for a sync joiner) into
-  // the dense buffer; `replica_to_set`, when given, becomes a copy of it.
-  void write_dense(std::uint32_t k, const float* source, float* replica_to_set,
+  // Makes `reply` (W's buffer, or the shared replica's for a sync joiner)
+  // a dense reply to worker k; `replica_to_set`, when given, becomes a copy
+  // of the model it holds.
+  void write_dense(std::uint32_t k, const detail::Buffer& reply, float* replica_to_set,
                    std::uint64_t step) {
     host::ReplyInfo info;
     info.step = step;
     info.model_version = version;
-    kernels->dense_reply(source, replica_to_set, info, dense_buffer.data(), options.stream);
+    kernels->dense_reply(reply.data(), replica_to_set, info, options.stream);
     slots[k].last_dense_version = version;
   }
 
-  // Sends the dense buffer, announced by a head of the sparse reply's size.
-  void send_dense(std::uint32_t k, std::uint64_t step) {
+  // Sends a dense reply, announced by a head of the sparse reply's size.
+  void send_dense(std::uint32_t k, std::uint64_t step, const detail::Buffer& reply) {
     ++stats.dense_replies;
     send_head(k, MessageKind::dense_reply, step, nullptr);
-    if (slots[k].live) send(k, dense_buffer.data(), dense_layout.bytes);
+    if (slots[k].live) send(k, reply.data(), dense_layout.bytes);
   }
 
   void notify(std::uint32_t k) {
@@ -316,13 +331,10 @@ struct Server::Impl {
                                     " at version " + std::to_string(version));
     // A sync joiner gets the shared replica (what every worker holds), so the
     // round's common reply keeps it equal to the others.
-    if (sync()) {
-      write_dense(k, worker_model(k), nullptr, step);
-    } else {
-      write_dense(k, weights.as<float>(), replica(k), step);
-    }
+    const detail::Buffer& reply = sync() && replicas ? replicas : weights;
+    write_dense(k, reply, sync() ? nullptr : replica(k), step);
     notify(k);
-    send_dense(k, step);
+    send_dense(k, step, reply);
   }
 
   void leave(std::uint32_t k) {
@@ -354,7 +366,7 @@ struct Server::Impl {
       case MessageKind::push: {
         const std::uint64_t staleness = h.model_version <= version ? version - h.model_version : 0;
         ++stats.staleness[staleness_bucket(staleness)];
-        kernels->apply(receive_buffer.data(), h, weights.as<float>(), options.stream);
+        kernels->apply(receive_buffer.data(), h, W(), options.stream);
         ++version;
         ++stats.pushes;
         const bool stale = options.staleness_bound > 0 && staleness > options.staleness_bound;
@@ -362,15 +374,14 @@ struct Server::Impl {
             options.sync_period > 0 && version - slots[k].last_dense_version >= options.sync_period;
         if (dense_replies || stale || periodic) {
           if (stale) ++stats.stale_refreshes;
-          write_dense(k, weights.as<float>(), replica(k), h.step);
+          write_dense(k, weights, replica(k), h.step);
           notify(k);
-          send_dense(k, h.step);
+          send_dense(k, h.step, weights);
         } else {
           host::ReplyInfo info;
           info.step = h.step;
           info.model_version = version;
-          kernels->sparse_reply(weights.as<float>(), replica(k), info, reply_buffer.data(),
-                                options.stream);
+          kernels->sparse_reply(W(), replica(k), info, reply_buffer.data(), options.stream);
           notify(k);
           ++stats.sparse_replies;
           send(k, reply_buffer.data(), reply_layout.bytes);
@@ -402,7 +413,7 @@ struct Server::Impl {
       if (slots[k].pushed) held.push_back({round_slot(k), slots[k].held});
     }
     const auto contributors = static_cast<std::uint32_t>(held.size());
-    kernels->apply_round(held.data(), contributors, weights.as<float>(), options.stream);
+    kernels->apply_round(held.data(), contributors, W(), options.stream);
     ++version;
     ++stats.rounds;
     stats.pushes += contributors;
@@ -412,15 +423,13 @@ struct Server::Impl {
     host::ReplyInfo info;
     info.model_version = version;
     if (dense) {
-      kernels->dense_reply(weights.as<float>(), replica(0), info, dense_buffer.data(),
-                           options.stream);
+      kernels->dense_reply(weights.data(), replica(0), info, options.stream);
     } else {
-      kernels->sparse_reply(weights.as<float>(), replica(0), info, reply_buffer.data(),
-                            options.stream);
+      kernels->sparse_reply(W(), replica(0), info, reply_buffer.data(), options.stream);
     }
     // The same reply goes to everyone; only the echoed step differs, so its
     // header is read once and rewritten for each.
-    void* reply = dense ? dense_buffer.data() : reply_buffer.data();
+    void* reply = dense ? weights.data() : reply_buffer.data();
     unsigned char bytes[kHeaderBytes];
     backend->download(bytes, reply, kHeaderBytes, options.stream);
     MessageHeader h = read_header(bytes);
@@ -434,7 +443,7 @@ struct Server::Impl {
       notify(k);
       if (dense) {
         s.last_dense_version = version;
-        send_dense(k, s.held.step);
+        send_dense(k, s.held.step, weights);
       } else {
         ++stats.sparse_replies;
         send(k, reply_buffer.data(), reply_layout.bytes);
@@ -499,7 +508,8 @@ struct Server::Impl {
   bool dense_replies;
   detail::Channel channel;
   std::unique_ptr<detail::ServerKernels> kernels;
-  detail::Buffer weights, replicas, receive_buffer, round_buffers, reply_buffer, dense_buffer;
+  // weights: W inside a dense reply (W()); replicas: see replica()
+  detail::Buffer weights, replicas, receive_buffer, round_buffers, reply_buffer;
   std::vector<Slot> slots;
   std::vector<host::RoundPush> held;  // a sync round's pushes, in worker-id order
   std::vector<int> peers;
@@ -572,7 +582,7 @@ const ServerStats& Server::stats() const noexcept {
 
 void Server::copy_model(float* out) const {
   const Impl& s = *impl_;
-  s.backend->download(out, s.weights.data(), s.model.total() * sizeof(float), s.options.stream);
+  s.backend->download(out, s.W(), s.model.total() * sizeof(float), s.options.stream);
 }
 
 namespace {
@@ -602,12 +612,13 @@ void Server::save(const std::string& path) const {
   const auto f = server_fingerprint(s.config, s.model);
   out.add("fingerprint", f.data(), f.size() * 8);
   out.add_u64("version", s.version);
-  std::vector<unsigned char> host(s.weights.bytes());
-  s.backend->download(host.data(), s.weights.data(), host.size(), s.options.stream);
+  const std::size_t floats = s.model.total() * sizeof(float);
+  std::vector<unsigned char> host(floats);
+  s.backend->download(host.data(), s.W(), floats, s.options.stream);
   out.add("weights", host.data(), host.size());
   if (s.replicas) {  // none where every reply is dense
-    host.resize(s.replicas.bytes());
-    s.backend->download(host.data(), s.replicas.data(), host.size(), s.options.stream);
+    host.resize(floats * s.replica_count());
+    s.backend->download(host.data(), s.replica(0), host.size(), s.options.stream);
     out.add("replicas", host.data(), host.size());
   }
   std::vector<std::uint64_t> live, joined, dense_at;
@@ -642,7 +653,8 @@ void Server::restore(const std::string& path) {
     throw Error(ErrorCode::io,
                 "dgs checkpoint " + path + ": written for another model or configuration");
   }
-  std::vector<unsigned char> weights(s.weights.bytes()), replicas(s.replicas.bytes());
+  const std::size_t floats = s.model.total() * sizeof(float);
+  std::vector<unsigned char> weights(floats), replicas(floats * s.replica_count());
   in.read("weights", weights.data(), weights.size());
   // A server that keeps no replicas (every reply dense) ignores those of an
   // older file, which kept them.
@@ -660,9 +672,9 @@ void Server::restore(const std::string& path) {
   ServerStats stats;
   std::vector<std::uint64_t> counters(10 + stats.rejected.size() + stats.staleness.size());
   in.read("stats", counters.data(), counters.size() * 8);
-  s.backend->upload(s.weights.data(), weights.data(), weights.size(), s.options.stream);
+  s.backend->upload(s.W(), weights.data(), weights.size(), s.options.stream);
   if (s.replicas) {
-    s.backend->upload(s.replicas.data(), replicas.data(), replicas.size(), s.options.stream);
+    s.backend->upload(s.replica(0), replicas.data(), replicas.size(), s.options.stream);
   }
   for (std::size_t k = 0; k < s.slots.size(); ++k) {
     s.slots[k].live = live[k] != 0;

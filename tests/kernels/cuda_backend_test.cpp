@@ -127,6 +127,28 @@ class CudaBackendTest : public ::testing::Test {
     return use;
   }
 
+  // `gpu`'s dense reply from a buffer whose values hold w (its header
+  // poisoned) equals the host's, bit for bit, and sets a poisoned replica
+  // to w; without a replica, the values are left as they are.
+  void expect_host_dense_reply(detail::ServerKernels& gpu, const Segments& model,
+                               const std::vector<float>& w, const host::ReplyInfo& info) {
+    const MessageLayout layout = dense_reply_layout(model);
+    std::vector<unsigned char> reply(layout.bytes, kPoison);
+    host::write_dense_reply(w.data(), nullptr, info, reply.data(), layout);
+    for (const bool with_replica : {true, false}) {
+      SCOPED_TRACE(with_replica ? "with a replica to set" : "without a replica");
+      detail::Buffer d_reply = poisoned(layout.bytes), d_replica = poisoned(w.size() * 4);
+      backend_->upload(static_cast<unsigned char*>(d_reply.data()) + layout.values_offset, w.data(),
+                       w.size() * sizeof(float), stream_);
+      gpu.dense_reply(d_reply.data(), with_replica ? d_replica.as<float>() : nullptr, info,
+                      stream_);
+      EXPECT_EQ(download<unsigned char>(d_reply, layout.bytes), reply) << "the dense reply";
+      if (with_replica) {
+        EXPECT_EQ(download<float>(d_replica, w.size()), w) << "the replica";
+      }
+    }
+  }
+
   // A worker's and a server's kernels for one method and compressor (pushes
   // at 1%, replies at 2%, one worker), their layouts, and the worker's state
   // on the device: each float state from `state_value`, the samomentum mask
@@ -725,6 +747,9 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
                      d_grad = upload(test::random_normal(rng, p));
       detail::Buffer d_push = poisoned(layout.bytes), d_sparse = poisoned(sparse.bytes),
                      d_dense = poisoned(dense.bytes);
+      // The dense reply's values hold a model, as the server's W does.
+      backend_->upload(static_cast<unsigned char*>(d_dense.data()) + dense.values_offset,
+                       test::random_normal(rng, p).data(), p * sizeof(float), stream_);
       std::size_t before = 0;
       for (int step = 0; step < 4; ++step) {
         if (step == 1) before = free_bytes();  // every kernel has run once
@@ -752,7 +777,7 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
         EXPECT_EQ(blocking_calls(), validated) << "blocking calls in the apply and the reply";
         server->last_capture_use(stream_);
         const std::uint64_t replied = blocking_calls();
-        server->dense_reply(d_w.as<float>(), nullptr, info, d_dense.data(), stream_);
+        server->dense_reply(d_dense.data(), nullptr, info, stream_);
         worker->apply_reply(d_sparse.data(), sparse, d_weights.as<float>(), false, stream_);
         worker->fold(d_sparse.data(), sparse, 0.5f, r.residual.as<float>(), stream_);
         worker->apply_reply(d_dense.data(), dense, d_weights.as<float>(), true, stream_);
@@ -805,12 +830,14 @@ std::uint64_t documented_server_bytes(const Segments& model, const Config& confi
   const bool sync = config.mode == Mode::sync;
   const MessageLayout push = push_layout(model, config), reply = sparse_reply_layout(model, config);
   const bool dense_replies = replies_are_dense(model, config);  // then no replicas
-  std::uint64_t bytes = 4 * p *
-                            (1 + (dense_replies ? 0
-                                  : sync        ? 1
-                                                : config.workers)) +
-                        push.bytes * (1 + (sync ? config.workers : 0)) + reply.bytes +
-                        dense_reply_layout(model).bytes;
+  // W inside a dense reply (a dense reply is W with its header written in
+  // front), the replicas (sync: one shared, inside a dense reply for joiners)
+  const std::uint64_t dense = dense_reply_layout(model).bytes;
+  std::uint64_t bytes = dense +
+                        (dense_replies ? 0
+                         : sync        ? dense
+                                       : 4 * p * config.workers) +
+                        push.bytes * (1 + (sync ? config.workers : 0)) + reply.bytes;
   if (!dense_replies) {
     const std::uint64_t index = reply.index_type == IndexType::u64 ? 8 : 4;
     bytes += 8 * p + reply.capacity * index + 4 * host::mask_words(p);
@@ -977,7 +1004,7 @@ TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
            worker->last_stats(stream_);
            auto server = backend_->server_kernels(model, config);
            detail::Buffer d_w = upload(weights), d_r = upload(weights);
-           server->dense_reply(d_w.as<float>(), nullptr, {1, 1}, d_dense.data(), stream_);
+           server->dense_reply(d_dense.data(), nullptr, {1, 1}, stream_);
            if (m != Method::dense) {  // whose every reply is dense
              server->sparse_reply(d_w.as<float>(), d_r.as<float>(), {1, 1}, d_sparse.data(),
                                   stream_);
@@ -1005,7 +1032,7 @@ TEST_F(CudaBackendTest, EveryLaunchIsCheckedAndItsErrorNamesTheKernel) {
                                   stream_);
              server->last_capture_use(stream_);
            }
-           server->dense_reply(d_w.as<float>(), d_r.as<float>(), {1, 3}, d_dense.data(), stream_);
+           server->dense_reply(d_dense.data(), d_r.as<float>(), {1, 3}, stream_);
          }},
     };
     for (const auto& [name, run] : phases) {
@@ -1166,6 +1193,7 @@ TEST_F(CudaBackendTest, ServerKernelsMatchTheHost) {
     EXPECT_EQ(download<float>(d_w, p), w);
     // The sparse reply: message and replica, bit for bit.
     expect_host_reply(*gpu, model, config, w, r, d_w, d_r, {3, 99});
+    expect_host_dense_reply(*gpu, model, w, {4, 7});
   }
 }
 
