@@ -42,10 +42,14 @@ class CudaWorkerKernels final : public WorkerKernels {
   CudaWorkerKernels(const Segments& segments, const MessageLayout& layout, const Config& config)
       : segments_(segments), layout_(layout), config_(config) {
     if (config.method != Method::dense) {
-      selector_ = std::make_unique<cuda::Selector>(segments, layout.capacity, layout.index_type,
-                                                   config.compressor);
+      // The first candidate list has room for a dense reply between steps.
+      selector_ =
+          std::make_unique<cuda::Selector>(segments, layout.capacity, layout.index_type,
+                                           config.compressor, dense_reply_layout(segments).bytes);
     }
   }
+
+  void* dense_reply_room() override { return selector_ ? selector_->room() : nullptr; }
 
   void set_plan(const SelectionPlan& plan, Stream stream) override {
     if (selector_) selector_->set_plan(plan, config_.threshold_sample, stream);

@@ -952,7 +952,7 @@ struct Selector::Set {
 };
 
 Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type,
-                   Compressor compressor)
+                   Compressor compressor, std::size_t room_bytes)
     : segments_(segments),
       index_type_(index_type),
       compressor_(compressor),
@@ -972,7 +972,12 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
     // rbgs selects nothing: its selector never holds the candidate lists.
     if (compressor != Compressor::rbgs) {
       const std::uint64_t lists = std::max<std::uint64_t>(1, list_capacity_) * sizeof(u32);
-      device_malloc(&lists_[0], lists, "the selection's first candidate list (4 B per parameter)");
+      room_bytes_ = std::max<std::size_t>(lists, room_bytes);
+      device_malloc(&lists_[0], room_bytes_,
+                    room_bytes > lists
+                        ? "the selection's first candidate list (4 B per parameter; between "
+                          "steps, a dense reply)"
+                        : "the selection's first candidate list (4 B per parameter)");
       device_malloc(&lists_[1], lists, "the selection's second candidate list (4 B per parameter)");
     }
     // The selected indices in message order (one per message slot); threshold

@@ -87,9 +87,10 @@ class Selector {
  public:
   /// `segments`: the selection segments. Workspace is sized for plans of at
   /// most `max_capacity` entries with `compressor` (every plan's; an rbgs
-  /// selector holds no candidate lists); nothing is allocated per step.
+  /// selector holds no candidate lists); nothing is allocated per step. The
+  /// first candidate list gets at least `room_bytes` (see room()).
   Selector(const Segments& segments, std::uint64_t max_capacity, IndexType index_type,
-           Compressor compressor);
+           Compressor compressor, std::size_t room_bytes = 0);
   ~Selector();
   Selector(const Selector&) = delete;
   Selector& operator=(const Selector&) = delete;
@@ -122,6 +123,13 @@ class Selector {
   /// Selects. `histogram_done`: digit 0 of the large segments was histogrammed
   /// by a fused pass after begin(). Asynchronous on `stream`.
   void run(const KeySource& keys, bool histogram_done, cudaStream_t stream);
+
+  /// The first candidate list's memory, of at least the constructor's
+  /// `room_bytes`: it holds nothing from one run to the next, so between runs
+  /// a caller may use it (work on the runs' stream, or finished before the
+  /// next run is enqueued). Null for a selector without lists (rbgs).
+  void* room() const noexcept { return lists_[0]; }
+  std::size_t room_bytes() const noexcept { return room_bytes_; }
 
   /// The selected indices in message order, in device memory (uint32 or
   /// uint64 by the index type), plan().total_capacity() slots.
@@ -203,6 +211,7 @@ class Selector {
   void* sort_temp_ = nullptr;
   std::size_t sort_temp_bytes_ = 0;
   std::uint64_t list_capacity_ = 0;
+  std::size_t room_bytes_ = 0;          // the first list's allocation
   std::vector<void*> owned_;            // every table allocation
   bool planned_ = false;                // set_plan has run
   std::vector<unsigned char> classes_;  // classify() of the current plan

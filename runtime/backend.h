@@ -34,6 +34,13 @@ class WorkerKernels {
   virtual host::SelectionStats last_stats(Stream stream) = 0;
   /// The last step's selection (waits for it).
   virtual host::CaptureUse last_capture_use(Stream) { return {}; }
+  /// Room for a dense reply (dense_reply_layout(model).bytes) inside the
+  /// kernels' selection workspace, which holds nothing from one step to the
+  /// next: a worker receives its dense replies there (after the step that
+  /// pushed has finished) and applies and folds them on the steps' stream
+  /// before the next step. Null where the kernels hold no such workspace;
+  /// the worker then allocates its own.
+  virtual void* dense_reply_room() { return nullptr; }
   virtual void apply_reply(void* reply, const MessageLayout& layout, float* weights,
                            bool record_change, Stream stream) = 0;
   virtual void fold(const void* reply, const MessageLayout& layout, float beta, float* residual,

@@ -68,9 +68,16 @@ struct Worker::Impl {
     if (config.method == Method::gmc_plus) evaluation = detail::Buffer(be, floats);
     push_buffer = detail::Buffer(be, push_layout.bytes);
     reply_buffer = detail::Buffer(be, reply_layout.bytes);
-    dense_buffer = detail::Buffer(be, dense_layout.bytes);
     be.zero(push_buffer.data(), push_buffer.bytes(), options.stream);
     kernels = be.worker_kernels(segments, push_layout, config);
+    // Dense replies lie in the selection's workspace where the kernels lend
+    // room there (it holds nothing between steps), else in a buffer of
+    // their own.
+    dense_reply = kernels->dense_reply_room();
+    if (dense_reply == nullptr) {
+      dense_buffer = detail::Buffer(be, dense_layout.bytes);
+      dense_reply = dense_buffer.data();
+    }
     // The first step's plan (its ratio does not depend on the learning
     // rate), made with the workspace, so that the first step allocates
     // nothing; push() makes another only when the ratio changes.
@@ -130,8 +137,8 @@ struct Worker::Impl {
     stats.bytes_pushed += push_layout.bytes;
   }
 
-  void receive(detail::Buffer& buffer, std::size_t bytes, const char* what) {
-    const Receipt r = channel.recv(options.server_rank, buffer.data(), bytes, options.timeout);
+  void receive(void* buffer, std::size_t bytes, const char* what) {
+    const Receipt r = channel.recv(options.server_rank, buffer, bytes, options.timeout);
     switch (r.status) {
       case Receipt::Status::timeout:
         throw Error(ErrorCode::timeout, who() + ": no " + what + " from the server (rank " +
@@ -150,7 +157,7 @@ struct Worker::Impl {
       std::string why;
       if (r.bytes >= kHeaderBytes + 32 && r.bytes < bytes) {
         unsigned char head[kHeaderBytes + 32];
-        backend->download(head, buffer.data(), sizeof head, options.stream);
+        backend->download(head, buffer, sizeof head, options.stream);
         const MessageHeader h = read_header(head);
         if (h.magic == kMessageMagic && h.kind == MessageKind::reject) {
           why = "; it is a rejection: " + read_reject_verdict(head).describe(options.id);
@@ -165,7 +172,7 @@ struct Worker::Impl {
 
   // Receives the reply (head, and the dense model when announced) and applies it.
   void receive_reply(bool answers_hello) {
-    receive(reply_buffer, reply_layout.bytes, "reply");
+    receive(reply_buffer.data(), reply_layout.bytes, "reply");
     const MessageHeader h = header_of(reply_buffer);
     if (h.magic != kMessageMagic || h.version != kWireVersion || h.model_size != model.total()) {
       throw Error(ErrorCode::invalid_message,
@@ -188,8 +195,10 @@ struct Worker::Impl {
         ++stats.sparse_replies;
         break;
       case MessageKind::dense_reply:
-        receive(dense_buffer, dense_layout.bytes, "dense model");
-        kernels->apply_reply(dense_buffer.data(), dense_layout, weights,
+        // Into the selection's workspace, maybe: reading the head above
+        // waited for the stream, so the step that used it has finished.
+        receive(dense_reply, dense_layout.bytes, "dense model");
+        kernels->apply_reply(dense_reply, dense_layout, weights,
                              global_momentum() && !answers_hello, options.stream);
         last_reply_dense = true;
         ++stats.dense_replies;
@@ -212,6 +221,12 @@ struct Worker::Impl {
     model_version = h.model_version;
   }
 
+  // The last reply received, and its size.
+  void* last_reply() const { return last_reply_dense ? dense_reply : reply_buffer.data(); }
+  std::size_t last_reply_bytes() const {
+    return last_reply_dense ? dense_layout.bytes : reply_layout.bytes;
+  }
+
   void require(bool ok, const std::string& what) const {
     if (!ok) throw Error(ErrorCode::invalid_argument, who() + ": " + what);
   }
@@ -227,7 +242,9 @@ struct Worker::Impl {
   detail::Channel channel;
   std::unique_ptr<detail::WorkerKernels> kernels;
   detail::Buffer residual, momentum, accumulator, mask, evaluation;
-  detail::Buffer push_buffer, reply_buffer, dense_buffer;
+  detail::Buffer push_buffer, reply_buffer;
+  detail::Buffer dense_buffer;  // only where the kernels lend no room
+  void* dense_reply = nullptr;  // where dense replies are received
   SelectionPlan plan;
   bool plan_set = false;
   float beta = 0.0f;
@@ -271,8 +288,7 @@ void Worker::push(const float* grad, float lr) {
   w.backend->check_pointer(grad, "dgs::Worker::push: the gradient");
   if (w.fold_pending) {
     const MessageLayout& layout = w.last_reply_dense ? w.dense_layout : w.reply_layout;
-    const detail::Buffer& reply = w.last_reply_dense ? w.dense_buffer : w.reply_buffer;
-    w.kernels->fold(reply.data(), layout, w.beta, w.residual.as<float>(), w.options.stream);
+    w.kernels->fold(w.last_reply(), layout, w.beta, w.residual.as<float>(), w.options.stream);
     w.fold_pending = false;
   }
   if (w.step == 0) w.first_lr = lr;
@@ -415,7 +431,8 @@ void Worker::save(const std::string& path) const {
     }
   }
   if (w.fold_pending) {
-    const auto reply = download_all(be, w.last_reply_dense ? w.dense_buffer : w.reply_buffer, s);
+    std::vector<unsigned char> reply(w.last_reply_bytes());
+    be.download(reply.data(), w.last_reply(), reply.size(), s);
     out.add("last_reply", reply.data(), reply.size());
   }
   const char* stats_name = "stats";
@@ -452,7 +469,7 @@ void Worker::restore(const std::string& path) {
   const bool last_reply_dense = in.u64("last_reply_dense") != 0;
   std::vector<unsigned char> reply;
   if (fold_pending) {
-    reply.resize((last_reply_dense ? w.dense_buffer : w.reply_buffer).bytes());
+    reply.resize(last_reply_dense ? w.dense_layout.bytes : w.reply_layout.bytes);
     in.read("last_reply", reply.data(), reply.size());
   }
   WorkerStats stats;
@@ -466,8 +483,8 @@ void Worker::restore(const std::string& path) {
     if (*buffer) be.upload(buffer->data(), loaded[next++].data(), buffer->bytes(), s);
   }
   if (fold_pending) {
-    be.upload((last_reply_dense ? w.dense_buffer : w.reply_buffer).data(), reply.data(),
-              reply.size(), s);
+    be.upload(last_reply_dense ? w.dense_reply : w.reply_buffer.data(), reply.data(), reply.size(),
+              s);
   }
   w.step = in.u64("step");
   w.first_lr = first_lr;

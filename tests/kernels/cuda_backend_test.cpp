@@ -796,8 +796,8 @@ TEST_F(CudaBackendTest, SteadyStepsAndRepliesAllocateNoDeviceMemory) {
 std::uint64_t documented_worker_bytes(const Segments& model, const Config& config) {
   const std::uint64_t p = model.total();
   const MessageLayout push = push_layout(model, config);
-  std::uint64_t bytes =
-      push.bytes + sparse_reply_layout(model, config).bytes + dense_reply_layout(model).bytes;
+  const std::uint64_t dense = dense_reply_layout(model).bytes;
+  std::uint64_t bytes = push.bytes + sparse_reply_layout(model, config).bytes;
   switch (config.method) {
     case Method::gd:
     case Method::gmc:
@@ -813,9 +813,13 @@ std::uint64_t documented_worker_bytes(const Segments& model, const Config& confi
     case Method::dense:
       break;
   }
-  if (config.method != Method::dense && config.compressor != Compressor::rbgs) {
+  if (config.method == Method::dense || config.compressor == Compressor::rbgs) {
+    bytes += dense;  // a buffer for dense replies
+  } else {
     const std::uint64_t index = push.index_type == IndexType::u64 ? 8 : 4;
-    bytes += 8 * p + push.capacity * index;  // the candidate lists, the selected indices
+    // The candidate lists, the first with room for a dense reply between
+    // steps, and the selected indices.
+    bytes += 4 * p + std::max(4 * p, dense) + push.capacity * index;
     if (config.compressor == Compressor::threshold) {
       bytes += push.capacity * index;  // found out of order, then sorted
     } else {
@@ -1589,11 +1593,20 @@ void expect_same_job(const std::vector<std::vector<float>>& want,
   }
 }
 
+// Replies of 5%, and for gmc every reply dense: a worker receives those into
+// its selection's workspace, and folds each into its residual at its next
+// push, before the step that reuses that workspace.
 TEST_F(CudaBackendTest, AWholeJobOnTheGpuEqualsTheHostRunBitForBit) {
   const Segments model = random_model(18, 30, 20000);
+  const std::pair<Method, double> cases[] = {{Method::samomentum, 0.05},
+                                             {Method::gmc_plus, 0.05},
+                                             {Method::dgc, 0.05},
+                                             {Method::gmc, 1.0}};
   for (Mode mode : {Mode::async, Mode::sync}) {
-    for (Method method : {Method::samomentum, Method::gmc_plus, Method::dgc}) {
-      const Config config = job_config(method, mode);
+    for (const auto& [method, reply_ratio] : cases) {
+      SCOPED_TRACE("replies " + std::to_string(reply_ratio));
+      Config config = job_config(method, mode);
+      config.server_ratio = reply_ratio;
       expect_same_job(run_job(*host_, host_, config, model, 20),
                       run_job(*backend_, backend_, config, model, 20), config, "on the GPU");
     }
@@ -1603,11 +1616,17 @@ TEST_F(CudaBackendTest, AWholeJobOnTheGpuEqualsTheHostRunBitForBit) {
 // Checkpoints of a GPU job (server model, replicas, worker state and the
 // last reply, all in device memory) restore into new processes that go on
 // exactly as the uninterrupted host run.
+// A gmc worker whose replies are all dense keeps its last reply (to fold) in
+// its selection's workspace; the checkpoint holds it.
 TEST_F(CudaBackendTest, AGpuJobRestoredFromCheckpointsContinuesLikeTheHostRun) {
   const Segments model = random_model(24, 20, 20000);
+  const std::pair<Method, double> cases[] = {
+      {Method::samomentum, 0.05}, {Method::gmc, 0.05}, {Method::gmc, 1.0}};
   for (Mode mode : {Mode::async, Mode::sync}) {
-    for (Method method : {Method::samomentum, Method::gmc}) {
-      const Config config = job_config(method, mode);
+    for (const auto& [method, reply_ratio] : cases) {
+      SCOPED_TRACE("replies " + std::to_string(reply_ratio));
+      Config config = job_config(method, mode);
+      config.server_ratio = reply_ratio;
       expect_same_job(run_job(*host_, host_, config, model, 16),
                       run_job(*backend_, backend_, config, model, 16, {}, 7), config,
                       "after the restore");
