@@ -50,6 +50,11 @@ class LocalEndpoint final : public Transport {
  public:
   LocalEndpoint(std::shared_ptr<LocalHub::State> state, int rank, std::uint64_t generation)
       : state_(std::move(state)), rank_(rank), generation_(generation) {}
+  ~LocalEndpoint() override {
+    if (copies_ != nullptr) cudaStreamDestroy(copies_);
+  }
+  LocalEndpoint(const LocalEndpoint&) = delete;
+  LocalEndpoint& operator=(const LocalEndpoint&) = delete;
 
   int rank() const noexcept override { return rank_; }
   int size() const noexcept override { return state_->ranks; }
@@ -93,6 +98,15 @@ class LocalEndpoint final : public Transport {
   }
 
  private:
+  // The stream this endpoint's receives copy on (made at the first).
+  cudaStream_t copy_stream(int peer) {
+    std::call_once(copies_made_, [&] {
+      check_cuda(cudaStreamCreateWithFlags(&copies_, cudaStreamNonBlocking),
+                 "cudaStreamCreateWithFlags", rank_, peer);
+    });
+    return copies_;
+  }
+
   void check_peer(int peer) const {
     if (peer < 0 || peer >= state_->ranks || peer == rank_) {
       throw Error(ErrorCode::invalid_argument, "local transport: rank " + std::to_string(rank_) +
@@ -131,8 +145,15 @@ class LocalEndpoint final : public Transport {
         const std::size_t n = std::min(bytes, message.bytes.size());
         if (n > 0) {
           if (state_->memory == MemoryKind::device) {
-            check_cuda(cudaMemcpy(buffer, message.bytes.data(), n, cudaMemcpyHostToDevice),
-                       "cudaMemcpy(host to device)", rank_, message.source);
+            // From pageable memory cudaMemcpy may return before the copy
+            // has landed, unordered with a non-blocking stream's kernels:
+            // the copy goes on this endpoint's stream and is waited for.
+            const cudaStream_t stream = copy_stream(message.source);
+            check_cuda(
+                cudaMemcpyAsync(buffer, message.bytes.data(), n, cudaMemcpyHostToDevice, stream),
+                "cudaMemcpyAsync(host to device)", rank_, message.source);
+            check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize", rank_,
+                       message.source);
           } else {
             std::memcpy(buffer, message.bytes.data(), n);
           }
@@ -156,6 +177,8 @@ class LocalEndpoint final : public Transport {
   std::shared_ptr<LocalHub::State> state_;
   int rank_;
   std::uint64_t generation_;
+  std::once_flag copies_made_;
+  cudaStream_t copies_ = nullptr;  // device memory: where receives copy
 };
 
 }  // namespace

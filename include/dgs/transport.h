@@ -54,7 +54,8 @@ class Transport {
 
 /// The in-process transport: `ranks` endpoints that exchange messages between
 /// threads of one process. Buffers are host memory, or device memory of the
-/// current GPU for MemoryKind::device (copied with cudaMemcpy). Sends are
+/// current GPU for MemoryKind::device (copied through host memory; a receive
+/// returns once its copy has landed, whatever stream reads it next). Sends are
 /// buffered and never block.
 class LocalHub {
  public:

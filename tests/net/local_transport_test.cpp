@@ -4,6 +4,7 @@
 #include <thread>
 #include <vector>
 
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include "dgs/error.h"
@@ -123,6 +124,46 @@ TEST(LocalTransport, RejectsPeersOutsideTheWorld) {
   EXPECT_THROW(r0->send(0, &b, 1), Error);
   EXPECT_THROW(r0->recv_any({-1}, &b, 1, 1ms), Error);
   EXPECT_THROW(LocalHub(1, MemoryKind::host), Error);
+}
+
+// A device message has landed when its receive returns, for work on any
+// stream: here a copy back on a non-blocking stream, issued at once (a
+// plain cudaMemcpy from pageable memory may return before its copy lands).
+TEST(LocalTransport, ADeviceMessageHasLandedWhenItsReceiveReturns) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    GTEST_SKIP() << "no CUDA device";
+  }
+  constexpr std::size_t kBytes = std::size_t{64} << 20;
+  LocalHub hub(2, MemoryKind::device);
+  auto r0 = hub.endpoint(0);
+  auto r1 = hub.endpoint(1);
+  void *sent = nullptr, *received = nullptr, *pinned = nullptr;
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaMalloc(&sent, kBytes), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&received, kBytes), cudaSuccess);
+  ASSERT_EQ(cudaMallocHost(&pinned, kBytes), cudaSuccess);
+  auto* back = static_cast<unsigned char*>(pinned);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<unsigned char> pattern(kBytes);
+  for (int round = 0; round < 4; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    for (std::size_t i = 0; i < kBytes; ++i) {
+      pattern[i] = static_cast<unsigned char>((i * 131 + round * 7 + (i >> 12)) & 0xFF);
+    }
+    ASSERT_EQ(cudaMemcpy(sent, pattern.data(), kBytes, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemset(received, 0xA5, kBytes), cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    r1->send(0, sent, kBytes);
+    ASSERT_EQ(r0->recv(1, received, kBytes, 10s).status, Receipt::Status::message);
+    ASSERT_EQ(cudaMemcpyAsync(back, received, kBytes, cudaMemcpyDeviceToHost, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(std::memcmp(back, pattern.data(), kBytes), 0);
+  }
+  cudaStreamDestroy(stream);
+  cudaFreeHost(back);
+  cudaFree(received);
+  cudaFree(sent);
 }
 
 }  // namespace
