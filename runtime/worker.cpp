@@ -71,9 +71,16 @@ struct Worker::Impl {
     be.zero(push_buffer.data(), push_buffer.bytes(), options.stream);
     kernels = be.worker_kernels(segments, push_layout, config);
     // Dense replies lie in the selection's workspace where the kernels lend
-    // room there (it holds nothing between steps), else in a buffer of
-    // their own.
+    // room there (it holds nothing between steps); for the dense method, in
+    // the push buffer where it is as large (float32 wire values), as a push
+    // has been sent (sends return once their buffer may be reused) before
+    // its reply arrives, and the next push is written after the reply is
+    // applied; else in a buffer of their own.
     dense_reply = kernels->dense_reply_room();
+    if (dense_reply == nullptr && config.method == Method::dense &&
+        push_layout.bytes >= dense_layout.bytes) {
+      dense_reply = push_buffer.data();
+    }
     if (dense_reply == nullptr) {
       dense_buffer = detail::Buffer(be, dense_layout.bytes);
       dense_reply = dense_buffer.data();

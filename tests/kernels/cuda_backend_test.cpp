@@ -813,7 +813,10 @@ std::uint64_t documented_worker_bytes(const Segments& model, const Config& confi
     case Method::dense:
       break;
   }
-  if (config.method == Method::dense || config.compressor == Compressor::rbgs) {
+  if (config.method == Method::dense) {
+    // Dense replies in the push buffer where it is as large (float32 values).
+    if (push.bytes < dense) bytes += dense;
+  } else if (config.compressor == Compressor::rbgs) {
     bytes += dense;  // a buffer for dense replies
   } else {
     const std::uint64_t index = push.index_type == IndexType::u64 ? 8 : 4;
@@ -867,14 +870,19 @@ TEST_F(CudaBackendTest, WorkersAndServersHoldTheDocumentedDeviceMemory) {
     EXPECT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
     return free;
   };
-  // (method, compressor, reply ratio: 0 is the push's, 1 makes every reply dense)
-  const std::tuple<Method, Compressor, double> cases[] = {
-      {Method::samomentum, Compressor::topk, 0.0}, {Method::samomentum, Compressor::threshold, 0.0},
-      {Method::gd, Compressor::randk, 0.0},        {Method::dgc, Compressor::rbgs, 0.0},
-      {Method::gmc_plus, Compressor::topk, 0.0},   {Method::dense, Compressor::topk, 0.0},
-      {Method::samomentum, Compressor::topk, 1.0}};
+  // (method, compressor, reply ratio: 0 is the push's, 1 makes every reply
+  // dense; wire values: a dense push of bf16 has no room for a dense reply)
+  const std::tuple<Method, Compressor, double, WireValue> cases[] = {
+      {Method::samomentum, Compressor::topk, 0.0, WireValue::f32},
+      {Method::samomentum, Compressor::threshold, 0.0, WireValue::f32},
+      {Method::gd, Compressor::randk, 0.0, WireValue::f32},
+      {Method::dgc, Compressor::rbgs, 0.0, WireValue::f32},
+      {Method::gmc_plus, Compressor::topk, 0.0, WireValue::f32},
+      {Method::dense, Compressor::topk, 0.0, WireValue::f32},
+      {Method::dense, Compressor::topk, 0.0, WireValue::bf16},
+      {Method::samomentum, Compressor::topk, 1.0, WireValue::f32}};
   for (const Segments& model : models) {
-    for (const auto& [m, c, reply_ratio] : cases) {
+    for (const auto& [m, c, reply_ratio, wire] : cases) {
       for (Mode mode : {Mode::async, Mode::sync}) {
         Config config;
         config.method = m;
@@ -882,9 +890,10 @@ TEST_F(CudaBackendTest, WorkersAndServersHoldTheDocumentedDeviceMemory) {
         config.mode = mode;
         config.ratio = 0.01;
         config.server_ratio = reply_ratio;
+        config.wire_values = wire;
         config.workers = 4;
         SCOPED_TRACE(std::string(to_string(m)) + " " + to_string(c) + " " + to_string(mode) +
-                     ", replies " + std::to_string(reply_ratio) + ", " +
+                     ", replies " + std::to_string(reply_ratio) + ", " + to_string(wire) + ", " +
                      std::to_string(model.count()) + " tensors");
         const std::uint64_t slack =
             (std::uint64_t{128} << 10) + (std::uint64_t{64} << 10) * model.count() + page_slack;
