@@ -916,6 +916,18 @@ class Stager {
   std::size_t at_ = 0;
 };
 
+namespace {
+
+// Every slot of a plan with nothing estimated is filled, whatever the data:
+// its count is the plan's, set when the plan is made rather than by every
+// run (threshold_total_kernel writes it for an estimated plan).
+void put_filled_count(Stager& stager, u64* count, const SelectionPlan& plan) {
+  const u64 filled = plan.total_capacity();
+  stager.put(count, &filled, 1, 1, "the count");
+}
+
+}  // namespace
+
 struct Selector::Set {
   u32 members = 0;
   u32* segment = nullptr;
@@ -1228,11 +1240,7 @@ void Selector::rebuild(const SelectionPlan& plan, std::vector<unsigned char> cla
   small_count_ = 0;
   large_ = sample_ = clamped_ = nullptr;
   if (sampled.empty()) {
-    // Every slot is filled, whatever the data: the count is the plan's, set
-    // here once rather than by every run (threshold_total_kernel writes it
-    // for an estimated plan).
-    const u64 filled = plan.total_capacity();
-    stager.put(count_, &filled, 1, 1, "the count");
+    put_filled_count(stager, count_, plan);
     // Only threshold_total_kernel writes the statistics, and it runs only
     // for an estimated plan: after one, they must not stay as it left them.
     const u64 none[2] = {0, 0};
@@ -1314,10 +1322,7 @@ void Selector::retarget(const SelectionPlan& plan, cudaStream_t stream) {
     return sample_rank(segments_.size(l), plan.target[l], threshold_sample_);
   });
   needs(clamped_, [&](u32 l) -> u64 { return plan.capacity[l]; });
-  if (plan.compressor != Compressor::threshold || sample_ == nullptr) {
-    const u64 filled = plan.total_capacity();  // every slot is filled: the count is the plan's
-    stager.put(count_, &filled, 1, 1, "the retargeted count");
-  }
+  if (sample_ == nullptr) put_filled_count(stager, count_, plan);  // nothing estimated
 }
 
 void Selector::begin(cudaStream_t stream) {

@@ -228,10 +228,10 @@ struct Worker::Impl {
     model_version = h.model_version;
   }
 
-  // The last reply received, and its size.
+  // The last reply received, and its layout.
   void* last_reply() const { return last_reply_dense ? dense_reply : reply_buffer.data(); }
-  std::size_t last_reply_bytes() const {
-    return last_reply_dense ? dense_layout.bytes : reply_layout.bytes;
+  const MessageLayout& last_reply_layout() const {
+    return last_reply_dense ? dense_layout : reply_layout;
   }
 
   void require(bool ok, const std::string& what) const {
@@ -294,8 +294,8 @@ void Worker::push(const float* grad, float lr) {
   w.require(!w.awaiting_reply, "push() twice without finish()");
   w.backend->check_pointer(grad, "dgs::Worker::push: the gradient");
   if (w.fold_pending) {
-    const MessageLayout& layout = w.last_reply_dense ? w.dense_layout : w.reply_layout;
-    w.kernels->fold(w.last_reply(), layout, w.beta, w.residual.as<float>(), w.options.stream);
+    w.kernels->fold(w.last_reply(), w.last_reply_layout(), w.beta, w.residual.as<float>(),
+                    w.options.stream);
     w.fold_pending = false;
   }
   if (w.step == 0) w.first_lr = lr;
@@ -438,7 +438,7 @@ void Worker::save(const std::string& path) const {
     }
   }
   if (w.fold_pending) {
-    std::vector<unsigned char> reply(w.last_reply_bytes());
+    std::vector<unsigned char> reply(w.last_reply_layout().bytes);
     be.download(reply.data(), w.last_reply(), reply.size(), s);
     out.add("last_reply", reply.data(), reply.size());
   }
