@@ -18,11 +18,14 @@
 #include "dgs/error.h"
 #include "dgs/mpi.h"
 #include "net/mpi_check.h"
+#include "net/mpi_transport.h"
 
 namespace dgs {
 namespace {
 
 constexpr int kTag = 0x4447;  // "DG"
+// The largest piece an MPI count (int) can describe.
+constexpr std::size_t kMaxPieceBytes = 0x7FFFFFFF;
 
 void check_cuda(cudaError_t status, const char* call, int rank, int peer) {
   if (status != cudaSuccess) {
@@ -56,7 +59,8 @@ class PinnedBuffer {
 
 class MpiTransport final : public Transport {
  public:
-  MpiTransport(MemoryKind memory, int color) : memory_(memory) {
+  MpiTransport(MemoryKind memory, int color, std::size_t piece_bytes)
+      : memory_(memory), piece_(piece_bytes) {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
@@ -64,13 +68,19 @@ class MpiTransport final : public Transport {
                   "dgs::make_mpi_transport: MPI is not initialised "
                   "(create a dgs::MpiSession or call MPI_Init first)");
     }
+    if (piece_ == 0 || piece_ > kMaxPieceBytes) {
+      throw Error(ErrorCode::invalid_argument, "dgs::make_mpi_transport: a message piece of " +
+                                                   std::to_string(piece_) + " bytes (1 to " +
+                                                   std::to_string(kMaxPieceBytes) + ")");
+    }
     int world_rank = 0;
     detail::mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank), "MPI_Comm_rank", world_rank, -1);
     detail::mpi_check(MPI_Comm_split(MPI_COMM_WORLD, color, world_rank, &comm_), "MPI_Comm_split",
                       world_rank, -1);
-    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
+    detail::mpi_check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler",
+                      world_rank, -1);
+    detail::mpi_check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank", world_rank, -1);
+    detail::mpi_check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size", world_rank, -1);
     direct_device_ = memory == MemoryKind::device && MpiSession::cuda_aware();
   }
 
@@ -85,17 +95,29 @@ class MpiTransport final : public Transport {
   MemoryKind memory() const noexcept override { return memory_; }
   const char* name() const noexcept override { return "mpi"; }
 
+  // A message of fewer bytes than a piece goes as one MPI message; a longer
+  // one as full pieces followed by a shorter last piece (empty when the
+  // length is a multiple of the piece). MPI counts are ints, so no single
+  // MPI message could carry 2 GiB or more (a dense model of 2^29 floats).
   void send(int peer, const void* buffer, std::size_t bytes) override {
     check_peer(peer);
-    const void* data = buffer;
-    if (memory_ == MemoryKind::device && !direct_device_) {
-      unsigned char* staged = send_stage_.get(bytes, rank_);
-      check_cuda(cudaMemcpy(staged, buffer, bytes, cudaMemcpyDeviceToHost),
-                 "cudaMemcpy(device to host)", rank_, peer);
-      data = staged;
+    const auto* data = static_cast<const unsigned char*>(buffer);
+    const bool stage = memory_ == MemoryKind::device && !direct_device_;
+    std::size_t at = 0;
+    for (;;) {
+      const std::size_t n = std::min(piece_, bytes - at);
+      const void* piece = data + at;
+      if (stage && n > 0) {
+        unsigned char* staged = send_stage_.get(n, rank_);
+        check_cuda(cudaMemcpy(staged, data + at, n, cudaMemcpyDeviceToHost),
+                   "cudaMemcpy(device to host)", rank_, peer);
+        piece = staged;
+      }
+      detail::mpi_check(MPI_Send(piece, static_cast<int>(n), MPI_BYTE, peer, kTag, comm_),
+                        "MPI_Send", rank_, peer);
+      at += n;
+      if (n < piece_) return;
     }
-    detail::mpi_check(MPI_Send(data, static_cast<int>(bytes), MPI_BYTE, peer, kTag, comm_),
-                      "MPI_Send", rank_, peer);
   }
 
   Receipt recv(int peer, void* buffer, std::size_t bytes,
@@ -144,50 +166,90 @@ class MpiTransport final : public Transport {
     return found != 0;
   }
 
-  Receipt receive(const std::vector<int>& peers, void* buffer, std::size_t bytes,
-                  std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Polls probe() until a message matches or the deadline passes.
+  bool wait_for(const std::vector<int>& peers, std::chrono::steady_clock::time_point deadline,
+                MPI_Message& message, MPI_Status& status) {
     auto pause = std::chrono::microseconds(5);
-    MPI_Message message;
-    MPI_Status status;
     while (!probe(peers, message, status)) {
-      if (std::chrono::steady_clock::now() >= deadline) return Receipt{};
+      if (std::chrono::steady_clock::now() >= deadline) return false;
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(1000));
     }
+    return true;
+  }
+
+  // Receives one matched piece into buffer[at, at + its size), as much of it
+  // as fits in `bytes`, the rest into staging; returns its size.
+  std::size_t receive_piece(MPI_Message& message, const MPI_Status& status, int peer,
+                            unsigned char* buffer, std::size_t at, std::size_t bytes) {
     int count = 0;
-    MPI_Get_count(&status, MPI_BYTE, &count);
-    const int peer = status.MPI_SOURCE;
+    detail::mpi_check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count", rank_, peer);
     const auto size = static_cast<std::size_t>(count);
-    const bool stage = (memory_ == MemoryKind::device && !direct_device_) || size > bytes;
-    unsigned char* target = static_cast<unsigned char*>(buffer);
+    const std::size_t kept = at < bytes ? std::min(size, bytes - at) : 0;
+    const bool stage = (memory_ == MemoryKind::device && !direct_device_) || kept < size;
+    unsigned char* target = buffer + at;
     if (stage) {
       if (memory_ == MemoryKind::device) {
         target = recv_stage_.get(std::max<std::size_t>(size, 1), rank_);
       } else {
-        oversize_.resize(size);
+        oversize_.resize(std::max<std::size_t>(size, 1));
         target = oversize_.data();
       }
     }
     detail::mpi_check(MPI_Mrecv(target, count, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv",
                       rank_, peer);
-    const std::size_t kept = std::min(size, bytes);
     if (stage && kept > 0) {
       if (memory_ == MemoryKind::device) {
-        check_cuda(cudaMemcpy(buffer, target, kept, cudaMemcpyHostToDevice),
+        check_cuda(cudaMemcpy(buffer + at, target, kept, cudaMemcpyHostToDevice),
                    "cudaMemcpy(host to device)", rank_, peer);
       } else {
-        std::memcpy(buffer, target, kept);
+        std::memcpy(buffer + at, target, kept);
+      }
+    }
+    return size;
+  }
+
+  Receipt receive(const std::vector<int>& peers, void* buffer, std::size_t bytes,
+                  std::chrono::milliseconds timeout) {
+    MPI_Message message;
+    MPI_Status status;
+    if (!wait_for(peers, std::chrono::steady_clock::now() + timeout, message, status)) {
+      return Receipt{};
+    }
+    const int peer = status.MPI_SOURCE;
+    auto* data = static_cast<unsigned char*>(buffer);
+    std::size_t total = 0;
+    for (;;) {
+      const std::size_t n = receive_piece(message, status, peer, data, total, bytes);
+      total += n;
+      if (n < piece_) break;
+      // The next piece is on its way: MPI keeps one sender's messages in order.
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::max<std::chrono::milliseconds>(timeout, kPieceWait);
+      if (!wait_for({peer}, deadline, message, status)) {
+        Receipt cut;
+        cut.status = Receipt::Status::peer_failed;
+        cut.peer = peer;
+        cut.error =
+            "MPI transport rank " + std::to_string(rank_) + ": the message from peer " +
+            std::to_string(peer) + " stopped after " + std::to_string(total) +
+            " bytes (its next piece did not arrive within " +
+            std::to_string(std::max<std::chrono::milliseconds>(timeout, kPieceWait).count()) +
+            " ms)";
+        return cut;
       }
     }
     Receipt receipt;
     receipt.status = Receipt::Status::message;
     receipt.peer = peer;
-    receipt.bytes = size;
+    receipt.bytes = total;
     return receipt;
   }
 
+  static constexpr std::chrono::milliseconds kPieceWait{60000};
+
   MemoryKind memory_;
+  std::size_t piece_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
@@ -207,8 +269,8 @@ MpiSession::MpiSession(int* argc, char*** argv) {
                       "MPI_Init_thread", -1, -1);
     owner_ = true;
   }
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  detail::mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank", -1, -1);
+  detail::mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size", rank_, -1);
 }
 
 MpiSession::~MpiSession() {
@@ -226,7 +288,16 @@ bool MpiSession::cuda_aware() noexcept {
 }
 
 std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory, int color) {
-  return std::make_shared<MpiTransport>(memory, color);
+  return std::make_shared<MpiTransport>(memory, color, detail::kMpiPieceBytes);
 }
+
+namespace detail {
+
+std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory, int color,
+                                              std::size_t piece_bytes) {
+  return std::make_shared<MpiTransport>(memory, color, piece_bytes);
+}
+
+}  // namespace detail
 
 }  // namespace dgs

@@ -1,6 +1,7 @@
 // Run as 3 (or more) processes with DGS_RANK, DGS_WORLD_SIZE and
 // DGS_RENDEZVOUS set, or under mpirun (built with MPI): rank 0 hands out two
-// blobs through dgs::make_bootstrap(), every rank checks them.
+// blobs through dgs::make_bootstrap(), every rank checks them; under mpirun
+// also one of 2^31 + 5 bytes, and rank 0 reports every rank's verdict.
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -10,6 +11,8 @@
 #include "dgs/error.h"
 #include "dgs/version.h"
 #if DGS_WITH_MPI
+#include <mpi.h>
+
 #include <memory>
 
 #include "dgs/mpi.h"
@@ -22,6 +25,11 @@ std::vector<unsigned char> blob(std::size_t bytes, unsigned seed) {
   std::vector<unsigned char> b(bytes);
   for (auto& x : b) x = static_cast<unsigned char>(rng());
   return b;
+}
+
+// Bytes that depend on their position (cheap to make for gigabytes).
+unsigned char pattern(std::size_t i) {
+  return static_cast<unsigned char>(((i + 1) * 0x9E3779B97F4A7C15ull) >> 56);
 }
 
 }  // namespace
@@ -45,6 +53,26 @@ int main(int argc, char** argv) {
       bootstrap->broadcast(got.data(), got.size());
       ok = ok && got == want;
     }
+#if DGS_WITH_MPI
+    if (mpi) {
+      // One broadcast past an MPI count (1 GiB pieces): 2^31 + 5 bytes.
+      const std::size_t bytes = (std::size_t{1} << 31) + 5;
+      std::vector<unsigned char> got(bytes, 0);
+      if (rank == 0) {
+        for (std::size_t i = 0; i < bytes; ++i) got[i] = pattern(i);
+      }
+      bootstrap->broadcast(got.data(), got.size());
+      std::size_t i = 0;
+      while (i < bytes && got[i] == pattern(i)) ++i;
+      if (i < bytes)
+        std::printf("rank %d: the broadcast of 2^31 + 5 bytes differs at %zu\n", rank, i);
+      ok = ok && i == bytes;
+      // Rank 0 prints the result for every rank.
+      int every = ok ? 1 : 0;
+      MPI_Allreduce(MPI_IN_PLACE, &every, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+      ok = every == 1;
+    }
+#endif
     std::printf("rank %d of %d via %s: %s\n", rank, bootstrap->size(), bootstrap->name(),
                 ok ? "ok" : "WRONG BYTES");
     // run_mpi.sh wants one result line (from rank 0).
