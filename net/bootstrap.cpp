@@ -22,6 +22,7 @@
 
 #include "dgs/bootstrap.h"
 #include "dgs/error.h"
+#include "net/deadline.h"
 
 namespace dgs {
 namespace {
@@ -108,7 +109,7 @@ class FileBootstrap final : public Bootstrap {
   }
 
   void wait_for(const std::string& file, const std::string& what) const {
-    const auto deadline = Clock::now() + timeout_;
+    const auto deadline = detail::deadline_after(timeout_);
     while (::access(file.c_str(), F_OK) != 0) {
       if (Clock::now() > deadline) timed_out("no sign of " + what, timeout_);
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -190,7 +191,7 @@ class TcpBootstrap final : public Bootstrap {
   TcpBootstrap(int rank, int size, const std::string& host, int port,
                std::chrono::milliseconds timeout)
       : rank_(rank), size_(size), timeout_(timeout) {
-    const auto deadline = Clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     const std::string where = host + ":" + std::to_string(port);
     if (rank == 0) {
       Socket listener(::socket(AF_INET6, SOCK_STREAM, 0));
@@ -264,7 +265,7 @@ class TcpBootstrap final : public Bootstrap {
   const char* name() const noexcept override { return "tcp"; }
 
   void broadcast(void* data, std::size_t bytes) override {
-    const auto deadline = Clock::now() + timeout_;
+    const auto deadline = detail::deadline_after(timeout_);
     const std::uint64_t size = bytes;
     if (rank_ == 0) {
       for (int r = 1; r < size_; ++r) {

@@ -14,6 +14,7 @@
 
 #include "dgs/error.h"
 #include "dgs/transport.h"
+#include "net/deadline.h"
 
 namespace dgs {
 
@@ -125,7 +126,7 @@ class LocalEndpoint final : public Transport {
 
   Receipt receive(const std::vector<int>& peers, void* buffer, std::size_t bytes,
                   std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     std::unique_lock<std::mutex> lock(state_->mutex);
     auto& inbox = state_->inbox[rank_];
     auto& failed = state_->failed[rank_];

@@ -17,6 +17,7 @@
 
 #include "dgs/error.h"
 #include "dgs/mpi.h"
+#include "net/deadline.h"
 #include "net/mpi_check.h"
 #include "net/mpi_transport.h"
 
@@ -213,7 +214,7 @@ class MpiTransport final : public Transport {
                   std::chrono::milliseconds timeout) {
     MPI_Message message;
     MPI_Status status;
-    if (!wait_for(peers, std::chrono::steady_clock::now() + timeout, message, status)) {
+    if (!wait_for(peers, detail::deadline_after(timeout), message, status)) {
       return Receipt{};
     }
     const int peer = status.MPI_SOURCE;
@@ -224,18 +225,15 @@ class MpiTransport final : public Transport {
       total += n;
       if (n < piece_) break;
       // The next piece is on its way: MPI keeps one sender's messages in order.
-      const auto deadline = std::chrono::steady_clock::now() +
-                            std::max<std::chrono::milliseconds>(timeout, kPieceWait);
-      if (!wait_for({peer}, deadline, message, status)) {
+      const std::chrono::milliseconds wait = std::max(timeout, kPieceWait);
+      if (!wait_for({peer}, detail::deadline_after(wait), message, status)) {
         Receipt cut;
         cut.status = Receipt::Status::peer_failed;
         cut.peer = peer;
-        cut.error =
-            "MPI transport rank " + std::to_string(rank_) + ": the message from peer " +
-            std::to_string(peer) + " stopped after " + std::to_string(total) +
-            " bytes (its next piece did not arrive within " +
-            std::to_string(std::max<std::chrono::milliseconds>(timeout, kPieceWait).count()) +
-            " ms)";
+        cut.error = "MPI transport rank " + std::to_string(rank_) + ": the message from peer " +
+                    std::to_string(peer) + " stopped after " + std::to_string(total) +
+                    " bytes (its next piece did not arrive within " + std::to_string(wait.count()) +
+                    " ms)";
         return cut;
       }
     }

@@ -17,6 +17,7 @@
 
 #include "dgs/error.h"
 #include "dgs/nccl.h"
+#include "net/deadline.h"
 
 namespace dgs {
 namespace {
@@ -118,7 +119,7 @@ class NcclTransport final : public Transport {
       }
     }
     // Creation of all pairs proceeds concurrently; wait for each.
-    const auto deadline = Clock::now() + options.init_timeout;
+    const auto deadline = detail::deadline_after(options.init_timeout);
     for (int r = 0; r < size_; ++r) {
       for (Link* link : {&push_[r], &reply_[r]}) {
         if (link->comm == nullptr) continue;
@@ -158,7 +159,7 @@ class NcclTransport final : public Transport {
     Link& link = outgoing(peer);
     if (link.failed)
       throw Error(ErrorCode::transport, where(rank_, peer) + ": the pair has failed");
-    const auto deadline = Clock::now() + options_.send_timeout;
+    const auto deadline = detail::deadline_after(options_.send_timeout);
     const ncclResult_t sent = ncclSend(buffer, bytes, ncclUint8, other(), link.comm, link.stream);
     nccl_check(sent, "ncclSend", rank_, peer);
     if (sent == ncclInProgress) {
@@ -255,7 +256,7 @@ class NcclTransport final : public Transport {
       link.receive = Link::Receive::enqueuing;
       if (posted == ncclSuccess) record(p, link);
     }
-    const auto deadline = Clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     for (;;) {
       for (std::size_t n = 0; n < peers.size(); ++n) {
         const int p = peers[(start_ + n) % peers.size()];
@@ -381,7 +382,7 @@ class LoopbackEndpoint final : public Transport {
     std::unique_lock<std::mutex> lock(loop_->mutex);
     auto& inbox = loop_->inbox[rank_];
     Loopback::Pending* found = nullptr;
-    const bool arrived = loop_->changed.wait_for(lock, timeout, [&] {
+    const bool arrived = loop_->changed.wait_until(lock, detail::deadline_after(timeout), [&] {
       for (Loopback::Pending* p : inbox) {
         if (std::find(peers.begin(), peers.end(), p->source) != peers.end()) {
           found = p;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dgs/error.h"
+#include "net/deadline.h"
 #include "runtime/backend.h"
 #include "runtime/channel.h"
 #include "runtime/checkpoint.h"
@@ -314,7 +315,8 @@ struct Server::Impl {
     if (options.worker_timeout.count() == 0) return;
     const auto now = Clock::now();
     for (std::uint32_t k = 0; k < slots.size(); ++k) {
-      if (!slots[k].live || now - slots[k].last_heard <= options.worker_timeout) continue;
+      if (!slots[k].live || !detail::longer_than(now - slots[k].last_heard, options.worker_timeout))
+        continue;
       if (sync() && slots[k].pushed) continue;  // waiting for the others, not for it
       drop(k, "not heard from for " + std::to_string(options.worker_timeout.count()) + " ms");
     }
@@ -452,7 +454,7 @@ struct Server::Impl {
   }
 
   bool serve_sync(std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     for (;;) {
       if (round_complete()) {
         complete_round();
@@ -542,7 +544,7 @@ void Server::run() {
   for (;;) {
     serve_one(kPoll);
     std::vector<std::uint32_t> awaited = s.awaited();
-    if (!awaited.empty() && Clock::now() - start > s.options.join_timeout) {
+    if (!awaited.empty() && detail::longer_than(Clock::now() - start, s.options.join_timeout)) {
       if (s.joined_count() == 0) {
         throw Error(ErrorCode::timeout, "dgs::Server: no worker joined within " + limit +
                                             " (ServerOptions::join_timeout)");

@@ -30,11 +30,13 @@ struct ServerOptions {
   /// instead would stall a worker until others stopped pushing, which is what
   /// sync mode is for. 0 means no bound.
   std::uint64_t staleness_bound = 0;
-  /// A live worker not heard from for this long is dropped. 0 waits forever.
+  /// A live worker not heard from for this long is dropped. 0 (or
+  /// milliseconds::max()) waits for ever.
   std::chrono::milliseconds worker_timeout{0};
   /// How long after it begins run() waits for each of Config::workers to join
   /// once. A worker that has not joined by then is no longer waited for
   /// (logged); if none has, run() throws dgs::Error (timeout).
+  /// milliseconds::max() waits for ever.
   std::chrono::milliseconds join_timeout{std::chrono::minutes(10)};
   /// Stream of every server kernel (cuda backend).
   Stream stream = nullptr;

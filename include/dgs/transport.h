@@ -42,7 +42,8 @@ class Transport {
   virtual void send(int peer, const void* buffer, std::size_t bytes) = 0;
 
   /// Receives the next message from `peer` into buffer (room for `bytes`).
-  /// Never throws for a failed peer or a timeout: the Receipt says so.
+  /// Never throws for a failed peer or a timeout: the Receipt says so. A
+  /// timeout of milliseconds::max() waits for ever.
   virtual Receipt recv(int peer, void* buffer, std::size_t bytes,
                        std::chrono::milliseconds timeout) = 0;
 

@@ -22,7 +22,7 @@ struct WorkerOptions {
   /// Transport rank of the server.
   int server_rank = 0;
   /// How long finish() and join() wait for the server before throwing
-  /// dgs::Error (timeout).
+  /// dgs::Error (timeout); milliseconds::max() waits for ever.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
   /// Stream of every kernel the worker launches (cuda backend).
   Stream stream = nullptr;

@@ -9,6 +9,7 @@
 
 #include "dgs/error.h"
 #include "dgs/transport.h"
+#include "net/deadline.h"
 
 namespace dgs {
 namespace {
@@ -81,6 +82,39 @@ TEST(LocalTransport, WakesAReceiverWaitingInAnotherThread) {
   sender.join();
   EXPECT_EQ(r.status, Receipt::Status::message);
   EXPECT_EQ(b, 7);
+}
+
+// milliseconds::max() means wait for ever: now() + max() in nanoseconds
+// would wrap into the past and end the wait at once.
+TEST(LocalTransport, ATimeoutOfMillisecondsMaxWaitsForTheMessage) {
+  LocalHub hub(2, MemoryKind::host);
+  auto r0 = hub.endpoint(0);
+  auto r1 = hub.endpoint(1);
+  std::thread sender([&] {
+    std::this_thread::sleep_for(30ms);
+    r1->send(0, bytes({9}).data(), 1);
+  });
+  unsigned char b = 0;
+  const Receipt r = r0->recv_any({1}, &b, 1, std::chrono::milliseconds::max());
+  sender.join();
+  EXPECT_EQ(r.status, Receipt::Status::message);
+  EXPECT_EQ(b, 9);
+}
+
+TEST(Deadline, EndsAfterTheTimeoutAndNeverWhenItPassesTheClocksRange) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point before = Clock::now();
+  const Clock::time_point in_a_second = detail::deadline_after(1000ms);
+  const Clock::time_point after = Clock::now();
+  EXPECT_GE(in_a_second, before + 1000ms);
+  EXPECT_LE(in_a_second, after + 1000ms);
+  EXPECT_EQ(detail::deadline_after(std::chrono::milliseconds::max()), Clock::time_point::max());
+  EXPECT_EQ(detail::deadline_after(std::chrono::hours(24 * 365 * 1000)),
+            Clock::time_point::max());  // a thousand years: past the nanosecond clock's ~292
+  const Clock::time_point now = detail::deadline_after(0ms);
+  const Clock::time_point past = detail::deadline_after(-5ms);
+  EXPECT_LE(now, past);  // both now: no wait
+  EXPECT_LE(past, Clock::now());
 }
 
 TEST(LocalTransport, AClosedPeerIsReportedOnceAfterItsLastMessages) {

@@ -1016,36 +1016,46 @@ class RunThread {
 // A job of two workers (samomentum at 10% on {300, 20}) whose server waits
 // `join_timeout` for a worker to join.
 std::unique_ptr<Job> two_worker_job(std::shared_ptr<Backend> backend,
-                                    std::chrono::milliseconds join_timeout) {
+                                    std::chrono::milliseconds join_timeout,
+                                    std::chrono::milliseconds worker_timeout = 0ms) {
   Config config;
   config.method = Method::samomentum;
   config.ratio = 0.1;
   config.workers = 2;
   ServerOptions options;
   options.join_timeout = join_timeout;
+  options.worker_timeout = worker_timeout;
   const Segments model({300, 20});
   return std::make_unique<Job>(std::move(backend), config, model, random_model(model.total(), 31),
                                options);
 }
 
+// Also with timeouts of milliseconds::max(), for ever: compared with elapsed
+// nanoseconds, max() would wrap and end every wait at once (worker 1 not
+// waited for, worker 0 dropped at once).
 TEST_P(Runtime, RunServesAWorkerThatJoinsAfterTheOthersHaveLeft) {
-  const std::unique_ptr<Job> job = two_worker_job(backend, 10min);
-  const Quadratic problem(job->model.total(), 30);
-  set_log_level(LogLevel::off);
-  RunThread serving(*job->server);
-  join_train_leave(*job, problem, 0, 20);
-  // Time for the server (which polls every 200 ms) to take worker 0's bye: a
-  // server that stopped once every worker that joined had left would be gone,
-  // and worker 1's join would wait 20 s for a reply and throw.
-  std::this_thread::sleep_for(500ms);
-  join_train_leave(*job, problem, 1, 20);
-  serving.join();
-  set_log_level(LogLevel::warning);
-  EXPECT_EQ(serving.error(), "");
-  EXPECT_EQ(job->server->stats().joins, 2u);
-  EXPECT_EQ(job->server->joined_workers(), 2u);
-  EXPECT_EQ(job->server->stats().leaves, 2u);
-  EXPECT_EQ(job->server->stats().pushes, 40u);
+  for (const std::chrono::milliseconds timeout :
+       {std::chrono::milliseconds(10min), std::chrono::milliseconds::max()}) {
+    SCOPED_TRACE("join and worker timeouts of " + std::to_string(timeout.count()) + " ms");
+    const std::unique_ptr<Job> job = two_worker_job(backend, timeout, timeout);
+    const Quadratic problem(job->model.total(), 30);
+    set_log_level(LogLevel::off);
+    RunThread serving(*job->server);
+    join_train_leave(*job, problem, 0, 20);
+    // Time for the server (which polls every 200 ms) to take worker 0's bye: a
+    // server that stopped once every worker that joined had left would be gone,
+    // and worker 1's join would wait 20 s for a reply and throw.
+    std::this_thread::sleep_for(500ms);
+    join_train_leave(*job, problem, 1, 20);
+    serving.join();
+    set_log_level(LogLevel::warning);
+    EXPECT_EQ(serving.error(), "");
+    EXPECT_EQ(job->server->stats().joins, 2u);
+    EXPECT_EQ(job->server->joined_workers(), 2u);
+    EXPECT_EQ(job->server->stats().leaves, 2u);
+    EXPECT_EQ(job->server->stats().pushes, 40u);
+    EXPECT_EQ(job->server->stats().dropped, 0u);
+  }
 }
 
 // Worker 0 of two trains and leaves; worker 1 never joins: it does not come
