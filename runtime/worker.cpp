@@ -144,7 +144,10 @@ struct Worker::Impl {
     stats.bytes_pushed += push_layout.bytes;
   }
 
-  void receive(void* buffer, std::size_t bytes, const char* what) {
+  // Returns false only when `joining` and what came is a dense model left
+  // from before the hello (a finish() that timed out after its head), which
+  // is dropped.
+  bool receive(void* buffer, std::size_t bytes, const char* what, bool joining = false) {
     const Receipt r = channel.recv(options.server_rank, buffer, bytes, options.timeout);
     switch (r.status) {
       case Receipt::Status::timeout:
@@ -157,6 +160,11 @@ struct Worker::Impl {
                                               ") is gone: " + r.error);
       case Receipt::Status::message:
         break;
+    }
+    if (r.bytes != bytes && joining && r.bytes == dense_layout.bytes) {
+      stats.bytes_pulled += r.bytes;
+      detail::log(LogLevel::warning, who() + ": joining, dropped a late dense model of the server");
+      return false;
     }
     if (r.bytes != bytes) {
       // A server of another config sizes its replies otherwise; when what
@@ -175,11 +183,14 @@ struct Worker::Impl {
                       std::to_string(bytes) + " (the server's config differs?)" + why);
     }
     stats.bytes_pulled += bytes;
+    return true;
   }
 
-  // Receives the reply (head, and the dense model when announced) and applies it.
-  void receive_reply(bool answers_hello) {
-    receive(reply_buffer.data(), reply_layout.bytes, "reply");
+  // The next reply head, checked to be a dgs message for this model.
+  // `joining`: a late dense model before it is dropped.
+  MessageHeader receive_head(bool joining = false) {
+    while (!receive(reply_buffer.data(), reply_layout.bytes, "reply", joining)) {
+    }
     const MessageHeader h = header_of(reply_buffer);
     if (h.magic != kMessageMagic || h.version != kWireVersion || h.model_size != model.total()) {
       throw Error(ErrorCode::invalid_message,
@@ -187,6 +198,34 @@ struct Worker::Impl {
                       std::to_string(h.magic) + ", model_size " + std::to_string(h.model_size) +
                       ")");
     }
+    return h;
+  }
+
+  // Before the answer to a hello may come replies to this worker's earlier
+  // pushes: one whose finish() timed out and was answered late, or one sent
+  // to this rank's previous process. Each is a reply to a step before the
+  // hello's, or sparse (a hello is answered densely or rejected), or the
+  // dense model of a reply whose head a timed-out finish() read. They are
+  // read and dropped, a dense one with its model, and logged; the answer to
+  // the hello follows them (the server answers one worker in order). Returns
+  // the head of that answer.
+  MessageHeader receive_hello_answer() {
+    for (;;) {
+      const MessageHeader h = receive_head(true);
+      if (h.step >= step && h.kind != MessageKind::sparse_reply) return h;
+      if (h.kind == MessageKind::dense_reply) {
+        receive(dense_reply, dense_layout.bytes, "dense model");
+      }
+      detail::log(LogLevel::warning,
+                  who() + ": joining, dropped a late reply of the server (kind " +
+                      std::to_string(int(h.kind)) + ", to step " + std::to_string(h.step) +
+                      "; the hello carries step " + std::to_string(step) + ")");
+    }
+  }
+
+  // Receives the reply (head, and the dense model when announced) and applies it.
+  void receive_reply(bool answers_hello) {
+    const MessageHeader h = answers_hello ? receive_hello_answer() : receive_head();
     // Every reply echoes the step of the message it answers: a hello carries
     // the step to come, a push the step just taken.
     const std::uint64_t answered = answers_hello ? step : step - 1;

@@ -98,7 +98,7 @@ struct Job {
     for (std::uint32_t k = 0; k < c.workers; ++k) add_worker(k);
   }
 
-  Worker& add_worker(std::uint32_t k) {
+  Worker& add_worker(std::uint32_t k, std::chrono::milliseconds timeout = 20s) {
     if (weights.size() <= k) {
       weights.resize(k + 1);
       grads.resize(k + 1);
@@ -109,7 +109,7 @@ struct Job {
     grads[k] = std::make_unique<Floats>(*backend, model.total());
     WorkerOptions o;
     o.id = k;
-    o.timeout = 20s;
+    o.timeout = timeout;
     workers[k] = std::make_unique<Worker>(
         config, model, backend, hub.endpoint(static_cast<int>(k) + 1), weights[k]->data(), o);
     return *workers[k];
@@ -1321,6 +1321,50 @@ TEST_P(Runtime, TheWorkerRefusesAReplyToAnotherStep) {
         << e.what();
   }
   server.join();
+}
+
+// A worker whose finish() timed out (the server was slow) joins again: the
+// late reply to its push, sparse or dense, comes before the answer to its
+// hello and is dropped; the worker then holds the server's model and goes on.
+TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
+  for (const std::uint64_t sync_period : {0, 1}) {  // the late reply sparse, then dense
+    SCOPED_TRACE(sync_period == 0 ? "a late sparse reply" : "a late dense reply");
+    const Segments model({300, 200});
+    Config config;
+    config.method = Method::samomentum;
+    config.ratio = 0.1;
+    config.workers = 1;
+    ServerOptions options;
+    options.sync_period = sync_period;
+    Job job(backend, config, model, random_model(model.total(), 41), options);
+    Worker& w = job.add_worker(0, 1s);
+    const Quadratic problem(model.total(), 42);
+    std::thread hello([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
+    w.join();
+    hello.join();
+    job.push(0, problem.gradient(job.weights_of(0), 0, 0), 0.01f);
+    set_log_level(LogLevel::off);
+    try {
+      w.finish();  // nobody serves the push yet
+      ADD_FAILURE() << "finish() got a reply nobody sent";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::timeout) << e.what();
+    }
+    ASSERT_TRUE(job.server->serve_one(20s));  // the push, answered late
+    std::thread again([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
+    EXPECT_NO_THROW(w.join());
+    again.join();
+    set_log_level(LogLevel::warning);
+    EXPECT_TRUE(same_bits(job.weights_of(0), job.server_model()));
+    EXPECT_EQ(w.stats().dense_replies, 2u);  // the two joins; the late reply was dropped
+    EXPECT_EQ(w.stats().sparse_replies, 0u);
+    std::thread step([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
+    EXPECT_NO_THROW(job.step(0, problem.gradient(job.weights_of(0), 1, 0), 0.01f));
+    step.join();
+    EXPECT_EQ(w.stats().steps, 1u);
+    EXPECT_EQ(job.server->stats().pushes, 2u);
+    EXPECT_TRUE(same_bits(job.weights_of(0), job.server_model()) || sync_period == 0);
+  }
 }
 
 TEST_P(Runtime, StatisticsCountBytesDensityAndReplies) {
