@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <map>
 #include <memory>
@@ -1365,6 +1366,85 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
     EXPECT_EQ(job.server->stats().pushes, 2u);
     EXPECT_TRUE(same_bits(job.weights_of(0), job.server_model()) || sync_period == 0);
   }
+}
+
+// A server that sends a dense reply's head and its model only after the
+// worker's finish() timed out in between: the worker's join() drops that
+// model, which comes before the answer to its hello.
+TEST_P(Runtime, ALateDenseModelIsDroppedWhenJoining) {
+  const Segments model({40, 24});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.25;
+  config.workers = 1;
+  LocalHub hub(2, memory_of(*backend));
+  Floats weights(*backend, model.total());
+  WorkerOptions o;
+  o.timeout = 1s;
+  Worker worker(config, model, backend, hub.endpoint(1), weights.data(), o);
+  const MessageLayout reply_layout = sparse_reply_layout(model, config);
+  const MessageLayout dense = dense_reply_layout(model);
+  std::mt19937_64 rng(51);
+  const std::vector<float> a = test::random_normal(rng, model.total());
+  const std::vector<float> b = test::random_normal(rng, model.total());
+  const std::vector<float> c = test::random_normal(rng, model.total());
+  std::promise<void> timed_out;
+  std::thread server([&] {
+    Wire rank(hub.endpoint(0), *backend,
+              std::max({worker.push_layout().bytes, reply_layout.bytes, dense.bytes}), 1);
+    MessageHeader h = blank_header();
+    h.kind = MessageKind::dense_reply;
+    h.sender = host::kServerSender;
+    h.model_size = model.total();
+    auto head = [&](std::uint64_t step, std::uint64_t version) {
+      test::Bytes m(reply_layout.bytes, 0);
+      h.layout = reply_layout.payload;
+      h.capacity = reply_layout.capacity;
+      h.step = step;
+      h.model_version = version;
+      write_header(m.data(), h);
+      return m;
+    };
+    auto body = [&](const std::vector<float>& values) {
+      test::Bytes m(dense.bytes, 0);
+      h.layout = dense.payload;
+      h.capacity = dense.capacity;
+      h.count = dense.capacity;
+      write_header(m.data(), h);
+      h.count = 0;
+      std::memcpy(m.data() + dense.values_offset, values.data(), values.size() * sizeof(float));
+      return m;
+    };
+    test::Bytes message(worker.push_layout().bytes);
+    ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // hello, step 0
+    rank.send(head(0, 1));
+    rank.send(body(a));
+    ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // the push of step 0
+    rank.send(head(0, 2));
+    timed_out.get_future().wait();
+    rank.send(body(b));                                              // late
+    ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // hello, step 1
+    rank.send(head(1, 3));
+    rank.send(body(c));
+  });
+  set_log_level(LogLevel::off);
+  EXPECT_NO_THROW(worker.join());
+  EXPECT_TRUE(same_bits(weights.host(), a));
+  Floats grad(*backend, model.total());
+  grad.assign(b);
+  worker.push(grad.data(), 0.01f);
+  try {
+    worker.finish();
+    ADD_FAILURE() << "finish() got a model nobody sent";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::timeout) << e.what();
+  }
+  timed_out.set_value();
+  EXPECT_NO_THROW(worker.join());
+  server.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_TRUE(same_bits(weights.host(), c));
+  EXPECT_EQ(worker.model_version(), 3u);
 }
 
 TEST_P(Runtime, StatisticsCountBytesDensityAndReplies) {
