@@ -2,6 +2,7 @@
 // size, and a shared file or a TCP connection to rank 0 for the bytes rank 0
 // hands out.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -9,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -86,7 +88,13 @@ class FileBootstrap final : public Bootstrap {
         fail(file, "holds " + std::to_string(size) + " bytes, expected " + std::to_string(bytes));
       }
       std::memcpy(data, content.data() + 8, bytes);
-      std::ofstream(file + ".ack" + std::to_string(rank_)) << rank_ << "\n";
+      // Rank 0 waits for this: if it cannot be written, say so here, not
+      // as rank 0's timeout.
+      const std::string ack = file + ".ack" + std::to_string(rank_);
+      std::ofstream out(ack);
+      out << rank_ << "\n";
+      out.close();
+      if (!out) fail(ack, "cannot be written: " + errno_text());
     }
   }
 
@@ -102,6 +110,7 @@ class FileBootstrap final : public Bootstrap {
       const std::uint64_t size = bytes;
       out.write(reinterpret_cast<const char*>(&size), 8);
       out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+      out.close();  // flushes: a full disk shows here, not as a short file
       if (!out) fail(temp, "cannot be written: " + errno_text());
     }
     if (std::rename(temp.c_str(), file.c_str()) != 0)
@@ -141,15 +150,18 @@ class Socket {
   int fd_;
 };
 
+// Whether `fd` is ready before the deadline; once past it, still one look
+// without waiting (what is ready then counts).
 bool wait_fd(int fd, short events, Clock::time_point deadline) {
   for (;;) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
     pollfd p{fd, events, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+    const int wait =
+        left.count() <= 0 ? 0 : static_cast<int>(std::min<long long>(left.count(), 1000));
+    const int r = ::poll(&p, 1, wait);
     if (r > 0) return true;
-    if (r < 0 && errno != EINTR) return false;
+    if ((r < 0 && errno != EINTR) || left.count() <= 0) return false;
   }
 }
 
@@ -185,6 +197,44 @@ void read_all(int fd, void* data, std::size_t bytes, Clock::time_point deadline)
 }
 
 constexpr std::uint32_t kHello = 0x44475342;  // "BSGD"
+
+// Connects to one address of rank 0, waiting at most until `deadline` (a
+// blocking connect to an address that drops packets would wait minutes);
+// on failure returns no socket and says why in `why`.
+Socket connect_to(const addrinfo& a, Clock::time_point deadline, std::string& why) {
+  Socket s(::socket(a.ai_family, a.ai_socktype, a.ai_protocol));
+  if (s.fd() < 0) {
+    why = "socket: " + errno_text();
+    return Socket();
+  }
+  const int flags = ::fcntl(s.fd(), F_GETFL, 0);
+  if (flags < 0 || ::fcntl(s.fd(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    why = "fcntl: " + errno_text();
+    return Socket();
+  }
+  if (::connect(s.fd(), a.ai_addr, a.ai_addrlen) != 0) {
+    if (errno != EINPROGRESS) {
+      why = errno_text();
+      return Socket();
+    }
+    if (!wait_fd(s.fd(), POLLOUT, deadline)) {
+      why = "no answer (connect timed out)";
+      return Socket();
+    }
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (::getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+    if (error != 0) {
+      why = std::strerror(error);
+      return Socket();
+    }
+  }
+  if (::fcntl(s.fd(), F_SETFL, flags) != 0) {
+    why = "fcntl: " + errno_text();
+    return Socket();
+  }
+  return s;
+}
 
 class TcpBootstrap final : public Bootstrap {
  public:
@@ -239,12 +289,23 @@ class TcpBootstrap final : public Bootstrap {
       addrinfo hints{};
       hints.ai_family = AF_UNSPEC;
       hints.ai_socktype = SOCK_STREAM;
+      // An IPv6 address may come in brackets ([::1]), as in URLs.
+      const std::string name = host.size() > 2 && host.front() == '[' && host.back() == ']'
+                                   ? host.substr(1, host.size() - 2)
+                                   : host;
+      std::string why = "not tried";
       for (;;) {
         addrinfo* found = nullptr;
-        if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) == 0) {
+        const int looked =
+            ::getaddrinfo(name.c_str(), std::to_string(port).c_str(), &hints, &found);
+        if (looked != 0) {
+          why = std::string("name lookup: ") + ::gai_strerror(looked);
+        } else {
           for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
-            Socket s(::socket(a->ai_family, a->ai_socktype, a->ai_protocol));
-            if (s.fd() >= 0 && ::connect(s.fd(), a->ai_addr, a->ai_addrlen) == 0) {
+            // Rank 0 may not listen yet: each try waits a few seconds at most.
+            const auto until = std::min(deadline, Clock::now() + std::chrono::seconds(5));
+            Socket s = connect_to(*a, until, why);
+            if (s.fd() >= 0) {
               server_ = std::move(s);
               break;
             }
@@ -252,7 +313,10 @@ class TcpBootstrap final : public Bootstrap {
           ::freeaddrinfo(found);
         }
         if (server_.fd() >= 0) break;
-        if (Clock::now() > deadline) timed_out("could not connect to rank 0 at " + where, timeout);
+        if (Clock::now() > deadline) {
+          timed_out("could not connect to rank 0 at " + where + " (last try: " + why + ")",
+                    timeout);
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
       const std::uint32_t hello[2] = {kHello, static_cast<std::uint32_t>(rank)};
@@ -299,14 +363,27 @@ class TcpBootstrap final : public Bootstrap {
 }  // namespace
 
 std::optional<LaunchInfo> find_launch() {
+  // torchrun, when it started this process, is the innermost launcher: its
+  // RANK/WORLD_SIZE come before those of an srun or mpirun around it.
+  const bool torchrun = env("TORCHELASTIC_RUN_ID") != nullptr;
   static const char* const kPairs[][2] = {{"DGS_RANK", "DGS_WORLD_SIZE"},
+                                          {"RANK", "WORLD_SIZE"},  // under torchrun only
                                           {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
                                           {"PMI_RANK", "PMI_SIZE"},
                                           {"SLURM_PROCID", "SLURM_NTASKS"},
                                           {"RANK", "WORLD_SIZE"}};
-  for (const auto& pair : kPairs) {
+  for (std::size_t p = 0; p < std::size(kPairs); ++p) {
+    const auto& pair = kPairs[p];
+    if (p == 1 && !torchrun) continue;
     const char* rank = env(pair[0]);
     const char* size = env(pair[1]);
+    if (p == 0 && (rank == nullptr) != (size == nullptr)) {
+      // Set by hand: half of it is a mistake, not a reason to look elsewhere.
+      throw Error(ErrorCode::invalid_argument,
+                  std::string("dgs bootstrap: ") + (rank != nullptr ? pair[0] : pair[1]) +
+                      " is set but " + (rank != nullptr ? pair[1] : pair[0]) +
+                      " is not; set both, or neither");
+    }
     if (rank == nullptr || size == nullptr) continue;
     LaunchInfo info;
     info.rank = parse_int(pair[0], rank);
@@ -377,9 +454,15 @@ std::unique_ptr<Bootstrap> make_bootstrap(std::chrono::milliseconds timeout) {
       throw Error(ErrorCode::invalid_argument,
                   "dgs bootstrap: DGS_RENDEZVOUS='" + r + "' needs tcp:host:port");
     }
+    const std::string port = address.substr(colon + 1);
+    char* end = nullptr;
+    const long number = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || number <= 0 || number > 65535) {
+      throw Error(ErrorCode::invalid_argument,
+                  "dgs bootstrap: DGS_RENDEZVOUS='" + r + "': '" + port + "' is not a TCP port");
+    }
     return make_tcp_bootstrap(info.rank, info.size, address.substr(0, colon),
-                              parse_int("DGS_RENDEZVOUS port", address.substr(colon + 1).c_str()),
-                              timeout);
+                              static_cast<int>(number), timeout);
   }
   throw Error(ErrorCode::invalid_argument, "dgs bootstrap: DGS_RENDEZVOUS='" + r +
                                                "' is neither file:<path> nor tcp:<host>:<port>");

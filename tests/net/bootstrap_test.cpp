@@ -1,0 +1,166 @@
+// The environment bootstrap's choices, in one process: which launcher's
+// variables give the rank and size, what a mistake in them says, and why a
+// TCP rendezvous could not reach rank 0. (Several processes meeting:
+// net/run_bootstrap.sh and net/bootstrap_check.cpp.)
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dgs/bootstrap.h"
+#include "dgs/error.h"
+
+namespace dgs {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Clears every variable the bootstrap reads, sets the test's, and puts the
+// old values back afterwards.
+class LaunchEnvironment : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* name : kNames) {
+      const char* v = std::getenv(name);
+      saved_.emplace_back(name, v == nullptr ? std::nullopt : std::optional<std::string>(v));
+      ::unsetenv(name);
+    }
+  }
+  void TearDown() override {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        ::setenv(name, value->c_str(), 1);
+      } else {
+        ::unsetenv(name);
+      }
+    }
+  }
+  static void set(const char* name, const char* value) { ::setenv(name, value, 1); }
+
+  static std::string error_of(void (*call)()) {
+    try {
+      call();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      return e.what();
+    }
+    return "no error";
+  }
+
+ private:
+  static constexpr const char* kNames[] = {"DGS_RANK",
+                                           "DGS_WORLD_SIZE",
+                                           "OMPI_COMM_WORLD_RANK",
+                                           "OMPI_COMM_WORLD_SIZE",
+                                           "PMI_RANK",
+                                           "PMI_SIZE",
+                                           "SLURM_PROCID",
+                                           "SLURM_NTASKS",
+                                           "RANK",
+                                           "WORLD_SIZE",
+                                           "TORCHELASTIC_RUN_ID",
+                                           "DGS_RENDEZVOUS",
+                                           "OMPI_COMM_WORLD_LOCAL_RANK",
+                                           "PMIX_RANK",
+                                           "MPI_LOCALNRANKS"};
+  std::vector<std::pair<const char*, std::optional<std::string>>> saved_;
+};
+
+TEST_F(LaunchEnvironment, NoVariablesMeanNoLaunch) {
+  EXPECT_FALSE(find_launch().has_value());
+  EXPECT_NE(error_of([] { detect_launch(); }).find("set DGS_RANK and DGS_WORLD_SIZE"),
+            std::string::npos);
+}
+
+TEST_F(LaunchEnvironment, DgsVariablesComeFirst) {
+  set("SLURM_PROCID", "0");
+  set("SLURM_NTASKS", "2");
+  set("OMPI_COMM_WORLD_RANK", "1");
+  set("OMPI_COMM_WORLD_SIZE", "4");
+  EXPECT_EQ(detect_launch().source, "OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE");
+  EXPECT_EQ(detect_launch().rank, 1);
+  set("DGS_RANK", "3");
+  set("DGS_WORLD_SIZE", "5");
+  const LaunchInfo info = detect_launch();
+  EXPECT_EQ(info.rank, 3);
+  EXPECT_EQ(info.size, 5);
+  EXPECT_EQ(info.source, "DGS_RANK/DGS_WORLD_SIZE");
+}
+
+// Half of the pair set by hand is a mistake, said as such, not a reason to
+// take another launcher's rank.
+TEST_F(LaunchEnvironment, HalfOfTheDgsPairIsRefusedByName) {
+  set("RANK", "1");
+  set("WORLD_SIZE", "2");
+  set("DGS_RANK", "2");
+  EXPECT_NE(error_of([] { find_launch(); }).find("DGS_RANK is set but DGS_WORLD_SIZE is not"),
+            std::string::npos);
+  ::unsetenv("DGS_RANK");
+  set("DGS_WORLD_SIZE", "4");
+  EXPECT_NE(error_of([] { find_launch(); }).find("DGS_WORLD_SIZE is set but DGS_RANK is not"),
+            std::string::npos);
+}
+
+// torchrun inside srun: every process of a node sees the node's SLURM_PROCID;
+// torchrun's RANK and WORLD_SIZE are the process's own.
+TEST_F(LaunchEnvironment, TorchrunsRankComesBeforeTheLauncherAroundIt) {
+  set("SLURM_PROCID", "1");
+  set("SLURM_NTASKS", "2");
+  set("PMI_RANK", "1");
+  set("PMI_SIZE", "2");
+  set("RANK", "6");
+  set("WORLD_SIZE", "8");
+  EXPECT_EQ(detect_launch().source, "PMI_RANK/PMI_SIZE");  // RANK of something else
+  set("TORCHELASTIC_RUN_ID", "job-7");
+  const LaunchInfo info = detect_launch();
+  EXPECT_EQ(info.rank, 6);
+  EXPECT_EQ(info.size, 8);
+  EXPECT_EQ(info.source, "RANK/WORLD_SIZE");
+}
+
+TEST_F(LaunchEnvironment, GarbageAndRanksOutsideTheWorldAreRefused) {
+  set("DGS_RANK", "one");
+  set("DGS_WORLD_SIZE", "2");
+  EXPECT_NE(error_of([] { find_launch(); }).find("DGS_RANK='one'"), std::string::npos);
+  set("DGS_RANK", "2");
+  EXPECT_NE(error_of([] { find_launch(); }).find("is not a rank inside the world"),
+            std::string::npos);
+  set("DGS_RANK", "1");
+  set("DGS_RENDEZVOUS", "tcp:localhost:http");
+  EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("'http' is not a TCP port"),
+            std::string::npos);
+  set("DGS_RENDEZVOUS", "tcp:localhost:70000");
+  EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("'70000' is not a TCP port"),
+            std::string::npos);
+  set("DGS_RENDEZVOUS", "udp:localhost:7000");
+  EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("neither file:<path> nor tcp:<host>:<port>"),
+            std::string::npos);
+}
+
+std::string tcp_failure(const std::string& host, int port) {
+  try {
+    make_tcp_bootstrap(1, 2, host, port, 300ms);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::timeout);
+    return e.what();
+  }
+  return "connected";
+}
+
+// A rank that cannot reach rank 0 says why in its timeout: the name not
+// found, or the connection refused (nothing listens on the port).
+TEST(TcpBootstrap, ATimeoutSaysWhyRankZeroWasNotReached) {
+  const std::string unknown = tcp_failure("no-such-host.invalid", 29500);
+  EXPECT_NE(unknown.find("name lookup"), std::string::npos) << unknown;
+  // Port 1 (tcpmux) listens nowhere these tests run.
+  const std::string refused = tcp_failure("127.0.0.1", 1);
+  EXPECT_NE(refused.find("Connection refused"), std::string::npos) << refused;
+  const std::string bracketed = tcp_failure("[::1]", 1);
+  EXPECT_EQ(bracketed.find("name lookup"), std::string::npos) << bracketed;
+}
+
+}  // namespace
+}  // namespace dgs
