@@ -16,13 +16,16 @@ struct LaunchInfo {
   int size = -1;
   /// The variables they were read from: "DGS_RANK/DGS_WORLD_SIZE",
   /// "OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE" (mpirun),
-  /// "PMI_RANK/PMI_SIZE", "SLURM_PROCID/SLURM_NTASKS" (srun) or "RANK/WORLD_SIZE".
+  /// "PMI_RANK/PMI_SIZE", "SLURM_PROCID/SLURM_NTASKS" (srun) or "RANK/WORLD_SIZE"
+  /// (torchrun; before the others when TORCHELASTIC_RUN_ID is set).
   std::string source;
 };
 
 /// Reads the rank and world size from the launcher's environment, in the
 /// order listed above. Throws dgs::Error (invalid_argument) naming the
-/// variables it looked for when none are set, or when they are inconsistent.
+/// variables it looked for when none are set, or when they are inconsistent
+/// (a rank outside the world, not a number, only one of DGS_RANK and
+/// DGS_WORLD_SIZE).
 LaunchInfo detect_launch();
 
 /// The same, but nullopt when no pair of variables is set (throws only when
