@@ -6,8 +6,10 @@ file the way a real bug would (a wrong rounding, an off-by-one, a swapped
 operand, a missing clear). This script builds each mutant in a mirror of the
 working tree and runs the suite that should notice it: `emulated` (the cuda
 backend's tests on the CPU emulation of CUDA, which compare every kernel with
-its host twin) or `host` (dgs_tests: the host backend, the runtime, exact
-expected values). A mutant the tests still pass is a survivor: either the
+its host twin), `host` (dgs_tests: the host backend, the runtime, the
+in-process transport and the bootstrap's choices, exact expected values) or
+`net` (ctest's net.*: the MPI transport, a job over MPI and the bootstraps,
+several processes each). A mutant the tests still pass is a survivor: either the
 change does not alter behaviour (say why in the list, and drop it) or the
 tests miss a bug of that kind.
 
@@ -44,7 +46,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # method test (four to five minutes on the emulation; a mutant may name it).
 EMULATED_FILTER = ("Backend/*.*/cuda:CudaBackend*:Async*:"
                    "-*EveryMethodAndCompressor*")
-SUITES = ("emulated", "host")
+SUITES = ("emulated", "host", "net")
+# The multi-process tests (ctest's net.*: the MPI transport, the MPI job,
+# the bootstraps) and the programs they run.
+NET_TARGETS = ["dgs_mpi_transport_check", "dgs_mpi_job", "dgs_bootstrap_check"]
 
 
 class Mutant:
@@ -164,13 +169,18 @@ def mirror(src):
     return copied
 
 
-def target_of(suite):
-    return "dgs_emulated_tests" if suite == "emulated" else "dgs_tests"
+def targets_of(suite):
+    if suite == "net":
+        return NET_TARGETS
+    return ["dgs_emulated_tests" if suite == "emulated" else "dgs_tests"]
 
 
 def test_command(build, suite, gtest_filter=None):
     """The suite's test program; an emulated suite runs `gtest_filter`
     (EMULATED_FILTER when None)."""
+    if suite == "net":
+        return ["ctest", "--test-dir", str(build), "-R", "^net\\.", "--stop-on-failure",
+                "--output-on-failure"]
     flags = ["--gtest_brief=1", "--gtest_fail_fast"]
     if suite == "emulated":
         program = build / "tests" / "emulation" / "dgs_emulated_tests"
@@ -184,6 +194,9 @@ def first_failure(status, out):
     m = re.search(r"^\[  FAILED  \] ([A-Za-z_]\S*)", out, re.M)
     if m:
         return m.group(1).rstrip(",")
+    m = re.search(r"^\s*\d+ - (net\.\S+)", out, re.M)  # ctest's list of failures
+    if m:
+        return m.group(1)
     m = re.search(r"(terminate called[^\n]*)", out)
     if m:
         return m.group(1)[:120]
@@ -256,19 +269,21 @@ def main():
     log = open(log_path, "w")
     print(f"full output: {log_path}", flush=True)
 
-    if not (build / "CMakeCache.txt").exists():
+    cache = build / "CMakeCache.txt"
+    # MPI on for the net suite (a mirror configured before it had MPI off).
+    if not cache.exists() or "DGS_WITH_MPI:BOOL=ON" not in cache.read_text():
         print("configuring the mirror's build (once)", flush=True)
         status, _, out = run(["cmake", "-S", str(src), "-B", str(build),
                               "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_CUDA_ARCHITECTURES=90",
                               "-DDGS_BUILD_TESTS=ON", "-DDGS_CUDA_EMULATION=ON",
                               "-DDGS_BUILD_EXAMPLES=OFF", "-DDGS_BUILD_BENCH=OFF",
-                              "-DDGS_WITH_MPI=OFF", "-DDGS_WITH_NCCL=OFF"], env=env, log=log)
+                              "-DDGS_WITH_MPI=ON", "-DDGS_WITH_NCCL=OFF"], env=env, log=log)
         if status != 0:
             print(out[-4000:], file=sys.stderr)
             return 2
 
     def build_target(suite):
-        return run(["cmake", "--build", str(build), "--target", target_of(suite),
+        return run(["cmake", "--build", str(build), "--target", *targets_of(suite),
                     "-j", str(args.jobs)], env=env, log=log)
 
     suites = sorted({m.suite for m in mutants})
@@ -277,7 +292,8 @@ def main():
         status, secs, out = build_target(suite)
         if status != 0:
             print(out[-4000:], file=sys.stderr)
-            print(f"the unmutated tree does not build ({target_of(suite)})", file=sys.stderr)
+            print(f"the unmutated tree does not build ({', '.join(targets_of(suite))})",
+                  file=sys.stderr)
             return 2
         run_env = dict(env, DGS_EMU_ORDER="forward")
         status, secs, out = run(test_command(build, suite, "*" if args.full else None),

@@ -1368,10 +1368,11 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
   }
 }
 
-// A server that sends a dense reply's head and its model only after the
-// worker's finish() timed out in between: the worker's join() drops that
-// model, which comes before the answer to its hello.
-TEST_P(Runtime, ALateDenseModelIsDroppedWhenJoining) {
+// Late replies that come before the answer to a hello are dropped: a sparse
+// reply to the hello's own step (as one sent to the rank's previous process
+// would be), and a dense reply's model that a server sends only after the
+// worker's finish() timed out between its head and it.
+TEST_P(Runtime, ALateSparseReplyOrDenseModelIsDroppedWhenJoining) {
   const Segments model({40, 24});
   Config config;
   config.method = Method::gd;
@@ -1417,6 +1418,11 @@ TEST_P(Runtime, ALateDenseModelIsDroppedWhenJoining) {
     };
     test::Bytes message(worker.push_layout().bytes);
     ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // hello, step 0
+    test::Bytes sparse = head(0, 9);                                 // no entries
+    MessageHeader late = read_header(sparse.data());
+    late.kind = MessageKind::sparse_reply;
+    write_header(sparse.data(), late);
+    rank.send(sparse);
     rank.send(head(0, 1));
     rank.send(body(a));
     ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // the push of step 0
