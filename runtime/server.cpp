@@ -375,7 +375,7 @@ struct Server::Impl {
         const bool periodic =
             options.sync_period > 0 && version - slots[k].last_dense_version >= options.sync_period;
         if (dense_replies || stale || periodic) {
-          if (stale) ++stats.stale_refreshes;
+          if (stale && !dense_replies && !periodic) ++stats.stale_refreshes;
           write_dense(k, weights, replica(k), h.step);
           notify(k);
           send_dense(k, h.step, weights);
@@ -450,6 +450,8 @@ struct Server::Impl {
         ++stats.sparse_replies;
         send(k, reply_buffer.data(), reply_layout.bytes);
       }
+      // Its silence starts now: waiting for the round was the others' time.
+      s.last_heard = Clock::now();
     }
   }
 

@@ -55,10 +55,13 @@ struct ServerStats {
   std::uint64_t rounds = 0;  ///< sync rounds completed
   std::uint64_t joins = 0;
   std::uint64_t leaves = 0;
-  std::uint64_t dropped = 0;  ///< workers dropped after a transport failure or timeout
+  /// Workers dropped after a transport failure or timeout, or (sync) a
+  /// rejected push.
+  std::uint64_t dropped = 0;
   std::uint64_t sparse_replies = 0;
   std::uint64_t dense_replies = 0;
-  std::uint64_t stale_refreshes = 0;  ///< dense replies forced by staleness_bound
+  /// Dense replies forced by staleness_bound (not those that were dense anyway).
+  std::uint64_t stale_refreshes = 0;
   std::uint64_t bytes_received = 0;
   std::uint64_t bytes_sent = 0;
   /// Rejected messages by RejectReason (index = the enum's value).
@@ -87,8 +90,10 @@ class Server {
   /// joined within ServerOptions::join_timeout of run()'s start, or whose
   /// transport failed before it joined, is not waited for.
   void run();
-  /// Async: handles one incoming message. Sync: completes one round. Returns
-  /// false when nothing arrived within `timeout`.
+  /// Async: handles one incoming message; false when nothing arrived within
+  /// `timeout`. Sync: serves until a round completes, or a hello or bye
+  /// comes while no round has begun; false when `timeout` passed first (the
+  /// pushes of a round begun stay held for the next call).
   bool serve_one(std::chrono::milliseconds timeout);
 
   std::size_t live_workers() const noexcept;

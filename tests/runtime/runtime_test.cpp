@@ -973,6 +973,39 @@ TEST_P(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
   set_log_level(LogLevel::warning);
 }
 
+// Sync: a worker that waited for a round is not silent meanwhile. Worker 1
+// pushes, worker 0 pushes 400 ms later (the round completes), and both
+// compute 350 ms before their next pushes: worker 1's comes 750 ms after
+// its last push, more than the 600 ms timeout, but 350 ms after its reply.
+// It must stay live.
+TEST_P(Runtime, ASyncWorkerIsSilentFromItsReplyNotFromItsPush) {
+  const Segments model({64});
+  Config config;
+  config.mode = Mode::sync;
+  config.workers = 2;
+  ServerOptions options;
+  options.worker_timeout = 600ms;
+  Job job(backend, config, model, random_model(64, 16), options);
+  set_log_level(LogLevel::off);
+  ServerThread serving(*job.server);
+  job.workers[0]->join();
+  job.workers[1]->join();
+  const std::vector<float> g = random_model(64, 17);
+  for (int round = 0; round < 2; ++round) {
+    job.push(1, g, 1e-3f);
+    if (round == 0) std::this_thread::sleep_for(400ms);
+    job.push(0, g, 1e-3f);
+    EXPECT_NO_THROW(job.workers[0]->finish());
+    EXPECT_NO_THROW(job.workers[1]->finish());
+    std::this_thread::sleep_for(350ms);
+  }
+  EXPECT_TRUE(job.server->is_live(0));
+  EXPECT_TRUE(job.server->is_live(1));
+  EXPECT_EQ(job.server->stats().dropped, 0u);
+  EXPECT_EQ(job.server->stats().rounds, 2u);
+  set_log_level(LogLevel::warning);
+}
+
 // ---------------------------------------------------------------------------
 // How long run() serves: until each of Config::workers has joined once and
 // none is live, waiting at most ServerOptions::join_timeout for a worker to
@@ -1123,6 +1156,17 @@ TEST_P(Runtime, AStalePushIsAnsweredWithADenseRefresh) {
   // Worker 0's push after worker 1's is one version stale.
   EXPECT_EQ(job.workers[0]->stats().staleness_max, 1u);
   EXPECT_EQ(job.workers[1]->stats().staleness_max, 6u);
+
+  // Where every reply is dense anyway, the bound forces none: none counted.
+  config.server_ratio = 1.0;
+  Job dense(backend, config, model, random_model(500, 16), options);
+  ServerThread serving_dense(*dense.server);
+  for (auto& w : dense.workers) w->join();
+  for (int t = 0; t < 6; ++t) dense.step(0, g, 0.01f);
+  dense.step(1, g, 0.01f);
+  serving_dense.stop();
+  EXPECT_EQ(dense.server->stats().stale_refreshes, 0u);
+  EXPECT_EQ(dense.workers[1]->stats().dense_replies, 2u);
 }
 
 TEST_P(Runtime, TheSyncPeriodRefreshesReplicasDensely) {
