@@ -5,7 +5,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
 
+#include "dgs/config.h"
 #include "dgs/error.h"
 
 namespace dgs::detail {
@@ -169,6 +173,69 @@ std::uint64_t CheckpointReader::u64(const std::string& name) const {
   std::uint64_t value;
   read(name, &value, sizeof value);
   return value;
+}
+
+std::string config_settings(const Config& c) {
+  auto real = [](double v, int digits) {
+    char text[40];
+    std::snprintf(text, sizeof text, "%.*g", digits, v);
+    return std::string(text);
+  };
+  std::string warmup;
+  for (double r : c.warmup_ratios) warmup += (warmup.empty() ? "" : ",") + real(r, 17);
+  std::ostringstream out;
+  out << "ratio=" << real(c.ratio, 17) << "\n"
+      << "server_ratio=" << real(c.server_ratio, 17) << "\n"
+      << "momentum=" << real(c.momentum, 9) << "\n"
+      << "weight_decay=" << real(c.weight_decay, 9) << "\n"
+      << "factor_masking=" << (c.factor_masking ? 1 : 0) << "\n"
+      << "gmc_lambda=" << real(c.gmc_lambda, 9) << "\n"
+      << "seed=" << c.seed << "\n"
+      << "dense_below=" << c.dense_below << "\n"
+      << "global_selection=" << (c.global_selection ? 1 : 0) << "\n"
+      << "threshold_capacity=" << real(c.threshold_capacity, 17) << "\n"
+      << "threshold_sample=" << c.threshold_sample << "\n"
+      << "schedule=" << to_string(c.schedule) << "\n"
+      << "warmup_ratios=" << warmup << "\n"
+      << "warmup_steps=" << c.warmup_steps << "\n";
+  return out.str();
+}
+
+namespace {
+
+std::vector<std::pair<std::string, std::string>> settings_lines(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const auto eq = line.find('=');
+    if (eq != std::string::npos) lines.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+  }
+  return lines;
+}
+
+}  // namespace
+
+void check_settings(const CheckpointReader& in, const Config& config, const std::string& path) {
+  if (!in.has("settings")) return;
+  const auto& saved = in.section("settings");
+  const std::string want = config_settings(config);
+  const std::string got(saved.begin(), saved.end());
+  if (got == want) return;
+  std::string differ;
+  const auto mine = settings_lines(want);
+  const auto theirs = settings_lines(got);
+  for (const auto& [name, value] : mine) {
+    std::string other = "(none)";
+    for (const auto& [n, v] : theirs) {
+      if (n == name) other = v;
+    }
+    if (other != value) {
+      differ += (differ.empty() ? "" : ", ") + name + " " + other + " (this object: " + value + ")";
+    }
+  }
+  if (differ.empty()) differ = "settings this version does not know";
+  throw Error(ErrorCode::io,
+              "dgs checkpoint " + path + ": written for another configuration: " + differ);
 }
 
 }  // namespace dgs::detail

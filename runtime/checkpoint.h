@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+namespace dgs {
+struct Config;
+}
+
 namespace dgs::detail {
 
 class CheckpointWriter {
@@ -47,6 +51,16 @@ class CheckpointReader {
   std::string path_;
   std::map<std::string, std::vector<unsigned char>> sections_;
 };
+
+/// The configuration a saved state depends on beyond a checkpoint's
+/// fingerprint (which holds the model, method, compressor, mode, workers,
+/// ratios' bounds and wire values): one "name=value" line per field, written
+/// to the "settings" section.
+std::string config_settings(const Config& config);
+/// Refuses (dgs::Error, io) a checkpoint whose "settings" differ from
+/// `config`'s, naming each field that differs with both values. A file
+/// written before the section existed passes.
+void check_settings(const CheckpointReader& in, const Config& config, const std::string& path);
 
 std::uint64_t fnv1a64(const void* data, std::size_t bytes,
                       std::uint64_t hash = 0xcbf29ce484222325ull) noexcept;

@@ -615,6 +615,8 @@ void Server::save(const std::string& path) const {
   detail::CheckpointWriter out("server");
   const auto f = server_fingerprint(s.config, s.model);
   out.add("fingerprint", f.data(), f.size() * 8);
+  const std::string settings = detail::config_settings(s.config);
+  out.add("settings", settings.data(), settings.size());
   out.add_u64("version", s.version);
   const std::size_t floats = s.model.total() * sizeof(float);
   std::vector<unsigned char> host(floats);
@@ -657,6 +659,7 @@ void Server::restore(const std::string& path) {
     throw Error(ErrorCode::io,
                 "dgs checkpoint " + path + ": written for another model or configuration");
   }
+  detail::check_settings(in, s.config, path);
   const std::size_t floats = s.model.total() * sizeof(float);
   std::vector<unsigned char> weights(floats), replicas(floats * s.replica_count());
   in.read("weights", weights.data(), weights.size());
@@ -676,6 +679,8 @@ void Server::restore(const std::string& path) {
   ServerStats stats;
   std::vector<std::uint64_t> counters(10 + stats.rejected.size() + stats.staleness.size());
   in.read("stats", counters.data(), counters.size() * 8);
+  const std::uint64_t version = in.u64("version");
+  // Everything was read and checked: now change the state.
   s.backend->upload(s.W(), weights.data(), weights.size(), s.options.stream);
   if (s.replicas) {
     s.backend->upload(s.replica(0), replicas.data(), replicas.size(), s.options.stream);
@@ -688,7 +693,7 @@ void Server::restore(const std::string& path) {
     s.slots[k].last_dense_version = dense_at[k];
     s.slots[k].last_heard = Clock::now();
   }
-  s.version = in.u64("version");
+  s.version = version;
   std::uint64_t* fields[] = {&stats.pushes,        &stats.rounds,          &stats.joins,
                              &stats.leaves,        &stats.dropped,         &stats.sparse_replies,
                              &stats.dense_replies, &stats.stale_refreshes, &stats.bytes_received,

@@ -456,6 +456,8 @@ void Worker::save(const std::string& path) const {
   detail::CheckpointWriter out("worker");
   const std::vector<std::uint64_t> f = fingerprint(w.config, w.model);
   out.add("fingerprint", f.data(), f.size() * 8);
+  const std::string settings = detail::config_settings(w.config);
+  out.add("settings", settings.data(), settings.size());
   out.add_u64("id", w.options.id);
   out.add_u64("step", w.step);
   out.add("first_lr", &w.first_lr, sizeof w.first_lr);
@@ -491,6 +493,7 @@ void Worker::restore(const std::string& path) {
   w.require(!w.awaiting_reply, "restore() while a step is waiting for its reply");
   const detail::CheckpointReader in(path, "worker");
   check_fingerprint(in, w.config, w.model, path);
+  detail::check_settings(in, w.config, path);
   if (in.u64("id") != w.options.id) {
     throw Error(ErrorCode::io, "dgs checkpoint " + path + ": written by worker " +
                                    std::to_string(in.u64("id")) + ", not worker " +
@@ -522,6 +525,9 @@ void Worker::restore(const std::string& path) {
   in.read("stats", &stats, sizeof stats);
   float first_lr;
   in.read("first_lr", &first_lr, sizeof first_lr);
+  const std::uint64_t step = in.u64("step");
+  const std::uint64_t model_version = in.u64("model_version");
+  const bool joined = in.u64("joined") != 0;
   // Everything was read and checked: now change the state.
   be.upload(w.weights, weights.data(), weights.size() * sizeof(float), s);
   std::size_t next = 0;
@@ -532,10 +538,10 @@ void Worker::restore(const std::string& path) {
     be.upload(last_reply_dense ? w.dense_reply : w.reply_buffer.data(), reply.data(), reply.size(),
               s);
   }
-  w.step = in.u64("step");
+  w.step = step;
   w.first_lr = first_lr;
-  w.model_version = in.u64("model_version");
-  w.joined = in.u64("joined") != 0;
+  w.model_version = model_version;
+  w.joined = joined;
   w.fold_pending = fold_pending;
   w.last_reply_dense = last_reply_dense;
   w.plan_set = false;

@@ -503,8 +503,74 @@ TEST_P(Checkpoint, BadFilesAreRefusedWithAReasonAndChangeNothing) {
   Job other(backend, config, Segments({100, 21}), random_model(121, 6));
   expect_refused(good, "another model or configuration",
                  [&](const std::string& p) { other.server->restore(p); });
+  // Settings the state depends on, named with both values: tensors left
+  // dense decide whether the server keeps replicas; the momentum is a
+  // worker's.
+  Config dense_small = config;
+  dense_small.dense_below = 50;
+  Job another(backend, dense_small, model, w0);
+  expect_refused(good, "dense_below 0 (this object: 50)",
+                 [&](const std::string& p) { another.server->restore(p); });
+  Config other_momentum = config;
+  other_momentum.momentum = 0.95f;
+  other_momentum.seed = 7;
+  Job third(backend, other_momentum, model, w0);
+  expect_refused(worker_file,
+                 "momentum 0.899999976 (this object: 0.949999988), seed 0 (this object: 7)",
+                 [&](const std::string& p) { third.workers[0]->restore(p); });
   EXPECT_TRUE(same_bits(job.server_model(), w0)) << "a refused restore changed the model";
-  for (const auto& p : {good, truncated, flipped, foreign, worker_file}) std::remove(p.c_str());
+  // A file without its last-read section is refused before anything changes.
+  auto without = [](const std::string& from, const std::string& kind, const std::string& dropped) {
+    const detail::CheckpointReader reader(from, kind);
+    detail::CheckpointWriter out(kind);
+    for (const char* name : {"fingerprint",
+                             "settings",
+                             "id",
+                             "step",
+                             "first_lr",
+                             "version",
+                             "weights",
+                             "replicas",
+                             "live",
+                             "joined",
+                             "last_dense_version",
+                             "residual",
+                             "momentum",
+                             "accumulator",
+                             "mask",
+                             "fold_pending",
+                             "last_reply_dense",
+                             "last_reply",
+                             "model_version",
+                             "stats"}) {
+      if (name != dropped && reader.has(name)) {
+        out.add(name, reader.section(name).data(), reader.section(name).size());
+      }
+    }
+    const std::string path = temp_path("without_" + dropped);
+    out.write(path);
+    return path;
+  };
+  // Other contents than the ones it replaces, so that a partial restore shows.
+  const std::vector<float> other_model = random_model(model.total(), 8);
+  Job donor(backend, config, model, other_model);
+  const std::string donor_file = temp_path("donor");
+  donor.server->save(donor_file);
+  const std::string no_version = without(donor_file, "server", "version");
+  expect_refused(no_version, "has no section 'version'", restore_server);
+  EXPECT_TRUE(same_bits(job.server_model(), w0)) << "a refused restore changed the model";
+  job.weights[0]->assign(random_model(model.total(), 9));
+  const std::vector<float> worker_before = job.weights_of(0);
+  const std::string donor_worker = temp_path("donor_worker");
+  donor.workers[0]->save(donor_worker);
+  const std::string no_step = without(donor_worker, "worker", "step");
+  expect_refused(no_step, "has no section 'step'",
+                 [&](const std::string& p) { job.workers[0]->restore(p); });
+  EXPECT_TRUE(same_bits(job.weights_of(0), worker_before)) << "a refused restore changed a worker";
+  for (const auto& p : {good, truncated, flipped, foreign, worker_file, donor_file, donor_worker,
+                        no_version, no_step}) {
+    std::remove(p.c_str());
+  }
 }
 
 // The server keeps which workers have joined: restored, it does not wait for
