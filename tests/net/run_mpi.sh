@@ -19,7 +19,11 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # In its own process group, so that stopping it also stops every rank.
-setsid "$mpiexec" --oversubscribe --enable-recovery -np "$ranks" "$@" >"$log" 2>&1 &
+# DGS_MPI_RECOVERY=0: a rank that dies takes the job down (for jobs that
+# kill no rank on purpose, so that a crash ends them at once).
+recovery=--enable-recovery
+[[ ${DGS_MPI_RECOVERY:-1} == 0 ]] && recovery=
+setsid "$mpiexec" --oversubscribe $recovery -np "$ranks" "$@" >"$log" 2>&1 &
 job=$!
 result_seen=""
 while kill -0 "$job" 2>/dev/null; do
