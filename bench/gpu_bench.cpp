@@ -49,7 +49,7 @@ void check(cudaError_t e, const char* what) {
 std::vector<std::uint64_t> tensor_sizes(const std::string& shape) {
   std::ifstream in(g_shapes_dir + "/" + shape + "_tensors.tsv");
   if (!in) {
-    std::fprintf(stderr, "cannot read %s/%s_tensors.tsv (pass --shapes DIR)\n",
+    std::fprintf(stderr, "cannot read %s/%s_tensors.tsv (pass --shapes=DIR)\n",
                  g_shapes_dir.c_str(), shape.c_str());
     std::exit(1);
   }
@@ -459,6 +459,8 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a.rfind("--shapes=", 0) == 0)
       g_shapes_dir = a.substr(9);
+    else if (a == "--shapes" && i + 1 < argc)  // the space form too
+      g_shapes_dir = argv[++i];
     else if (a.rfind("--max-p=", 0) == 0)
       g_max_p = std::stoull(a.substr(8));
     else if (a == "--quick")

@@ -9,6 +9,7 @@ A benchmark file cut short (a run stopped at its time limit) is read up to
 its last complete benchmark.
 """
 import json
+import os
 import re
 import sys
 
@@ -44,8 +45,13 @@ def medians(paths):
 
 
 def main():
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if len(sys.argv) >= 2 else 2
     bench_paths, torch = [], []
     for path in sys.argv[1:]:
+        if not os.path.isfile(path):
+            sys.exit(f"summarize.py: no such file: {path}")
         try:
             data = json.load(open(path))
         except json.JSONDecodeError:
@@ -126,4 +132,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

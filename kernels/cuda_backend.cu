@@ -476,6 +476,33 @@ class CudaServerKernels final : public ServerKernels {
   float* accumulator_ = nullptr;
 };
 
+__global__ void probe_kernel() {}
+
+// Empty when this build holds kernels `device` can run; otherwise why not
+// and how to build them. (Without an image for the device's architecture,
+// every launch would fail with "no kernel image is available".)
+std::string kernels_missing(int device) {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return "device " + std::to_string(device) + " cannot be selected";
+  }
+  cudaFuncAttributes attributes{};
+  const cudaError_t found =
+      cudaFuncGetAttributes(&attributes, reinterpret_cast<const void*>(probe_kernel));
+  int major = 0, minor = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  cudaGetLastError();
+  cudaSetDevice(previous);
+  if (found == cudaSuccess) return "";
+  const std::string arch = std::to_string(major) + std::to_string(minor);
+  return "this build has no kernels for device " + std::to_string(device) +
+         " (compute capability " + std::to_string(major) + "." + std::to_string(minor) + ": " +
+         cudaGetErrorString(found) + "); build dgs for it: -DCMAKE_CUDA_ARCHITECTURES=" + arch +
+         " (scripts: CUDA_ARCHS=" + arch + " or CUDA_ARCHS=native)";
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {
@@ -489,6 +516,8 @@ class CudaBackend final : public Backend {
                                                    std::to_string(device) + " does not exist (" +
                                                    std::to_string(count) + " present)");
     }
+    const std::string missing = kernels_missing(device);
+    if (!missing.empty()) throw Error(ErrorCode::cuda, "dgs cuda backend: " + missing);
     DGS_CUDA_TRY(cudaSetDevice(device));
   }
 
@@ -554,6 +583,14 @@ class CudaBackend final : public Backend {
 
 std::shared_ptr<Backend> make_cuda_backend(int device) {
   return std::make_shared<CudaBackend>(device);
+}
+
+bool cuda_kernels_run(int device) noexcept {
+  try {
+    return kernels_missing(device).empty();
+  } catch (...) {
+    return false;
+  }
 }
 
 }  // namespace dgs::detail

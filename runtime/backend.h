@@ -158,6 +158,8 @@ class Buffer {
 std::shared_ptr<Backend> make_host_backend();
 /// The cuda backend; throws when built without it or no GPU is usable.
 std::shared_ptr<Backend> make_cuda_backend(int device);
+/// Whether this build holds kernels for `device`'s architecture.
+bool cuda_kernels_run(int device) noexcept;
 
 }  // namespace detail
 }  // namespace dgs

@@ -6,10 +6,7 @@
 # (about 50 MB; name it in the device tool's `carry`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
-if [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist
-fi
+scripts/install-deps.sh dataset-fashion-mnist
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
 build=build-gpu
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \

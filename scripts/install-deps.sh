@@ -18,9 +18,18 @@ if ((${#missing[@]})); then
     command -v sudo >/dev/null || { echo "dgs: need root to install ${missing[*]}" >&2; exit 1; }
     sudo="sudo"
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Through env: sudo would drop an exported DEBIAN_FRONTEND.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# CMakeLists.txt needs CMake 3.25 (Debian 12, Ubuntu 24.04); an older release's
+# cmake can be replaced from PyPI.
+cmake_version=$(cmake --version | head -1 | awk '{print $3}')
+if [[ $(printf '%s\n3.25\n' "$cmake_version" | sort -V | head -1) != 3.25 ]]; then
+  echo "dgs: cmake $cmake_version is older than the 3.25 dgs needs; install a newer one," >&2
+  echo "dgs: for example: python3 -m pip install --upgrade cmake (then put it first on PATH)" >&2
+  exit 1
 fi
 
 if ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then

@@ -85,6 +85,8 @@ struct Options {
       "                     launcher (DGS_RANK/DGS_RENDEZVOUS or mpirun), or in this process\n"
       "                     on one GPU through NCCL send/receive to self\n"
       "  --backend B        auto | host | cuda                           (auto)\n"
+      "                     auto: cuda with a GPU this build has kernels for and cuDNN\n"
+      "                     (the CNN), else host (the MLP); cuda needs both\n"
       "  --data DIR         Fashion-MNIST IDX files   (/usr/share/datasets/fashion-mnist)\n"
       "  --json PATH        results as JSON                              (fmnist_results.json)\n"
       "  --csv PATH         results as CSV as well\n"
@@ -418,7 +420,7 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
 }
 
 // Local rank on this node, for choosing the GPU of a multi-process job.
-[[maybe_unused]] int local_rank() {
+int local_rank() {
   for (const char* name :
        {"DGS_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
     if (const char* v = std::getenv(name)) return std::atoi(v);
@@ -441,8 +443,26 @@ int run(int argc, char** argv) {
       o.backend == "cuda" || (o.backend == "auto" && dgs::cuda_available() && DGS_WITH_CUDNN);
   if (want_cuda && !DGS_WITH_CUDNN)
     usage("--backend cuda needs dgs built with cuDNN (-DDGS_WITH_CUDNN=ON)");
-  if (want_cuda && !dgs::cuda_available()) usage("--backend cuda: no usable CUDA device");
-  if (o.transport == "nccl" && !want_cuda) usage("--transport nccl needs the cuda backend (a GPU)");
+  if (want_cuda && !dgs::cuda_available()) {
+    usage(
+        "--backend cuda: no usable CUDA device (none, or none this build has kernels for: "
+        "build with CUDA_ARCHS=native)");
+  }
+  if (o.transport == "nccl" && !want_cuda) {
+    usage(std::string("--transport nccl needs the cuda backend: ") +
+          (!dgs::cuda_available() ? "no usable CUDA device"
+           : !DGS_WITH_CUDNN ? "this build has no cuDNN (configure dgs with -DDGS_WITH_CUDNN=ON)"
+                             : "--backend host was asked for"));
+  }
+  // Results are written at the end: a path that cannot be written is said now.
+  for (const std::string& path : {o.json, o.csv}) {
+    if (path.empty()) continue;
+    const std::size_t slash = path.find_last_of('/');
+    const std::string dir =
+        slash == std::string::npos ? "." : path.substr(0, std::max<std::size_t>(slash, 1));
+    if (::access(dir.c_str(), W_OK) != 0)
+      usage("cannot write results to " + path + " (" + dir + " is not a writable directory)");
+  }
   if (o.transport == "nccl" && !DGS_WITH_NCCL)
     usage("this build has no NCCL (configure dgs with -DDGS_WITH_NCCL=ON)");
   if (o.transport == "mpi" && !DGS_WITH_MPI)
@@ -456,6 +476,15 @@ int run(int argc, char** argv) {
   std::unique_ptr<dgs::MpiSession> mpi;
   if (!in_process && dgs::launched_by_mpi()) mpi = std::make_unique<dgs::MpiSession>(&argc, &argv);
 #endif
+  // A process of a multi-process job takes the GPU of its local rank; the
+  // backend, the model and the transport all use that one.
+  int gpu = 0;
+  if (want_cuda && !in_process) {
+    int devices = 1;
+    cudaGetDeviceCount(&devices);
+    gpu = local_rank() % std::max(devices, 1);
+    cudaSetDevice(gpu);
+  }
   int rank = 0;
   int workers = o.workers;
   std::vector<std::shared_ptr<dgs::Transport>> endpoints;  // in process: rank r at r
@@ -475,9 +504,6 @@ int run(int argc, char** argv) {
     if (in_process) {
       endpoints = dgs::make_nccl_loopback(workers);
     } else {
-      int devices = 1;
-      cudaGetDeviceCount(&devices);
-      cudaSetDevice(local_rank() % std::max(devices, 1));
       auto bootstrap = dgs::make_bootstrap();
       transport = dgs::make_nccl_transport(*bootstrap);
     }
@@ -503,7 +529,8 @@ int run(int argc, char** argv) {
   Shared shared;
   shared.data = &data;
   shared.cuda = want_cuda;
-  auto backend = dgs::make_backend(want_cuda ? dgs::BackendKind::cuda : dgs::BackendKind::host);
+  auto backend =
+      dgs::make_backend(want_cuda ? dgs::BackendKind::cuda : dgs::BackendKind::host, gpu);
   auto evaluator = make_model(shared, nullptr);
   const dgs::Segments segments = evaluator->segments();
   dgs::Config config = o.config;

@@ -33,7 +33,8 @@ std::shared_ptr<Backend> make_backend(BackendKind kind, int device = 0);
 BackendKind kind_of(const Backend& backend) noexcept;
 MemoryKind memory_of(const Backend& backend) noexcept;
 
-/// True when a CUDA device is present and usable.
+/// True when a CUDA device is present and this build holds kernels for its
+/// architecture (device 0; a GPU the build has no image for counts as none).
 bool cuda_available() noexcept;
 
 }  // namespace dgs

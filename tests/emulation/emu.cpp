@@ -1005,8 +1005,20 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMaxThreadsPerBlock:
       *value = dgs_emu::kMaxThreads;
       return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor:  // as the H100 the kernels are written for
+      *value = 9;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      return cudaSuccess;
   }
   return fail(cudaErrorInvalidValue);
+}
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, const void* kernel) {
+  if (attributes == nullptr || kernel == nullptr) return fail(cudaErrorInvalidValue);
+  attributes->maxThreadsPerBlock = dgs_emu::kMaxThreads;
+  attributes->numRegs = 0;
+  return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() {
   return dgs_emu::refuse_if_capturing();

@@ -43,7 +43,9 @@ constexpr unsigned char kPoison = 0xAB;
 class CudaBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device: the cuda backend tests need a GPU";
+    if (!cuda_available())
+      GTEST_SKIP() << "no CUDA device (or none this build has kernels for): the cuda backend tests "
+                      "need a GPU";
     backend_ = make_backend(BackendKind::cuda);
     host_ = make_backend(BackendKind::host);
     ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);

@@ -158,7 +158,8 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 class OnBackend : public ::testing::TestWithParam<BackendKind> {
  protected:
   void SetUp() override {
-    if (GetParam() == BackendKind::cuda && !cuda_available()) GTEST_SKIP() << "no CUDA device";
+    if (GetParam() == BackendKind::cuda && !cuda_available())
+      GTEST_SKIP() << "no CUDA device (or none this build has kernels for)";
     backend = make_backend(GetParam());
   }
   std::shared_ptr<Backend> backend;
