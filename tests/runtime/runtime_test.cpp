@@ -1017,17 +1017,42 @@ TEST_P(Runtime, AKilledWorkerIsDroppedAndANewOneJoinsAndConverges) {
   EXPECT_EQ(server.live_workers(), 0u);
 }
 
+// Two workers on a model of 64, both joined, their server dropping a worker
+// silent for `timeout`, served in a thread; logging off while it lives.
+struct TwoTimedWorkers {
+  static Config config_of(Mode mode) {
+    Config c;
+    c.mode = mode;
+    c.workers = 2;
+    return c;
+  }
+  static ServerOptions options_of(std::chrono::milliseconds timeout) {
+    ServerOptions o;
+    o.worker_timeout = timeout;
+    return o;
+  }
+  TwoTimedWorkers(std::shared_ptr<Backend> backend, Mode mode, std::chrono::milliseconds timeout,
+                  std::uint64_t seed)
+      : job(std::move(backend), config_of(mode), Segments({64}), random_model(64, seed),
+            options_of(timeout)),
+        serving(*job.server) {
+    job.workers[0]->join();
+    job.workers[1]->join();
+  }
+
+  // Logging off from before the server serves until after it stopped.
+  struct QuietLog {
+    QuietLog() { set_log_level(LogLevel::off); }
+    ~QuietLog() { set_log_level(LogLevel::warning); }
+  };
+  Job job;
+  QuietLog quiet;
+  ServerThread serving;  // stops before the job goes
+};
+
 TEST_P(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
-  const Segments model({64});
-  Config config;
-  config.workers = 2;
-  ServerOptions options;
-  options.worker_timeout = 150ms;
-  Job job(backend, config, model, random_model(64, 14), options);
-  set_log_level(LogLevel::off);
-  ServerThread serving(*job.server);
-  job.workers[0]->join();
-  job.workers[1]->join();
+  TwoTimedWorkers t(backend, Mode::async, 150ms, 14);
+  Job& job = t.job;
   const std::vector<float> g = random_model(64, 15);
   const auto until = std::chrono::steady_clock::now() + 600ms;
   while (std::chrono::steady_clock::now() < until) {  // worker 0 keeps pushing, 1 is silent
@@ -1037,7 +1062,6 @@ TEST_P(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
   EXPECT_TRUE(job.server->is_live(0));
   EXPECT_FALSE(job.server->is_live(1));
   EXPECT_EQ(job.server->stats().dropped, 1u);
-  set_log_level(LogLevel::warning);
 }
 
 // Sync: a worker that waited for a round is not silent meanwhile. Worker 1
@@ -1046,17 +1070,8 @@ TEST_P(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
 // its last push, more than the 600 ms timeout, but 350 ms after its reply.
 // It must stay live.
 TEST_P(Runtime, ASyncWorkerIsSilentFromItsReplyNotFromItsPush) {
-  const Segments model({64});
-  Config config;
-  config.mode = Mode::sync;
-  config.workers = 2;
-  ServerOptions options;
-  options.worker_timeout = 600ms;
-  Job job(backend, config, model, random_model(64, 16), options);
-  set_log_level(LogLevel::off);
-  ServerThread serving(*job.server);
-  job.workers[0]->join();
-  job.workers[1]->join();
+  TwoTimedWorkers t(backend, Mode::sync, 600ms, 16);
+  Job& job = t.job;
   const std::vector<float> g = random_model(64, 17);
   for (int round = 0; round < 2; ++round) {
     job.push(1, g, 1e-3f);
@@ -1070,7 +1085,6 @@ TEST_P(Runtime, ASyncWorkerIsSilentFromItsReplyNotFromItsPush) {
   EXPECT_TRUE(job.server->is_live(1));
   EXPECT_EQ(job.server->stats().dropped, 0u);
   EXPECT_EQ(job.server->stats().rounds, 2u);
-  set_log_level(LogLevel::warning);
 }
 
 // ---------------------------------------------------------------------------
