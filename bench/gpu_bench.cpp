@@ -467,7 +467,18 @@ int main(int argc, char** argv) {
       g_quick = true;
     else if (a.rfind("--repetitions=", 0) == 0)
       g_repetitions = std::stoi(a.substr(14));
-    else
+    else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: dgs_bench_gpu [--shapes=DIR] [--max-p=P] [--quick] [--repetitions=N]\n"
+          "                     [Google Benchmark flags: --benchmark_filter=REGEX,\n"
+          "                      --benchmark_out=FILE --benchmark_out_format=json, ...]\n"
+          "  --shapes=DIR       the tensor lists (default bench/shapes)\n"
+          "  --max-p=P          leave out sizes above P\n"
+          "  --quick            P = 10^6 and 10^8 only, 3 repetitions\n"
+          "  --repetitions=N    repetitions of each benchmark (median reported)\n"
+          "Needs a CUDA device (bench/README.md).\n");
+      return 0;
+    } else
       rest.push_back(argv[i]);
   }
   int count = 0;
