@@ -495,7 +495,12 @@ std::string kernels_missing(int device) {
   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   cudaGetLastError();
   cudaSetDevice(previous);
-  if (found == cudaSuccess) return "";
+  // Only what says the image is missing counts; any other answer is left to
+  // the launches, which name their errors.
+  if (found != cudaErrorNoKernelImageForDevice && found != cudaErrorInvalidDeviceFunction &&
+      found != cudaErrorUnsupportedPtxVersion) {
+    return "";
+  }
   const std::string arch = std::to_string(major) + std::to_string(minor);
   return "this build has no kernels for device " + std::to_string(device) +
          " (compute capability " + std::to_string(major) + "." + std::to_string(minor) + ": " +
