@@ -478,29 +478,31 @@ class CudaServerKernels final : public ServerKernels {
 
 __global__ void probe_kernel() {}
 
-// Empty when this build holds kernels `device` can run; otherwise why not
-// and how to build them. (Without an image for the device's architecture,
-// every launch would fail with "no kernel image is available".)
-std::string kernels_missing(int device) {
-  int previous = 0;
-  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+// Empty when this build holds kernels the current device can run; otherwise
+// why not and how to build them. (Without an image for the device's
+// architecture, every launch would fail with "no kernel image is
+// available".) It creates the current device's context, as any CUDA work
+// would, and no other.
+std::string kernels_missing() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
-    return "device " + std::to_string(device) + " cannot be selected";
+    return "no current device";
   }
   cudaFuncAttributes attributes{};
   const cudaError_t found =
       cudaFuncGetAttributes(&attributes, reinterpret_cast<const void*>(probe_kernel));
-  int major = 0, minor = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   cudaGetLastError();
-  cudaSetDevice(previous);
   // Only what says the image is missing counts; any other answer is left to
   // the launches, which name their errors.
   if (found != cudaErrorNoKernelImageForDevice && found != cudaErrorInvalidDeviceFunction &&
       found != cudaErrorUnsupportedPtxVersion) {
     return "";
   }
+  int major = 0, minor = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  cudaGetLastError();
   const std::string arch = std::to_string(major) + std::to_string(minor);
   return "this build has no kernels for device " + std::to_string(device) +
          " (compute capability " + std::to_string(major) + "." + std::to_string(minor) + ": " +
@@ -521,9 +523,9 @@ class CudaBackend final : public Backend {
                                                    std::to_string(device) + " does not exist (" +
                                                    std::to_string(count) + " present)");
     }
-    const std::string missing = kernels_missing(device);
-    if (!missing.empty()) throw Error(ErrorCode::cuda, "dgs cuda backend: " + missing);
     DGS_CUDA_TRY(cudaSetDevice(device));
+    const std::string missing = kernels_missing();
+    if (!missing.empty()) throw Error(ErrorCode::cuda, "dgs cuda backend: " + missing);
   }
 
   BackendKind kind() const noexcept override { return BackendKind::cuda; }
@@ -590,9 +592,9 @@ std::shared_ptr<Backend> make_cuda_backend(int device) {
   return std::make_shared<CudaBackend>(device);
 }
 
-bool cuda_kernels_run(int device) noexcept {
+bool cuda_kernels_run() noexcept {
   try {
-    return kernels_missing(device).empty();
+    return kernels_missing().empty();
   } catch (...) {
     return false;
   }

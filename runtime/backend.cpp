@@ -29,8 +29,9 @@ bool cuda_available() noexcept {
   }
   // A GPU this build has no kernels for (built for sm_90, run on an A100)
   // cannot run the cuda backend: GPU tests skip there, and a program falls
-  // back to the host backend as it would without a GPU.
-  return count > 0 && detail::cuda_kernels_run(0);
+  // back to the host backend as it would without a GPU. The current device
+  // is asked (a process of a multi-GPU job selects its own first).
+  return count > 0 && detail::cuda_kernels_run();
 }
 
 }  // namespace dgs

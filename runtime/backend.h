@@ -158,8 +158,9 @@ class Buffer {
 std::shared_ptr<Backend> make_host_backend();
 /// The cuda backend; throws when built without it or no GPU is usable.
 std::shared_ptr<Backend> make_cuda_backend(int device);
-/// Whether this build holds kernels for `device`'s architecture.
-bool cuda_kernels_run(int device) noexcept;
+/// Whether this build holds kernels for the current device's architecture
+/// (creates that device's context, and no other).
+bool cuda_kernels_run() noexcept;
 
 }  // namespace detail
 }  // namespace dgs

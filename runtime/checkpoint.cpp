@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dgs/config.h"
@@ -176,29 +178,34 @@ std::uint64_t CheckpointReader::u64(const std::string& name) const {
 }
 
 std::string config_settings(const Config& c) {
-  auto real = [](double v, int digits) {
-    char text[40];
-    std::snprintf(text, sizeof text, "%.*g", digits, v);
-    return std::string(text);
+  // Shortest round-trip text, whatever the program's locale (a decimal
+  // comma, or grouped digits, would make the same settings differ).
+  auto text = [](auto v) {
+    char out[48];
+    const std::to_chars_result r = std::to_chars(out, out + sizeof out, v);
+    return std::string(out, r.ptr);
   };
   std::string warmup;
-  for (double r : c.warmup_ratios) warmup += (warmup.empty() ? "" : ",") + real(r, 17);
-  std::ostringstream out;
-  out << "ratio=" << real(c.ratio, 17) << "\n"
-      << "server_ratio=" << real(c.server_ratio, 17) << "\n"
-      << "momentum=" << real(c.momentum, 9) << "\n"
-      << "weight_decay=" << real(c.weight_decay, 9) << "\n"
-      << "factor_masking=" << (c.factor_masking ? 1 : 0) << "\n"
-      << "gmc_lambda=" << real(c.gmc_lambda, 9) << "\n"
-      << "seed=" << c.seed << "\n"
-      << "dense_below=" << c.dense_below << "\n"
-      << "global_selection=" << (c.global_selection ? 1 : 0) << "\n"
-      << "threshold_capacity=" << real(c.threshold_capacity, 17) << "\n"
-      << "threshold_sample=" << c.threshold_sample << "\n"
-      << "schedule=" << to_string(c.schedule) << "\n"
-      << "warmup_ratios=" << warmup << "\n"
-      << "warmup_steps=" << c.warmup_steps << "\n";
-  return out.str();
+  for (double r : c.warmup_ratios) warmup += (warmup.empty() ? "" : ",") + text(r);
+  const std::pair<const char*, std::string> fields[] = {
+      {"ratio", text(c.ratio)},
+      {"server_ratio", text(c.server_ratio)},
+      {"momentum", text(c.momentum)},
+      {"weight_decay", text(c.weight_decay)},
+      {"factor_masking", text(c.factor_masking ? 1 : 0)},
+      {"gmc_lambda", text(c.gmc_lambda)},
+      {"seed", text(c.seed)},
+      {"dense_below", text(c.dense_below)},
+      {"global_selection", text(c.global_selection ? 1 : 0)},
+      {"threshold_capacity", text(c.threshold_capacity)},
+      {"threshold_sample", text(c.threshold_sample)},
+      {"schedule", to_string(c.schedule)},
+      {"warmup_ratios", warmup},
+      {"warmup_steps", text(c.warmup_steps)},
+  };
+  std::string out;
+  for (const auto& [name, value] : fields) out += std::string(name) + "=" + value + "\n";
+  return out;
 }
 
 namespace {

@@ -421,8 +421,12 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
 
 // Local rank on this node, for choosing the GPU of a multi-process job.
 int local_rank() {
-  for (const char* name :
-       {"DGS_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
+  // torchrun's first when torchrun started the process: inside srun every
+  // process of a node has the node's SLURM_LOCALID (as dgs::find_launch).
+  std::vector<const char*> names = {"DGS_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+                                    "LOCAL_RANK"};
+  if (std::getenv("TORCHELASTIC_RUN_ID") != nullptr) names.insert(names.begin() + 1, "LOCAL_RANK");
+  for (const char* name : names) {
     if (const char* v = std::getenv(name)) return std::atoi(v);
   }
   return 0;
@@ -439,6 +443,20 @@ bool launched_job() {
 
 int run(int argc, char** argv) {
   Options o = parse(argc, argv);
+  // Where the ranks are: threads of this process (local, or nccl without a
+  // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
+  const bool launched = launched_job();
+  const bool in_process = o.transport == "local" || (o.transport == "nccl" && !launched);
+  // A process of a multi-process job takes the GPU of its local rank before
+  // anything asks about GPUs: the backend, the model and the transport all
+  // use that one, and no other gets a context.
+  int gpu = 0;
+  int devices = 0;
+  if (!in_process && cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
+    gpu = local_rank() % devices;
+    cudaSetDevice(gpu);
+  }
+  cudaGetLastError();
   const bool want_cuda =
       o.backend == "cuda" || (o.backend == "auto" && dgs::cuda_available() && DGS_WITH_CUDNN);
   if (want_cuda && !DGS_WITH_CUDNN)
@@ -454,37 +472,15 @@ int run(int argc, char** argv) {
            : !DGS_WITH_CUDNN ? "this build has no cuDNN (configure dgs with -DDGS_WITH_CUDNN=ON)"
                              : "--backend host was asked for"));
   }
-  // Results are written at the end: a path that cannot be written is said now.
-  for (const std::string& path : {o.json, o.csv}) {
-    if (path.empty()) continue;
-    const std::size_t slash = path.find_last_of('/');
-    const std::string dir =
-        slash == std::string::npos ? "." : path.substr(0, std::max<std::size_t>(slash, 1));
-    if (::access(dir.c_str(), W_OK) != 0)
-      usage("cannot write results to " + path + " (" + dir + " is not a writable directory)");
-  }
   if (o.transport == "nccl" && !DGS_WITH_NCCL)
     usage("this build has no NCCL (configure dgs with -DDGS_WITH_NCCL=ON)");
   if (o.transport == "mpi" && !DGS_WITH_MPI)
     usage("this build has no MPI (configure dgs with -DDGS_WITH_MPI=ON)");
 
-  // Where the ranks are: threads of this process (local, or nccl without a
-  // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
-  const bool launched = launched_job();
-  const bool in_process = o.transport == "local" || (o.transport == "nccl" && !launched);
 #if DGS_WITH_MPI
   std::unique_ptr<dgs::MpiSession> mpi;
   if (!in_process && dgs::launched_by_mpi()) mpi = std::make_unique<dgs::MpiSession>(&argc, &argv);
 #endif
-  // A process of a multi-process job takes the GPU of its local rank; the
-  // backend, the model and the transport all use that one.
-  int gpu = 0;
-  if (want_cuda && !in_process) {
-    int devices = 1;
-    cudaGetDeviceCount(&devices);
-    gpu = local_rank() % std::max(devices, 1);
-    cudaSetDevice(gpu);
-  }
   int rank = 0;
   int workers = o.workers;
   std::vector<std::shared_ptr<dgs::Transport>> endpoints;  // in process: rank r at r
@@ -512,6 +508,15 @@ int run(int argc, char** argv) {
   if (transport) {
     rank = transport->rank();
     workers = transport->size() - 1;
+  }
+  // Rank 0 writes the results at the end: a path it cannot write is said now.
+  for (const std::string& path : {o.json, o.csv}) {
+    if (rank != 0 || path.empty()) continue;
+    const std::size_t slash = path.find_last_of('/');
+    const std::string dir =
+        slash == std::string::npos ? "." : path.substr(0, std::max<std::size_t>(slash, 1));
+    if (::access(dir.c_str(), W_OK) != 0)
+      usage("cannot write results to " + path + " (" + dir + " is not a writable directory)");
   }
   // More asynchronous workers apply more stale updates per unit of progress:
   // the default step shrinks with sqrt(4 / workers) beyond 4 (measured on an

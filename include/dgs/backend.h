@@ -34,7 +34,9 @@ BackendKind kind_of(const Backend& backend) noexcept;
 MemoryKind memory_of(const Backend& backend) noexcept;
 
 /// True when a CUDA device is present and this build holds kernels for its
-/// architecture (device 0; a GPU the build has no image for counts as none).
+/// architecture (the current device, 0 unless cudaSetDevice chose another; a
+/// GPU the build has no image for counts as none). Creates the current
+/// device's CUDA context, as any CUDA work would.
 bool cuda_available() noexcept;
 
 }  // namespace dgs
