@@ -20,6 +20,7 @@
 #include <iterator>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "dgs/bootstrap.h"
@@ -36,12 +37,15 @@ const char* env(const char* name) {
   return v != nullptr && *v != '\0' ? v : nullptr;
 }
 
-int parse_int(const char* name, const char* text) {
+// `text` as a whole number in [low, high], or an error naming `name` and
+// what the number is (`what`).
+int parse_int(const std::string& name, const char* text, long low = 0, long high = 1 << 24,
+              const char* what = "a rank or size") {
   char* end = nullptr;
   const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0' || v < 0 || v > 1 << 24) {
+  if (end == text || *end != '\0' || v < low || v > high) {
     throw Error(ErrorCode::invalid_argument,
-                std::string("dgs bootstrap: ") + name + "='" + text + "' is not a rank or size");
+                "dgs bootstrap: " + name + "='" + text + "' is not " + what);
   }
   return static_cast<int>(v);
 }
@@ -363,32 +367,31 @@ class TcpBootstrap final : public Bootstrap {
 }  // namespace
 
 std::optional<LaunchInfo> find_launch() {
+  // Set by hand, half of the pair is a mistake, not a reason to look at
+  // another launcher's variables.
+  const bool dgs_rank = env("DGS_RANK") != nullptr;
+  if (dgs_rank != (env("DGS_WORLD_SIZE") != nullptr)) {
+    throw Error(ErrorCode::invalid_argument,
+                std::string("dgs bootstrap: ") + (dgs_rank ? "DGS_RANK" : "DGS_WORLD_SIZE") +
+                    " is set but " + (dgs_rank ? "DGS_WORLD_SIZE" : "DGS_RANK") +
+                    " is not; set both, or neither");
+  }
+  std::vector<std::pair<const char*, const char*>> pairs = {{"DGS_RANK", "DGS_WORLD_SIZE"}};
   // torchrun, when it started this process, is the innermost launcher: its
   // RANK/WORLD_SIZE come before those of an srun or mpirun around it.
-  const bool torchrun = env("TORCHELASTIC_RUN_ID") != nullptr;
-  static const char* const kPairs[][2] = {{"DGS_RANK", "DGS_WORLD_SIZE"},
-                                          {"RANK", "WORLD_SIZE"},  // under torchrun only
-                                          {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
-                                          {"PMI_RANK", "PMI_SIZE"},
-                                          {"SLURM_PROCID", "SLURM_NTASKS"},
-                                          {"RANK", "WORLD_SIZE"}};
-  for (std::size_t p = 0; p < std::size(kPairs); ++p) {
-    const auto& pair = kPairs[p];
-    if (p == 1 && !torchrun) continue;
-    const char* rank = env(pair[0]);
-    const char* size = env(pair[1]);
-    if (p == 0 && (rank == nullptr) != (size == nullptr)) {
-      // Set by hand: half of it is a mistake, not a reason to look elsewhere.
-      throw Error(ErrorCode::invalid_argument,
-                  std::string("dgs bootstrap: ") + (rank != nullptr ? pair[0] : pair[1]) +
-                      " is set but " + (rank != nullptr ? pair[1] : pair[0]) +
-                      " is not; set both, or neither");
-    }
+  if (env("TORCHELASTIC_RUN_ID") != nullptr) pairs.emplace_back("RANK", "WORLD_SIZE");
+  pairs.insert(pairs.end(), {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                             {"PMI_RANK", "PMI_SIZE"},
+                             {"SLURM_PROCID", "SLURM_NTASKS"},
+                             {"RANK", "WORLD_SIZE"}});
+  for (const auto& [rank_name, size_name] : pairs) {
+    const char* rank = env(rank_name);
+    const char* size = env(size_name);
     if (rank == nullptr || size == nullptr) continue;
     LaunchInfo info;
-    info.rank = parse_int(pair[0], rank);
-    info.size = parse_int(pair[1], size);
-    info.source = std::string(pair[0]) + "/" + pair[1];
+    info.rank = parse_int(rank_name, rank);
+    info.size = parse_int(size_name, size);
+    info.source = std::string(rank_name) + "/" + size_name;
     if (info.size < 1 || info.rank >= info.size) {
       throw Error(ErrorCode::invalid_argument, "dgs bootstrap: " + info.source + " = " +
                                                    std::string(rank) + "/" + size +
@@ -454,15 +457,10 @@ std::unique_ptr<Bootstrap> make_bootstrap(std::chrono::milliseconds timeout) {
       throw Error(ErrorCode::invalid_argument,
                   "dgs bootstrap: DGS_RENDEZVOUS='" + r + "' needs tcp:host:port");
     }
-    const std::string port = address.substr(colon + 1);
-    char* end = nullptr;
-    const long number = std::strtol(port.c_str(), &end, 10);
-    if (port.empty() || *end != '\0' || number <= 0 || number > 65535) {
-      throw Error(ErrorCode::invalid_argument,
-                  "dgs bootstrap: DGS_RENDEZVOUS='" + r + "': '" + port + "' is not a TCP port");
-    }
     return make_tcp_bootstrap(info.rank, info.size, address.substr(0, colon),
-                              static_cast<int>(number), timeout);
+                              parse_int("DGS_RENDEZVOUS='" + r + "' port",
+                                        address.substr(colon + 1).c_str(), 1, 65535, "a TCP port"),
+                              timeout);
   }
   throw Error(ErrorCode::invalid_argument, "dgs bootstrap: DGS_RENDEZVOUS='" + r +
                                                "' is neither file:<path> nor tcp:<host>:<port>");
