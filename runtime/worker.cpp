@@ -1,5 +1,6 @@
 #include "dgs/worker.h"
 
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -11,14 +12,20 @@
 
 namespace dgs {
 
+// Checkpoints hold WorkerStats as its bytes; `pushes` came last, after the
+// eleven counters files written before it hold.
+static_assert(offsetof(WorkerStats, pushes) == 11 * sizeof(std::uint64_t) &&
+                  sizeof(WorkerStats) == 12 * sizeof(std::uint64_t),
+              "WorkerStats: new fields go last, and restore() must read older files");
+
 double WorkerStats::effective_density() const noexcept {
-  return steps == 0 || model_size == 0
+  return pushes == 0 || model_size == 0
              ? 0.0
-             : static_cast<double>(entries_pushed) / (static_cast<double>(steps) * model_size);
+             : static_cast<double>(entries_pushed) / (static_cast<double>(pushes) * model_size);
 }
 
 std::uint64_t WorkerStats::dense_bytes() const noexcept {
-  return steps * model_size * 4;
+  return pushes * model_size * 4;
 }
 
 struct Worker::Impl {
@@ -355,11 +362,12 @@ void Worker::push(const float* grad, float lr) {
   params.threshold_sample = w.config.threshold_sample;
   w.kernels->step(params, grad, w.weights, w.state(), w.push_buffer.data(), w.options.stream);
   const host::SelectionStats s = w.kernels->last_stats(w.options.stream);
+  w.channel.send(w.options.server_rank, w.push_buffer.data(), w.push_layout.bytes);
+  ++w.stats.pushes;
   w.stats.entries_pushed += s.selected;
+  w.stats.bytes_pushed += w.push_layout.bytes;
   w.stats.threshold_count_error += s.count_error;
   w.stats.threshold_clamped += s.clamped_segments;
-  w.channel.send(w.options.server_rank, w.push_buffer.data(), w.push_layout.bytes);
-  w.stats.bytes_pushed += w.push_layout.bytes;
   w.pushed_version = w.model_version;
   w.awaiting_reply = true;
   ++w.step;
@@ -522,7 +530,14 @@ void Worker::restore(const std::string& path) {
     in.read("last_reply", reply.data(), reply.size());
   }
   WorkerStats stats;
-  in.read("stats", &stats, sizeof stats);
+  if (in.section("stats").size() == offsetof(WorkerStats, pushes)) {
+    // Written before WorkerStats::pushes existed: a checkpoint is saved
+    // between steps, and one push per completed step is the best count.
+    in.read("stats", &stats, offsetof(WorkerStats, pushes));
+    stats.pushes = stats.steps;
+  } else {
+    in.read("stats", &stats, sizeof stats);
+  }
   float first_lr;
   in.read("first_lr", &first_lr, sizeof first_lr);
   const std::uint64_t step = in.u64("step");

@@ -29,8 +29,8 @@ struct WorkerOptions {
 };
 
 struct WorkerStats {
-  std::uint64_t steps = 0;
-  std::uint64_t entries_pushed = 0;  ///< coordinates sent, over all steps
+  std::uint64_t steps = 0;           ///< steps completed (their replies applied)
+  std::uint64_t entries_pushed = 0;  ///< coordinates sent, over all pushes
   std::uint64_t bytes_pushed = 0;    ///< message bytes handed to the transport
   std::uint64_t bytes_pulled = 0;    ///< reply bytes received
   std::uint64_t sparse_replies = 0;
@@ -40,10 +40,13 @@ struct WorkerStats {
   std::uint64_t threshold_count_error = 0;  ///< threshold: sum over steps of sum_l |sent_l - k_l|
   std::uint64_t threshold_clamped = 0;      ///< threshold: segments clamped to capacity
   std::uint64_t model_size = 0;
+  /// Pushes sent, counting those whose step did not complete (rejected by
+  /// the server, or finish() failed): more than `steps` after such a failure.
+  std::uint64_t pushes = 0;
 
-  /// Fraction of the model a push carried, on average.
+  /// Fraction of the model a push carried, on average over `pushes`.
   double effective_density() const noexcept;
-  /// What steps dense float32 pushes (or pulls) would have cost.
+  /// What `pushes` dense float32 pushes (or as many dense pulls) would have cost.
   std::uint64_t dense_bytes() const noexcept;
 };
 

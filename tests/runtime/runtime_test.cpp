@@ -637,6 +637,60 @@ TEST_P(Checkpoint, WhichWorkersHaveJoinedIsKeptAndOlderFilesRestore) {
   for (const auto& p : {path, joined, none}) std::remove(p.c_str());
 }
 
+// A worker's statistics are restored with its count of pushes, which a
+// rejected push set apart from its steps. A file written before that count
+// existed (its stats section 8 bytes shorter) restores with a push per step.
+TEST_P(Checkpoint, AWorkersPushesAreKeptAndOlderStatisticsRestore) {
+  const Segments model({1000, 10});
+  Config config;
+  config.ratio = 0.01;
+  config.workers = 1;
+  const std::vector<float> w0 = random_model(model.total(), 50);
+  const std::string path = temp_path("pushes");
+  {
+    Job job(backend, config, model, w0);
+    ServerThread serving(*job.server);
+    job.workers[0]->join();
+    const Quadratic problem(model.total(), 51);
+    job.step(0, problem.gradient(job.weights_of(0), 0, 0), 0.01f);
+    std::vector<float> bad = problem.gradient(job.weights_of(0), 1, 0);
+    bad[3] = std::numeric_limits<float>::infinity();
+    set_log_level(LogLevel::off);
+    job.push(0, bad, 0.01f);
+    EXPECT_THROW(job.workers[0]->finish(), Error);
+    set_log_level(LogLevel::warning);
+    serving.stop();
+    ASSERT_EQ(job.workers[0]->stats().steps, 1u);
+    ASSERT_EQ(job.workers[0]->stats().pushes, 2u);
+    job.workers[0]->save(path);
+  }
+  Job restored(backend, config, model, w0);
+  restored.workers[0]->restore(path);
+  EXPECT_EQ(restored.workers[0]->stats().steps, 1u);
+  EXPECT_EQ(restored.workers[0]->stats().pushes, 2u);
+  EXPECT_EQ(restored.workers[0]->stats().entries_pushed, 2u * 11u);
+
+  const detail::CheckpointReader in(path, "worker");
+  detail::CheckpointWriter out("worker");
+  for (const char* name : {"fingerprint", "settings", "id", "step", "first_lr", "model_version",
+                           "joined", "fold_pending", "last_reply_dense", "weights", "residual",
+                           "momentum", "accumulator", "mask", "last_reply"}) {
+    if (in.has(name)) out.add(name, in.section(name).data(), in.section(name).size());
+  }
+  const auto& stats = in.section("stats");
+  ASSERT_EQ(stats.size(), sizeof(WorkerStats));
+  out.add("stats", stats.data(), stats.size() - 8);  // without the pushes
+  const std::string older = temp_path("pushes_older");
+  out.write(older);
+  Job again(backend, config, model, w0);
+  again.workers[0]->restore(older);
+  EXPECT_EQ(again.workers[0]->stats().steps, 1u);
+  EXPECT_EQ(again.workers[0]->stats().pushes, 1u);
+  EXPECT_EQ(again.workers[0]->stats().entries_pushed, 2u * 11u);
+  EXPECT_EQ(again.workers[0]->model_version(), restored.workers[0]->model_version());
+  for (const auto& p : {path, older}) std::remove(p.c_str());
+}
+
 // ---------------------------------------------------------------------------
 // Bad input while training goes on.
 
@@ -1594,6 +1648,7 @@ TEST_P(Runtime, StatisticsCountBytesDensityAndReplies) {
   serving.stop();
   const WorkerStats& s = w.stats();
   EXPECT_EQ(s.steps, 5u);
+  EXPECT_EQ(s.pushes, 5u);
   EXPECT_EQ(s.entries_pushed, 5u * 11u);
   EXPECT_DOUBLE_EQ(s.effective_density(), 11.0 / 1010.0);
   EXPECT_EQ(s.bytes_pushed, 7u * w.push_layout().bytes);  // hello, 5 pushes, bye
@@ -1610,6 +1665,44 @@ TEST_P(Runtime, StatisticsCountBytesDensityAndReplies) {
   EXPECT_EQ(ss.bytes_received, s.bytes_pushed);
   EXPECT_EQ(ss.bytes_sent, s.bytes_pulled);
   EXPECT_EQ(ss.staleness[0], 5u);
+}
+
+// A push the server rejects was still sent: it counts as a push (entries,
+// bytes) but not as a step, and the density is over the pushes, so one
+// rejection does not inflate it.
+TEST_P(Runtime, ARejectedPushCountsAsAPushButNotAsAStep) {
+  const Segments model({1000, 10});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.01;
+  config.workers = 1;
+  Job job(backend, config, model, random_model(1010, 21));
+  ServerThread serving(*job.server);
+  Worker& w = *job.workers[0];
+  w.join();
+  const Quadratic problem(1010, 22);
+  for (int t = 0; t < 3; ++t) job.step(0, problem.gradient(job.weights_of(0), t, 0), 0.01f);
+  std::vector<float> bad = problem.gradient(job.weights_of(0), 3, 0);
+  bad[17] = std::numeric_limits<float>::quiet_NaN();  // selected, then rejected as not finite
+  set_log_level(LogLevel::off);
+  job.push(0, bad, 0.01f);
+  try {
+    w.finish();
+    ADD_FAILURE() << "the server applied a push holding a NaN";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_message) << e.what();
+  }
+  set_log_level(LogLevel::warning);
+  serving.stop();
+  const WorkerStats& s = w.stats();
+  EXPECT_EQ(s.steps, 3u);
+  EXPECT_EQ(s.pushes, 4u);
+  EXPECT_EQ(s.entries_pushed, 4u * 11u);
+  EXPECT_DOUBLE_EQ(s.effective_density(), 11.0 / 1010.0);
+  EXPECT_EQ(s.bytes_pushed, 5u * w.push_layout().bytes);  // hello and 4 pushes
+  EXPECT_EQ(s.dense_bytes(), 4u * 1010u * 4u);
+  EXPECT_EQ(job.server->stats().pushes, 3u);
+  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::value)], 1u);
 }
 
 }  // namespace
