@@ -376,30 +376,47 @@ std::optional<LaunchInfo> find_launch() {
                     " is set but " + (dgs_rank ? "DGS_WORLD_SIZE" : "DGS_RANK") +
                     " is not; set both, or neither");
   }
-  std::vector<std::pair<const char*, const char*>> pairs = {{"DGS_RANK", "DGS_WORLD_SIZE"}};
+  // Each launcher's rank, world size and local rank variables.
+  struct Names {
+    const char* rank;
+    const char* size;
+    const char* local;
+  };
+  const Names torchrun = {"RANK", "WORLD_SIZE", "LOCAL_RANK"};
+  std::vector<Names> launchers = {{"DGS_RANK", "DGS_WORLD_SIZE", "DGS_LOCAL_RANK"}};
   // torchrun, when it started this process, is the innermost launcher: its
   // RANK/WORLD_SIZE come before those of an srun or mpirun around it.
-  if (env("TORCHELASTIC_RUN_ID") != nullptr) pairs.emplace_back("RANK", "WORLD_SIZE");
-  pairs.insert(pairs.end(), {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
-                             {"PMI_RANK", "PMI_SIZE"},
-                             {"SLURM_PROCID", "SLURM_NTASKS"},
-                             {"RANK", "WORLD_SIZE"}});
-  for (const auto& [rank_name, size_name] : pairs) {
-    const char* rank = env(rank_name);
-    const char* size = env(size_name);
+  if (env("TORCHELASTIC_RUN_ID") != nullptr) launchers.push_back(torchrun);
+  launchers.insert(launchers.end(),
+                   {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"},
+                    {"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"},
+                    {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"},
+                    torchrun});
+  for (const Names& names : launchers) {
+    const char* rank = env(names.rank);
+    const char* size = env(names.size);
     if (rank == nullptr || size == nullptr) continue;
     LaunchInfo info;
-    info.rank = parse_int(rank_name, rank);
-    info.size = parse_int(size_name, size);
-    info.source = std::string(rank_name) + "/" + size_name;
+    info.rank = parse_int(names.rank, rank);
+    info.size = parse_int(names.size, size);
+    info.source = std::string(names.rank) + "/" + names.size;
     if (info.size < 1 || info.rank >= info.size) {
       throw Error(ErrorCode::invalid_argument, "dgs bootstrap: " + info.source + " = " +
                                                    std::string(rank) + "/" + size +
                                                    " is not a rank inside the world");
     }
+    if (const char* local = env(names.local)) {
+      info.local_rank = parse_int(names.local, local, 0, info.size - 1, "a rank inside the world");
+    }
     return info;
   }
   return std::nullopt;
+}
+
+int local_gpu(const LaunchInfo& launch, int devices) noexcept {
+  if (devices < 1) return 0;
+  const int rank = launch.local_rank >= 0 ? launch.local_rank : std::max(launch.rank, 0);
+  return rank % devices;
 }
 
 LaunchInfo detect_launch() {

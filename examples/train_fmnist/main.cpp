@@ -419,19 +419,6 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
   return records;
 }
 
-// Local rank on this node, for choosing the GPU of a multi-process job.
-int local_rank() {
-  // torchrun's first when torchrun started the process: inside srun every
-  // process of a node has the node's SLURM_LOCALID (as dgs::find_launch).
-  std::vector<const char*> names = {"DGS_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
-                                    "LOCAL_RANK"};
-  if (std::getenv("TORCHELASTIC_RUN_ID") != nullptr) names.insert(names.begin() + 1, "LOCAL_RANK");
-  for (const char* name : names) {
-    if (const char* v = std::getenv(name)) return std::atoi(v);
-  }
-  return 0;
-}
-
 // Part of a multi-process job: started by mpirun/srun, or a launcher set a
 // rank and a world of more than one process (DGS_RANK/DGS_WORLD_SIZE,
 // SLURM_PROCID/SLURM_NTASKS, RANK/WORLD_SIZE, ...: dgs::find_launch).
@@ -447,13 +434,14 @@ int run(int argc, char** argv) {
   // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
   const bool launched = launched_job();
   const bool in_process = o.transport == "local" || (o.transport == "nccl" && !launched);
-  // A process of a multi-process job takes the GPU of its local rank before
-  // anything asks about GPUs: the backend, the model and the transport all
-  // use that one, and no other gets a context.
+  // A process of a multi-process job takes the GPU of its local rank
+  // (dgs::local_gpu) before anything asks about GPUs: the backend, the model
+  // and the transport all use that one, and no other gets a context.
   int gpu = 0;
   int devices = 0;
   if (!in_process && cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
-    gpu = local_rank() % devices;
+    const std::optional<dgs::LaunchInfo> launch = dgs::find_launch();
+    gpu = launch ? dgs::local_gpu(*launch, devices) : 0;
     cudaSetDevice(gpu);
   }
   cudaGetLastError();

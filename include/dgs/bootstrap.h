@@ -19,7 +19,18 @@ struct LaunchInfo {
   /// "PMI_RANK/PMI_SIZE", "SLURM_PROCID/SLURM_NTASKS" (srun) or "RANK/WORLD_SIZE"
   /// (torchrun; before the others when TORCHELASTIC_RUN_ID is set).
   std::string source;
+  /// This process's rank on its node, from the same launcher: DGS_LOCAL_RANK,
+  /// OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID (MPICH's PMI), SLURM_LOCALID
+  /// or torchrun's LOCAL_RANK; -1 when that launcher did not set it. Which
+  /// GPU to use: see local_gpu().
+  int local_rank = -1;
 };
+
+/// The GPU a process of a launched job should use among the `devices` its
+/// node shows: its local rank modulo `devices`, or its rank modulo `devices`
+/// when the launcher gave no local rank (ranks placed node by node). 0 when
+/// `devices` < 1.
+int local_gpu(const LaunchInfo& launch, int devices) noexcept;
 
 /// Reads the rank and world size from the launcher's environment, in the
 /// order listed above. Throws dgs::Error (invalid_argument) naming the

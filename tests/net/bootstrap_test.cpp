@@ -65,7 +65,11 @@ class LaunchEnvironment : public ::testing::Test {
                                            "DGS_RENDEZVOUS",
                                            "OMPI_COMM_WORLD_LOCAL_RANK",
                                            "PMIX_RANK",
-                                           "MPI_LOCALNRANKS"};
+                                           "MPI_LOCALNRANKS",
+                                           "DGS_LOCAL_RANK",
+                                           "LOCAL_RANK",
+                                           "MPI_LOCALRANKID",
+                                           "SLURM_LOCALID"};
   std::vector<std::pair<const char*, std::optional<std::string>>> saved_;
 };
 
@@ -119,6 +123,52 @@ TEST_F(LaunchEnvironment, TorchrunsRankComesBeforeTheLauncherAroundIt) {
   EXPECT_EQ(info.rank, 6);
   EXPECT_EQ(info.size, 8);
   EXPECT_EQ(info.source, "RANK/WORLD_SIZE");
+}
+
+// The local rank comes from the launcher that gave the rank, never from
+// another one around it; without one, the GPU follows the rank.
+TEST_F(LaunchEnvironment, TheLocalRankIsTheSameLaunchersAndPicksTheGpu) {
+  set("SLURM_PROCID", "5");
+  set("SLURM_NTASKS", "8");
+  set("SLURM_LOCALID", "1");
+  set("OMPI_COMM_WORLD_LOCAL_RANK", "2");
+  LaunchInfo info = detect_launch();
+  EXPECT_EQ(info.source, "SLURM_PROCID/SLURM_NTASKS");
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_EQ(local_gpu(info, 4), 1);
+  set("OMPI_COMM_WORLD_RANK", "6");
+  set("OMPI_COMM_WORLD_SIZE", "8");
+  EXPECT_EQ(detect_launch().local_rank, 2);
+  set("PMI_RANK", "0");  // under MPICH's hydra
+  set("PMI_SIZE", "8");
+  ::unsetenv("OMPI_COMM_WORLD_RANK");
+  EXPECT_EQ(detect_launch().local_rank, -1);
+  set("MPI_LOCALRANKID", "3");
+  EXPECT_EQ(detect_launch().local_rank, 3);
+  // torchrun inside srun: its LOCAL_RANK, not the node's SLURM_LOCALID.
+  set("TORCHELASTIC_RUN_ID", "job-7");
+  set("RANK", "7");
+  set("WORLD_SIZE", "8");
+  set("LOCAL_RANK", "3");
+  info = detect_launch();
+  EXPECT_EQ(info.rank, 7);
+  EXPECT_EQ(info.local_rank, 3);
+  EXPECT_EQ(local_gpu(info, 2), 1);
+  // Set by hand without DGS_LOCAL_RANK: no local rank, and the rank decides.
+  set("DGS_RANK", "6");
+  set("DGS_WORLD_SIZE", "8");
+  info = detect_launch();
+  EXPECT_EQ(info.local_rank, -1);
+  EXPECT_EQ(local_gpu(info, 4), 2);
+  EXPECT_EQ(local_gpu(info, 0), 0);
+  set("DGS_LOCAL_RANK", "5");
+  EXPECT_EQ(local_gpu(detect_launch(), 4), 1);
+  set("DGS_LOCAL_RANK", "8");
+  EXPECT_NE(
+      error_of([] { find_launch(); }).find("DGS_LOCAL_RANK='8' is not a rank inside the world"),
+      std::string::npos);
+  set("DGS_LOCAL_RANK", "-1");
+  EXPECT_NE(error_of([] { find_launch(); }).find("DGS_LOCAL_RANK='-1'"), std::string::npos);
 }
 
 TEST_F(LaunchEnvironment, GarbageAndRanksOutsideTheWorldAreRefused) {
