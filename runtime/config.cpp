@@ -76,6 +76,14 @@ void Config::validate() const {
   } else if (!warmup_ratios.empty()) {
     reject("warmup_ratios",
            std::string("is set but schedule is ") + to_string(schedule) + ", which ignores it");
+  } else if (warmup_steps != 0) {
+    reject("warmup_steps", "= " + std::to_string(warmup_steps) + " is set but schedule is " +
+                               to_string(schedule) + ", which ignores it");
+  }
+  if (global_selection && dense_below != 0) {
+    reject("dense_below", "= " + std::to_string(dense_below) +
+                              " with global_selection, which selects over the whole model as "
+                              "one segment: no tensor is left to send whole; set one of them");
   }
 }
 
@@ -96,7 +104,7 @@ double Config::ratio_at(std::uint64_t step, float lr, float first_lr) const {
     case RatioSchedule::constant:
       return ratio;
     case RatioSchedule::lr_proportional: {
-      if (!(first_lr > 0.0f) || !(lr >= 0.0f)) return ratio;
+      if (!(first_lr > 0.0f)) return ratio;  // no positive lr yet: nothing to scale by
       const double r = ratio * static_cast<double>(lr) / static_cast<double>(first_lr);
       // Never above the buffer's ratio; the smallest wire ratio keeps one entry per segment.
       return std::clamp(r, 0x1p-32, ratio);

@@ -52,7 +52,7 @@ struct Server::Impl {
 
   Impl(const Config& cfg, const Segments& m, std::shared_ptr<Backend> b,
        std::shared_ptr<Transport> t, const float* initial, ServerOptions o)
-      : config(cfg),
+      : config((cfg.validate(), cfg)),  // first: the layouts below trust it
         model(m),
         backend(std::move(b)),
         transport(std::move(t)),
@@ -62,7 +62,6 @@ struct Server::Impl {
         dense_layout(dense_reply_layout(m)),
         dense_replies(replies_are_dense(m, cfg)),
         channel(*backend, *transport, options.stream) {
-    config.validate();
     if (initial == nullptr) {
       throw Error(ErrorCode::invalid_argument, "dgs::Server: the initial model is null");
     }
@@ -86,6 +85,14 @@ struct Server::Impl {
                         std::to_string(rank) + ", which is not a peer of server rank " +
                         std::to_string(transport->rank()) + " in a world of " +
                         std::to_string(transport->size()));
+      }
+      for (std::uint32_t j = 0; j < k; ++j) {
+        if (slots[j].rank == rank) {
+          throw Error(ErrorCode::invalid_argument,
+                      "dgs::Server: workers " + std::to_string(j) + " and " + std::to_string(k) +
+                          " both have rank " + std::to_string(rank) +
+                          " in worker_ranks; each worker needs its own rank");
+        }
       }
       slots[k].rank = rank;
     }

@@ -1,5 +1,6 @@
 #include "dgs/worker.h"
 
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -31,7 +32,7 @@ std::uint64_t WorkerStats::dense_bytes() const noexcept {
 struct Worker::Impl {
   Impl(const Config& cfg, const Segments& m, std::shared_ptr<Backend> b,
        std::shared_ptr<Transport> t, float* w, WorkerOptions o)
-      : config(cfg),
+      : config((cfg.validate(), cfg)),  // first: the layouts below trust it
         model(m),
         segments(selection_segments(m, cfg)),
         backend(std::move(b)),
@@ -42,7 +43,6 @@ struct Worker::Impl {
         reply_layout(sparse_reply_layout(m, cfg)),
         dense_layout(dense_reply_layout(m)),
         channel(*backend, *transport, o.stream) {
-    config.validate();
     backend->check_pointer(weights, "dgs::Worker: the weights");
     if (options.id >= config.workers) {
       throw Error(ErrorCode::invalid_argument,
@@ -69,9 +69,7 @@ struct Worker::Impl {
       case Method::dense:
         break;
     }
-    for (detail::Buffer* state_buffer : {&residual, &momentum, &accumulator, &mask}) {
-      if (*state_buffer) be.zero(state_buffer->data(), state_buffer->bytes(), options.stream);
-    }
+    zero_state();
     if (config.method == Method::gmc_plus) evaluation = detail::Buffer(be, floats);
     push_buffer = detail::Buffer(be, push_layout.bytes);
     reply_buffer = detail::Buffer(be, reply_layout.bytes);
@@ -99,6 +97,13 @@ struct Worker::Impl {
     beta = config.mode == Mode::sync ? config.momentum
                                      : config.momentum / static_cast<float>(config.workers);
     stats.model_size = p;
+  }
+
+  // The method's state (residual, momentum, accumulator, mask) becomes zero.
+  void zero_state() {
+    for (detail::Buffer* state_buffer : {&residual, &momentum, &accumulator, &mask}) {
+      if (*state_buffer) backend->zero(state_buffer->data(), state_buffer->bytes(), options.stream);
+    }
   }
 
   // The push plan at `ratio_code` becomes the kernels' (on the worker's stream).
@@ -259,10 +264,25 @@ struct Worker::Impl {
       case MessageKind::reject: {
         unsigned char bytes[kHeaderBytes + 32];
         backend->download(bytes, reply_buffer.data(), sizeof bytes, options.stream);
-        throw Error(ErrorCode::invalid_message,
-                    who() + ": the server rejected step " + std::to_string(h.step) + ": " +
-                        read_reject_verdict(bytes).describe(options.id) +
-                        (answers_hello ? "" : " (a worker the server dropped must join() again)"));
+        const Verdict verdict = read_reject_verdict(bytes);
+        std::string then;
+        if (!answers_hello && verdict.reason == RejectReason::value) {
+          // A NaN or infinity in the gradient is in the method's state too
+          // (samomentum keeps the momentum of what it sent, and what was not
+          // sent stays): every later push would carry it.
+          state_not_finite = true;
+          rejoin_reason = "the server rejected a value that is not finite";
+          then =
+              " (a NaN or infinity in the gradient reached this worker's state: join() again, "
+              "which clears it)";
+        } else if (!answers_hello && config.mode == Mode::sync) {
+          rejoin_reason = "the sync server rejected a push and dropped this worker";
+          then = " (the server dropped this worker: join() again)";
+        }
+        rejected = true;
+        throw Error(ErrorCode::invalid_message, who() + ": the server rejected step " +
+                                                    std::to_string(h.step) + ": " +
+                                                    verdict.describe(options.id) + then);
       }
       default:
         throw Error(ErrorCode::invalid_message, who() + ": unexpected message kind " +
@@ -279,6 +299,13 @@ struct Worker::Impl {
   const MessageLayout& last_reply_layout() const {
     return last_reply_dense ? dense_layout : reply_layout;
   }
+
+  // Set by receive_reply when what came was the server's rejection.
+  bool rejected = false;
+  // Why push() must wait for a join(): empty when it need not.
+  std::string rejoin_reason;
+  // A push was rejected for a value that is not finite: join() clears the state.
+  bool state_not_finite = false;
 
   void require(bool ok, const std::string& what) const {
     if (!ok) throw Error(ErrorCode::invalid_argument, who() + ": " + what);
@@ -330,6 +357,14 @@ void Worker::join() {
   w.send_control(MessageKind::hello);
   w.receive_reply(true);
   w.joined = true;
+  w.rejoin_reason.clear();
+  if (w.state_not_finite) {
+    w.zero_state();
+    w.state_not_finite = false;
+    detail::log(LogLevel::warning,
+                w.who() + ": rejoined after a push with a value that is not finite; its " +
+                    "momentum/residual were cleared");
+  }
   detail::log(LogLevel::info,
               w.who() + " joined at model version " + std::to_string(w.model_version));
 }
@@ -338,13 +373,21 @@ void Worker::push(const float* grad, float lr) {
   Impl& w = *impl_;
   w.require(w.joined, "push() before join()");
   w.require(!w.awaiting_reply, "push() twice without finish()");
+  w.require(w.rejoin_reason.empty(), "push() after " + w.rejoin_reason + ": join() again first");
   w.backend->check_pointer(grad, "dgs::Worker::push: the gradient");
+  if (!(std::isfinite(lr) && lr >= 0.0f)) {
+    throw Error(ErrorCode::invalid_argument,
+                w.who() + ": push() with lr = " + std::to_string(lr) +
+                    ", which is not a finite number >= 0 (nothing was changed)");
+  }
   if (w.fold_pending) {
     w.kernels->fold(w.last_reply(), w.last_reply_layout(), w.beta, w.residual.as<float>(),
                     w.options.stream);
     w.fold_pending = false;
   }
-  if (w.step == 0) w.first_lr = lr;
+  // lr_proportional scales by the first positive lr: a warm-up that starts
+  // at lr = 0 takes its first step above 0.
+  if (!(w.first_lr > 0.0f)) w.first_lr = lr;
   if (w.config.method != Method::dense) {
     const std::uint32_t code = encode_ratio(w.config.ratio_at(w.step, lr, w.first_lr));
     if (!w.plan_set || code != w.plan.ratio_code) w.use_plan(code);
@@ -377,7 +420,16 @@ void Worker::finish() {
   Impl& w = *impl_;
   w.require(w.awaiting_reply, "finish() without push()");
   w.awaiting_reply = false;
-  w.receive_reply(false);
+  w.rejected = false;
+  try {
+    w.receive_reply(false);
+  } catch (...) {
+    // Without the reply (a timeout, a lost server, a reply out of step),
+    // the server may still answer this step: only a join() puts the two
+    // back in step. An async rejection changed nothing on either side.
+    if (!w.rejected) w.rejoin_reason = "a finish() that failed";
+    throw;
+  }
   const std::uint64_t staleness =
       w.model_version > w.pushed_version ? w.model_version - w.pushed_version - 1 : 0;
   w.stats.staleness_total += staleness;
@@ -561,6 +613,8 @@ void Worker::restore(const std::string& path) {
   w.last_reply_dense = last_reply_dense;
   w.plan_set = false;
   w.stats = stats;
+  w.rejoin_reason.clear();
+  w.state_not_finite = false;
 }
 
 }  // namespace dgs

@@ -39,7 +39,8 @@ enum class WireValue : std::uint8_t { f32 = 0, bf16 = 1, f16 = 2 };
 /// How the keep ratio changes over training (DESIGN.md section 3, options).
 enum class RatioSchedule : std::uint8_t {
   constant = 0,         ///< ratio every step
-  lr_proportional = 1,  ///< ratio * lr_t / lr_first, never above ratio (DGS reference)
+  lr_proportional = 1,  ///< ratio * lr_t / lr_first, never above ratio (DGS reference);
+                        ///< lr_first is the first positive lr (ratio until there is one)
   warmup = 2,           ///< warmup_ratios[i] for warmup_steps steps each, then ratio (DGC)
 };
 
@@ -72,7 +73,8 @@ struct Config {
   /// Segments with fewer elements than this are always sent whole (biases,
   /// norms). 0 sends every segment sparsely.
   std::uint64_t dense_below = 0;
-  /// Select over the whole model as one segment instead of per tensor.
+  /// Select over the whole model as one segment instead of per tensor
+  /// (then dense_below must be 0).
   bool global_selection = false;
 
   /// threshold: a segment may carry up to ceil(threshold_capacity * k_l)

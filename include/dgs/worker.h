@@ -62,16 +62,24 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   /// Joins (or rejoins) the job: sends hello and overwrites the weights with
-  /// the server's model.
+  /// the server's model. After a push rejected for a value that is not
+  /// finite, it also clears the method's state (momentum, residual), which
+  /// holds that value.
   void join();
 
   /// One training step: push(grad, lr) then finish(). `grad` (P values, same
   /// memory as the weights) is only read.
   void step(const float* grad, float lr);
-  /// Computes this step's push from the gradient and sends it.
+  /// Computes this step's push from the gradient and sends it. `lr` must be
+  /// finite and >= 0 (else dgs::Error invalid_argument, nothing changed).
   void push(const float* grad, float lr);
-  /// Waits for the server's reply and applies it to the weights. Throws
-  /// dgs::Error (invalid_message) when the server rejected the push.
+  /// Waits for the server's reply and applies it to the weights on
+  /// WorkerOptions::stream (stream-ordered: work on another stream must wait
+  /// for it). Throws dgs::Error: invalid_message when the server rejected the
+  /// push, timeout or transport when no reply came. After any failure but an
+  /// async rejection of finite values, push() refuses until join() has put
+  /// the worker and the server back in step (a late reply would otherwise be
+  /// taken for the next step's).
   void finish();
 
   /// Where the next gradient must be evaluated: w - lambda * e for gmc+, the
@@ -82,6 +90,7 @@ class Worker {
   void leave();
 
   const WorkerStats& stats() const noexcept;
+  /// Steps pushed (the step number the next push carries).
   std::uint64_t steps() const noexcept;
   /// Server version of the model the worker holds.
   std::uint64_t model_version() const noexcept;
@@ -90,7 +99,10 @@ class Worker {
   /// Saves the whole worker state, weights included, to `path` (atomically).
   /// Only between steps.
   void save(const std::string& path) const;
-  /// Restores a state saved by save() for the same config and model.
+  /// Restores a state saved by save() for the same config and model. The
+  /// server must hold the matching state (restored from its checkpoint of
+  /// the same moment); otherwise join() after the restore, so that the
+  /// worker takes the server's model.
   void restore(const std::string& path);
 
   struct Impl;

@@ -62,6 +62,12 @@ TEST(Config, EachOutOfRangeFieldIsRejectedByName) {
          c.schedule = RatioSchedule::warmup;
          c.warmup_ratios = {0.25};
        }},
+      {"warmup_steps", [](Config& c) { c.warmup_steps = 5; }},  // not a warmup schedule
+      {"dense_below",
+       [](Config& c) {
+         c.global_selection = true;
+         c.dense_below = 10;
+       }},
   };
   for (const BadField& bad : cases) {
     Config config;
@@ -142,6 +148,7 @@ TEST(Config, LrProportionalScheduleFollowsTheLearningRateButNeverExceedsTheRatio
   EXPECT_EQ(config.ratio_at(10, 0.1f, 0.1f), 0.01);
   EXPECT_EQ(config.ratio_at(10, 0.5f, 0.1f), 0.01);  // lr warm-up above the first lr
   EXPECT_GT(config.ratio_at(10, 0.0f, 0.1f), 0.0);   // still a valid ratio
+  EXPECT_EQ(config.ratio_at(0, 0.0f, 0.0f), 0.01);   // no positive lr yet: the ratio
   EXPECT_EQ(config.max_ratio(), 0.01);
 }
 

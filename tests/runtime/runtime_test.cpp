@@ -941,6 +941,55 @@ TEST_P(Runtime, AWorkerWithAnotherConfigIsToldWhatDisagrees) {
   EXPECT_NE(what.find("compressor"), std::string::npos) << what;
 }
 
+// A bad Config is named by its field when a Worker or a Server is made,
+// before its buffers are sized from it (a NaN capacity factor would be cast
+// to an integer there).
+TEST_P(Runtime, AWorkerOrServerNamesABadConfigFieldBeforeUsingIt) {
+  const Segments model({100, 10});
+  const std::vector<float> w0 = random_model(model.total(), 14);
+  Config zero_ratio;
+  zero_ratio.ratio = 0.0;
+  Config nan_capacity;
+  nan_capacity.compressor = Compressor::threshold;
+  nan_capacity.threshold_capacity = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& [config, field] :
+       {std::pair{zero_ratio, "ratio"}, std::pair{nan_capacity, "threshold_capacity"}}) {
+    LocalHub hub(2, memory_of(*backend));
+    Floats weights(*backend, model.total());
+    auto expect_named = [&, f = std::string(field)](auto make) {
+      try {
+        make();
+        ADD_FAILURE() << "a bad " << f << " was accepted";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::invalid_config) << e.what();
+        EXPECT_EQ(e.field(), f) << e.what();
+      }
+    };
+    expect_named([&] { Server(config, model, backend, hub.endpoint(0), w0.data()); });
+    expect_named([&] { Worker(config, model, backend, hub.endpoint(1), weights.data()); });
+  }
+}
+
+// Two workers given one transport rank: the second could never be told
+// apart from the first, so the server refuses to start.
+TEST_P(Runtime, AServerRefusesTwoWorkersOnOneRank) {
+  const Segments model({100, 10});
+  Config config;
+  config.workers = 2;
+  LocalHub hub(3, memory_of(*backend));
+  ServerOptions options;
+  options.worker_ranks = {2, 2};
+  const std::vector<float> w0 = random_model(model.total(), 15);
+  try {
+    Server server(config, model, backend, hub.endpoint(0), w0.data(), options);
+    ADD_FAILURE() << "a server took two workers on rank 2";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("workers 0 and 1 both have rank 2"), std::string::npos)
+        << e.what();
+  }
+}
+
 // A NaN or infinity in the server's initial model is named when the server
 // is made (it would otherwise reach every worker, whose pushes would then be
 // rejected as non-finite).
@@ -1342,8 +1391,10 @@ void expect_schedule_end_to_end(const std::shared_ptr<Backend>& backend, Config 
   Worker& worker = *job.workers[0];
   worker.join();
   std::uint64_t entries = 0;
+  float first = 0.0f;  // the first positive lr
   for (std::size_t t = 0; t < lrs.size(); ++t) {
-    const double ratio = config.ratio_at(t, lrs[t], lrs[0]);
+    if (!(first > 0.0f)) first = lrs[t];
+    const double ratio = config.ratio_at(t, lrs[t], first);
     const std::uint64_t expected = push_plan(model, config, encode_ratio(ratio)).total_target();
     const std::vector<float> gradient = problem.gradient(job.weights_of(0), static_cast<int>(t), 0);
     job.step(0, gradient, lrs[t]);
@@ -1387,6 +1438,9 @@ TEST_P(Runtime, TheLrProportionalScheduleRunsEndToEnd) {
   // larger rate later is capped at `ratio`.
   expect_schedule_end_to_end(backend, config,
                              {0.1f, 0.1f, 0.1f, 0.05f, 0.05f, 0.025f, 0.0125f, 0.1f, 0.2f});
+  // A warm-up from lr = 0: the ratio until the first positive lr, then
+  // relative to it (0.05 keeps half the entries 0.1 keeps).
+  expect_schedule_end_to_end(backend, config, {0.0f, 0.0f, 0.1f, 0.05f, 0.025f});
 }
 
 // Sync rounds go on over the live workers when one stops answering.
@@ -1528,6 +1582,16 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
       ADD_FAILURE() << "finish() got a reply nobody sent";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::timeout) << e.what();
+    }
+    // Until it joins again, the late reply would be taken for the next step's.
+    try {
+      job.push(0, problem.gradient(job.weights_of(0), 1, 0), 0.01f);
+      ADD_FAILURE() << "push() went on after a finish() that failed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("after a finish() that failed: join() again first"),
+                std::string::npos)
+          << e.what();
     }
     ASSERT_TRUE(job.server->serve_one(20s));  // the push, answered late
     std::thread again([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
@@ -1703,6 +1767,95 @@ TEST_P(Runtime, ARejectedPushCountsAsAPushButNotAsAStep) {
   EXPECT_EQ(s.dense_bytes(), 4u * 1010u * 4u);
   EXPECT_EQ(job.server->stats().pushes, 3u);
   EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::value)], 1u);
+}
+
+// A learning rate that is not a finite number >= 0 is refused before it
+// reaches the state: the job goes on bitwise as if the call had not been made.
+TEST_P(Runtime, ALearningRateThatIsNotFiniteOrNegativeIsRefusedBeforeAnythingChanges) {
+  const Segments model({300, 20});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.05;
+  config.workers = 1;
+  const std::vector<float> w0 = random_model(model.total(), 60);
+  const Quadratic problem(model.total(), 61);
+  Job clean(backend, config, model, w0);
+  Job tried(backend, config, model, w0);
+  ServerThread serving_clean(*clean.server);
+  ServerThread serving_tried(*tried.server);
+  for (Job* job : {&clean, &tried}) {
+    job->workers[0]->join();
+    run_steps(*job, problem, 0, 3, 0.05f);
+  }
+  const std::vector<float> g = problem.gradient(tried.weights_of(0), 3, 0);
+  for (const float lr :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -0.05f}) {
+    try {
+      tried.push(0, g, lr);
+      ADD_FAILURE() << "push() took lr = " << lr;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("push() with lr = "), std::string::npos) << e.what();
+    }
+  }
+  for (Job* job : {&clean, &tried}) run_steps(*job, problem, 3, 3, 0.05f);
+  serving_clean.stop();
+  serving_tried.stop();
+  EXPECT_TRUE(same_bits(tried.weights_of(0), clean.weights_of(0)));
+  EXPECT_TRUE(same_bits(tried.server_model(), clean.server_model()));
+  EXPECT_EQ(tried.workers[0]->stats().pushes, 6u);
+  EXPECT_EQ(tried.server->stats().rejected_total(), 0u);
+}
+
+// A NaN in a gradient reaches the method's state before the server rejects
+// the push; samomentum keeps the momentum of what it sent, so every later
+// push would carry it. push() refuses until the worker joins again, and the
+// join clears the state: the steps after it are accepted.
+TEST_P(Runtime, ANonFiniteGradientIsRejectedAndJoiningAgainClearsTheState) {
+  for (const Mode mode : {Mode::async, Mode::sync}) {
+    SCOPED_TRACE(to_string(mode));
+    const Segments model({300, 20});
+    Config config;
+    config.method = Method::samomentum;
+    config.mode = mode;
+    config.ratio = 0.05;
+    config.workers = 1;
+    const Quadratic problem(model.total(), 62);
+    Job job(backend, config, model, random_model(model.total(), 63));
+    ServerThread serving(*job.server);
+    Worker& w = *job.workers[0];
+    w.join();
+    run_steps(job, problem, 0, 2, 0.05f);
+    std::vector<float> bad = problem.gradient(job.weights_of(0), 2, 0);
+    bad[5] = std::numeric_limits<float>::quiet_NaN();
+    bad[310] = -std::numeric_limits<float>::infinity();
+    set_log_level(LogLevel::off);
+    job.push(0, bad, 0.05f);
+    try {
+      w.finish();
+      ADD_FAILURE() << "a push holding a NaN was applied";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_message);
+      EXPECT_NE(std::string(e.what()).find("join() again, which clears it"), std::string::npos)
+          << e.what();
+    }
+    try {
+      job.push(0, problem.gradient(job.weights_of(0), 3, 0), 0.05f);
+      ADD_FAILURE() << "push() went on with a state holding a NaN";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("not finite: join() again first"), std::string::npos)
+          << e.what();
+    }
+    w.join();
+    run_steps(job, problem, 3, 5, 0.05f);  // throws if a push is rejected
+    set_log_level(LogLevel::warning);
+    w.leave();
+    serving.stop();
+    EXPECT_EQ(job.server->stats().rejected_total(), 1u);
+    EXPECT_EQ(w.stats().steps, 7u);
+    EXPECT_EQ(w.stats().pushes, 8u);
+  }
 }
 
 }  // namespace
