@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,17 @@ class CudaWorkerKernels final : public WorkerKernels {
           std::make_unique<cuda::Selector>(segments, layout.capacity, layout.index_type,
                                            config.compressor, dense_reply_layout(segments).bytes);
     }
+    if (config.clip_norm > 0.0f) {
+      // The chunks' squared norms, then the scale (a float after them).
+      const std::uint64_t chunks =
+          (layout.model_size + detail::kNormChunk - 1) / detail::kNormChunk;
+      void* p = nullptr;
+      detail::device_malloc(&p, chunks * sizeof(double) + sizeof(double),
+                            "the gradient clipping workspace (8 bytes per " +
+                                std::to_string(detail::kNormChunk) + " parameters)");
+      clip_.reset(p);
+      clip_scale_ = reinterpret_cast<float*>(static_cast<double*>(p) + chunks);
+    }
   }
 
   void* dense_reply_room() override { return selector_ ? selector_->room() : nullptr; }
@@ -65,6 +77,11 @@ class CudaWorkerKernels final : public WorkerKernels {
     a.lr = params.lr;
     a.momentum = params.momentum;
     a.weight_decay = params.weight_decay;
+    if (params.clip_norm > 0.0f) {
+      cuda::launch_clip_scale(grad, layout_.model_size, params.clip_norm,
+                              static_cast<double*>(clip_.get()), clip_scale_, stream);
+      a.clip_scale = clip_scale_;
+    }
     a.residual = state.residual;
     a.momentum_buffer = state.momentum;
     a.accumulator = state.accumulator;
@@ -161,6 +178,11 @@ class CudaWorkerKernels final : public WorkerKernels {
   MessageLayout layout_;
   Config config_;
   std::unique_ptr<cuda::Selector> selector_;
+  struct DeviceFree {
+    void operator()(void* p) const noexcept { cudaFree(p); }
+  };
+  std::unique_ptr<void, DeviceFree> clip_;  // clipping: the chunk sums, then the scale
+  float* clip_scale_ = nullptr;
 };
 
 class CudaServerKernels final : public ServerKernels {

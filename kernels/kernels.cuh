@@ -21,6 +21,8 @@ struct UpdateArgs {
   float lr = 0.0f;
   float momentum = 0.0f;
   float weight_decay = 0.0f;
+  /// Clipping: the device scalar g is multiplied by (launch_clip_scale); null: none.
+  const float* clip_scale = nullptr;
   float* residual = nullptr;
   float* momentum_buffer = nullptr;
   float* accumulator = nullptr;
@@ -37,6 +39,12 @@ struct UpdateArgs {
 void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile_count,
                    const SegmentInfo* segments, const FusedHistogram& histogram,
                    int multiprocessors, cudaStream_t stream);
+
+/// Local gradient clipping: writes detail::clip_scale(||g||^2, clip_norm) to
+/// the device float `scale`, the squared norm summed in numeric.h's order.
+/// `chunk_sums` holds ceil(p / detail::kNormChunk) doubles. Bytes: read g.
+void launch_clip_scale(const float* grad, std::uint64_t p, float clip_norm, double* chunk_sums,
+                       float* scale, cudaStream_t stream);
 
 /// Method::dense: s = lr * g' straight into a dense message's values.
 void launch_dense_push(const UpdateArgs& args, std::uint64_t p, unsigned char* message,

@@ -6,6 +6,7 @@
 // value conversions.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -39,6 +40,26 @@ DGS_HD std::uint32_t magnitude_key(float x) {
 
 DGS_HD bool is_finite(float x) {
   return (float_bits(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// ---------------------------------------------------------------------------
+// Local gradient clipping (Config::clip_norm). The squared norm is summed in
+// double (each square is exact) in one fixed order on both sides, so that
+// both get the same scale: chunks of kNormChunk values; in a chunk, part t
+// of kNormThreads sums values t, t + kNormThreads, ... in turn; the parts
+// are added by halves (part t += part t + h for h = kNormThreads / 2, ..., 1);
+// the chunk sums are then added the same way, part t summing chunks t,
+// t + kNormThreads, ...
+
+inline constexpr unsigned kNormThreads = 256;
+inline constexpr std::uint64_t kNormChunk = 4096;
+
+/// What the gradient is multiplied by: clip_norm / ||g|| where that is
+/// below 1, else 1 (also for a NaN norm, which the push then carries).
+DGS_HD float clip_scale(double squared_norm, float clip_norm) {
+  const double norm = sqrt(squared_norm);
+  const double c = clip_norm;
+  return norm > c ? static_cast<float>(c / norm) : 1.0f;
 }
 
 // ---------------------------------------------------------------------------

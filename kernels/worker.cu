@@ -17,7 +17,45 @@ unsigned grid_for(std::uint64_t work, std::uint64_t per_block) {
 }
 
 __device__ __forceinline__ float decayed(const UpdateArgs& a, u64 i) {
-  return a.weight_decay != 0.0f ? __fmaf_rn(a.weight_decay, a.weights[i], a.grad[i]) : a.grad[i];
+  const float g = a.clip_scale != nullptr ? __fmul_rn(*a.clip_scale, a.grad[i]) : a.grad[i];
+  return a.weight_decay != 0.0f ? __fmaf_rn(a.weight_decay, a.weights[i], g) : g;
+}
+
+// The parts of a block, added by halves (numeric.h); thread 0 gets the sum.
+__device__ __forceinline__ double add_by_halves(double* part) {
+  __syncthreads();
+  for (unsigned h = detail::kNormThreads / 2; h > 0; h /= 2) {
+    if (threadIdx.x < h) part[threadIdx.x] = __dadd_rn(part[threadIdx.x], part[threadIdx.x + h]);
+    __syncthreads();
+  }
+  return part[0];
+}
+
+// Block c: the squared norm of chunk c of g.
+__global__ void __launch_bounds__(detail::kNormThreads)
+    norm_chunks_kernel(const float* g, u64 p, double* chunk_sums) {
+  __shared__ double part[detail::kNormThreads];
+  const u64 begin = static_cast<u64>(blockIdx.x) * detail::kNormChunk;
+  const u64 end = min(p, begin + detail::kNormChunk);
+  double s = 0.0;
+  for (u64 i = begin + threadIdx.x; i < end; i += detail::kNormThreads) {
+    const double x = g[i];
+    s = __dadd_rn(s, __dmul_rn(x, x));
+  }
+  part[threadIdx.x] = s;
+  const double sum = add_by_halves(part);
+  if (threadIdx.x == 0) chunk_sums[blockIdx.x] = sum;
+}
+
+// One block: the chunk sums added, then the scale.
+__global__ void __launch_bounds__(detail::kNormThreads)
+    clip_scale_kernel(const double* chunk_sums, u64 chunks, float clip_norm, float* scale) {
+  __shared__ double part[detail::kNormThreads];
+  double s = 0.0;
+  for (u64 c = threadIdx.x; c < chunks; c += detail::kNormThreads) s = __dadd_rn(s, chunk_sums[c]);
+  part[threadIdx.x] = s;
+  const double sum = add_by_halves(part);
+  if (threadIdx.x == 0) *scale = detail::clip_scale(sum, clip_norm);
 }
 
 // A block takes tiles t, t + gridDim.x, ...; bytes per coordinate: 4 (g)
@@ -298,6 +336,16 @@ void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile
     case Method::dense:
       return;
   }
+}
+
+void launch_clip_scale(const float* grad, std::uint64_t p, float clip_norm, double* chunk_sums,
+                       float* scale, cudaStream_t stream) {
+  const std::uint64_t chunks = (p + detail::kNormChunk - 1) / detail::kNormChunk;
+  norm_chunks_kernel<<<static_cast<unsigned>(chunks), detail::kNormThreads, 0, stream>>>(
+      grad, p, chunk_sums);
+  DGS_CUDA_LAUNCHED("norm_chunks_kernel", sizes(p));
+  clip_scale_kernel<<<1, detail::kNormThreads, 0, stream>>>(chunk_sums, chunks, clip_norm, scale);
+  DGS_CUDA_LAUNCHED("clip_scale_kernel", "chunks " + std::to_string(chunks));
 }
 
 void launch_dense_push(const UpdateArgs& args, std::uint64_t p, unsigned char* message,

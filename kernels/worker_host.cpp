@@ -1,8 +1,10 @@
 #include "kernels/worker_host.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "dgs/error.h"
 #include "kernels/entries_host.h"
@@ -39,7 +41,41 @@ void check_state(Method method, const WorkerState& s) {
   }
 }
 
+// The parts of one pass, added by halves.
+double add_by_halves(double* part) {
+  for (unsigned h = detail::kNormThreads / 2; h > 0; h /= 2) {
+    for (unsigned t = 0; t < h; ++t) part[t] = part[t] + part[t + h];
+  }
+  return part[0];
+}
+
 }  // namespace
+
+double squared_norm(const float* g, std::uint64_t p, std::vector<double>& chunk_sums) {
+  using detail::kNormChunk;
+  using detail::kNormThreads;
+  const std::uint64_t chunks = (p + kNormChunk - 1) / kNormChunk;
+  chunk_sums.assign(chunks, 0.0);
+  double part[kNormThreads];
+  for (std::uint64_t c = 0; c < chunks; ++c) {
+    const std::uint64_t end = std::min(p, (c + 1) * kNormChunk);
+    for (unsigned t = 0; t < kNormThreads; ++t) {
+      double s = 0.0;
+      for (std::uint64_t i = c * kNormChunk + t; i < end; i += kNormThreads) {
+        const double x = g[i];
+        s = s + x * x;
+      }
+      part[t] = s;
+    }
+    chunk_sums[c] = add_by_halves(part);
+  }
+  for (unsigned t = 0; t < kNormThreads; ++t) {
+    double s = 0.0;
+    for (std::uint64_t c = t; c < chunks; c += kNormThreads) s = s + chunk_sums[c];
+    part[t] = s;
+  }
+  return add_by_halves(part);
+}
 
 MessageHeader make_push_header(const StepParams& params, const MessageLayout& layout) {
   MessageHeader header = blank_header();
@@ -70,8 +106,13 @@ SelectionStats worker_step(const StepParams& params, const Segments& segments,
 
   MessageHeader header = make_push_header(params, layout);
 
+  const bool clip = params.clip_norm > 0.0f;
+  const float scale =
+      clip ? detail::clip_scale(squared_norm(grad, p, scratch.norm_chunks), params.clip_norm)
+           : 1.0f;
   auto gradient = [&](std::uint64_t i) {
-    return wd != 0.0f ? std::fmaf(wd, weights[i], grad[i]) : grad[i];
+    const float g = clip ? scale * grad[i] : grad[i];
+    return wd != 0.0f ? std::fmaf(wd, weights[i], g) : g;
   };
 
   if (method == Method::dense) {

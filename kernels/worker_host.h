@@ -46,6 +46,7 @@ struct StepParams {
   float lr = 0.0f;
   float momentum = 0.0f;
   float weight_decay = 0.0f;
+  float clip_norm = 0.0f;  ///< 0: no clipping (Config::clip_norm)
   bool factor_masking = true;
   std::uint64_t seed = 0;
   std::uint64_t step = 0;
@@ -58,7 +59,12 @@ struct StepParams {
 struct Scratch {
   std::vector<std::uint64_t> indices;
   std::vector<float> values;
+  std::vector<double> norm_chunks;  ///< clipping: a squared norm per chunk
 };
+
+/// The squared L2 norm of g[0, p), summed in double in the fixed order of
+/// detail::kNormChunk (numeric.h), which the GPU's norm kernels follow.
+double squared_norm(const float* g, std::uint64_t p, std::vector<double>& chunk_sums);
 
 /// The header of a push (compressor, count and ratio_code left for the caller).
 MessageHeader make_push_header(const StepParams& params, const MessageLayout& layout);

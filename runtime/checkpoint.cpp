@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -192,6 +193,7 @@ std::string config_settings(const Config& c) {
       {"server_ratio", text(c.server_ratio)},
       {"momentum", text(c.momentum)},
       {"weight_decay", text(c.weight_decay)},
+      {"clip_norm", text(c.clip_norm)},
       {"factor_masking", text(c.factor_masking ? 1 : 0)},
       {"gmc_lambda", text(c.gmc_lambda)},
       {"seed", text(c.seed)},
@@ -231,8 +233,13 @@ void check_settings(const CheckpointReader& in, const Config& config, const std:
   std::string differ;
   const auto mine = settings_lines(want);
   const auto theirs = settings_lines(got);
+  // A setting newer than the file: the file was written with its default.
+  const auto defaults = settings_lines(config_settings(Config{}));
   for (const auto& [name, value] : mine) {
     std::string other = "(none)";
+    for (const auto& [n, v] : defaults) {
+      if (n == name) other = v;
+    }
     for (const auto& [n, v] : theirs) {
       if (n == name) other = v;
     }
@@ -240,7 +247,14 @@ void check_settings(const CheckpointReader& in, const Config& config, const std:
       differ += (differ.empty() ? "" : ", ") + name + " " + other + " (this object: " + value + ")";
     }
   }
-  if (differ.empty()) differ = "settings this version does not know";
+  for (const auto& [n, v] : theirs) {
+    const bool known =
+        std::any_of(mine.begin(), mine.end(), [&](const auto& f) { return f.first == n; });
+    if (!known)
+      differ +=
+          (differ.empty() ? "" : ", ") + n + " " + v + " (a setting this version does not know)";
+  }
+  if (differ.empty()) return;  // only settings the file predates, at their defaults
   throw Error(ErrorCode::io,
               "dgs checkpoint " + path + ": written for another configuration: " + differ);
 }

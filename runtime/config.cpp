@@ -54,6 +54,9 @@ void Config::validate() const {
   if (!(momentum >= 0.0f && momentum < 1.0f)) {
     reject("momentum", "= " + show(momentum) + " is outside [0, 1)");
   }
+  if (!(clip_norm >= 0.0f && std::isfinite(clip_norm))) {
+    reject("clip_norm", "= " + show(clip_norm) + " is not a finite value >= 0 (0: no clipping)");
+  }
   if (!(weight_decay >= 0.0f && std::isfinite(weight_decay))) {
     reject("weight_decay", "= " + show(weight_decay) + " is not a finite value >= 0");
   }

@@ -397,6 +397,7 @@ void Worker::push(const float* grad, float lr) {
   params.lr = lr;
   params.momentum = w.config.momentum;
   params.weight_decay = w.config.weight_decay;
+  params.clip_norm = w.config.clip_norm;
   params.factor_masking = w.config.factor_masking;
   params.seed = w.config.seed;
   params.step = w.step;

@@ -61,6 +61,11 @@ struct Config {
   float momentum = 0.9f;
   /// Weight decay wd >= 0, folded into the gradient first: g' = g + wd * w.
   float weight_decay = 0.0f;
+  /// Local gradient clipping (DGC), every method: a worker scales its
+  /// gradient by min(1, clip_norm / ||g||_2) before weight decay is folded
+  /// in. DGC takes the global threshold times workers^(-1/2). 0 = off; else
+  /// finite and > 0. Costs one more read of g per step.
+  float clip_norm = 0.0f;
   /// dgc: also clear the momentum of sent coordinates (on by default, as DGC does).
   bool factor_masking = true;
   /// gmc+: the gradient is evaluated at w - gmc_lambda * e; in [0, 1].

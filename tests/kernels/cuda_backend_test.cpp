@@ -332,6 +332,7 @@ void compare_worker(Backend& gpu, cudaStream_t stream, const WorkerCase& c) {
     params.lr = lr;
     params.momentum = c.config.momentum;
     params.weight_decay = c.config.weight_decay;
+    params.clip_norm = c.config.clip_norm;
     params.factor_masking = c.config.factor_masking;
     params.seed = c.config.seed;
     params.step = static_cast<std::uint64_t>(step);
@@ -424,6 +425,29 @@ TEST_F(CudaBackendTest, WorkerStepMatchesTheHostForEveryMethodAndCompressor) {
           if (m == Method::dense) break;
         }
         if (m == Method::dense) break;
+      }
+    }
+  }
+}
+
+// Local gradient clipping: the squared norm summed in the same order on both
+// sides gives the same scale, bit for bit, whether it clips (a norm far above
+// 1) or not (1e30); the large segment's 257 chunks take the second pass's
+// loop past one chunk per thread.
+TEST_F(CudaBackendTest, WorkerStepClipsItsGradientLikeTheHost) {
+  const std::vector<std::pair<std::string, Segments>> shapes = {
+      {"mixed segments", random_model(4, 60, 30000)},
+      {"one large segment", Segments({(std::uint64_t{1} << 20) + 3})},
+  };
+  for (const auto& [name, model] : shapes) {
+    for (Method m : {Method::gd, Method::dgc, Method::samomentum, Method::gmc, Method::dense}) {
+      for (float clip : {1.0f, 1e30f}) {
+        WorkerCase wc{name + " clip " + std::to_string(clip), model, Config{}};
+        wc.config.method = m;
+        wc.config.ratio = 0.01;
+        wc.config.weight_decay = 1e-4f;
+        wc.config.clip_norm = clip;
+        compare_worker(*backend_, stream_, wc);
       }
     }
   }

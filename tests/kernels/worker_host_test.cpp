@@ -253,6 +253,49 @@ TEST(Samomentum, WithoutMomentumIsGradientDroppingBitForBit) {
   }
 }
 
+// The squared norm is exact where every partial sum is (small integers), in
+// every chunk layout: one chunk, a partial last chunk, more chunks than the
+// second pass has parts.
+TEST(Clipping, TheSquaredNormIsTheSumOfSquares) {
+  std::vector<double> chunks;
+  for (std::uint64_t p : {1ull, 4095ull, 4097ull, 257ull * 4096 + 5}) {
+    std::vector<float> g(p);
+    double want = 0.0;
+    for (std::uint64_t i = 0; i < p; ++i) {
+      g[i] = static_cast<float>(static_cast<int>(i % 13) - 6);
+      want += static_cast<double>(g[i]) * g[i];
+    }
+    EXPECT_EQ(host::squared_norm(g.data(), p, chunks), want) << p;
+    EXPECT_EQ(chunks.size(), (p + 4095) / 4096);
+  }
+}
+
+// g = (3, 4) has norm 5: clipped to 1 it becomes 0.2 * g (the float scale
+// (float)(1 / 5.0)), then weight decay is folded in; at a larger clip_norm
+// g is unchanged, bit for bit.
+TEST(Clipping, AGradientAboveTheNormIsScaledBeforeWeightDecay) {
+  const Segments model({2});
+  for (float clip : {1.0f, 5.0f, 100.0f}) {
+    Config config;
+    config.method = Method::gd;
+    config.ratio = 1.0;
+    config.weight_decay = 0.5f;
+    config.clip_norm = clip;
+    RefWorker worker(model, config, 0, {1.0f, -2.0f});
+    const Bytes& push = worker.push({3.0f, 4.0f}, 1.0f);
+    const float scale = clip < 5.0f ? static_cast<float>(1.0 / 5.0) : 1.0f;
+    const float want[2] = {std::fmaf(0.5f, 1.0f, scale * 3.0f),
+                           std::fmaf(0.5f, -2.0f, scale * 4.0f)};
+    std::vector<float> got(2, NAN);
+    const host::PushRules rules(model, config);
+    const SelectionPlan plan = rules.plan_at(read_header(push.data()).ratio_code);
+    host::for_each_entry(push.data(), worker.layout(), &rules.segments, &plan,
+                         [&](std::uint64_t i, float s) { got[i] = s; });
+    EXPECT_EQ(got[0], want[0]) << clip;
+    EXPECT_EQ(got[1], want[1]) << clip;
+  }
+}
+
 // sum_t s_t + r = sum_t lr * g'_t, to float rounding, for every coordinate.
 void expect_conservation(Method method, Compressor compressor, WireValue wire) {
   const Segments model({3000, 100, 1, 900});

@@ -672,11 +672,17 @@ TEST_P(Checkpoint, AWorkersPushesAreKeptAndOlderStatisticsRestore) {
 
   const detail::CheckpointReader in(path, "worker");
   detail::CheckpointWriter out("worker");
-  for (const char* name : {"fingerprint", "settings", "id", "step", "first_lr", "model_version",
-                           "joined", "fold_pending", "last_reply_dense", "weights", "residual",
-                           "momentum", "accumulator", "mask", "last_reply"}) {
+  for (const char* name : {"fingerprint", "id", "step", "first_lr", "model_version", "joined",
+                           "fold_pending", "last_reply_dense", "weights", "residual", "momentum",
+                           "accumulator", "mask", "last_reply"}) {
     if (in.has(name)) out.add(name, in.section(name).data(), in.section(name).size());
   }
+  // Nor a setting added since (clip_norm): it was at its default then.
+  std::string settings(in.section("settings").begin(), in.section("settings").end());
+  const std::size_t clip = settings.find("clip_norm=0\n");
+  ASSERT_NE(clip, std::string::npos) << settings;
+  settings.erase(clip, std::string("clip_norm=0\n").size());
+  out.add("settings", settings.data(), settings.size());
   const auto& stats = in.section("stats");
   ASSERT_EQ(stats.size(), sizeof(WorkerStats));
   out.add("stats", stats.data(), stats.size() - 8);  // without the pushes
@@ -688,7 +694,37 @@ TEST_P(Checkpoint, AWorkersPushesAreKeptAndOlderStatisticsRestore) {
   EXPECT_EQ(again.workers[0]->stats().pushes, 1u);
   EXPECT_EQ(again.workers[0]->stats().entries_pushed, 2u * 11u);
   EXPECT_EQ(again.workers[0]->model_version(), restored.workers[0]->model_version());
-  for (const auto& p : {path, older}) std::remove(p.c_str());
+  // Restored with that setting changed, it is refused as any other setting.
+  Config clipped = config;
+  clipped.clip_norm = 2.0f;
+  Job other(backend, clipped, model, w0);
+  try {
+    other.workers[0]->restore(older);
+    ADD_FAILURE() << "a checkpoint without clipping was restored into a clipping worker";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("clip_norm 0 (this object: 2)"), std::string::npos)
+        << e.what();
+  }
+  // A setting this version does not know is named.
+  detail::CheckpointWriter newer("worker");
+  for (const char* name : {"fingerprint", "id", "step", "first_lr", "model_version", "joined",
+                           "fold_pending", "last_reply_dense", "weights", "residual", "momentum",
+                           "accumulator", "mask", "last_reply", "stats"}) {
+    if (in.has(name)) newer.add(name, in.section(name).data(), in.section(name).size());
+  }
+  const std::string unknown = settings + "future_knob=3\n";
+  newer.add("settings", unknown.data(), unknown.size());
+  const std::string newer_path = temp_path("pushes_newer");
+  newer.write(newer_path);
+  try {
+    again.workers[0]->restore(newer_path);
+    ADD_FAILURE() << "a checkpoint with an unknown setting was restored";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("future_knob 3 (a setting this version does not know)"),
+              std::string::npos)
+        << e.what();
+  }
+  for (const auto& p : {path, older, newer_path}) std::remove(p.c_str());
 }
 
 // ---------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class RefWorker {
     params.lr = lr;
     params.momentum = config_.momentum;
     params.weight_decay = config_.weight_decay;
+    params.clip_norm = config_.clip_norm;
     params.factor_masking = config_.factor_masking;
     params.seed = config_.seed;
     params.step = step_;
