@@ -76,6 +76,7 @@ struct Options {
       "  --lr LR            learning rate    (0.1; 0.1 * (1 - m) with momentum;\n"
       "                     asynchronous, more than 4 workers: times sqrt(4 / workers))\n"
       "  --weight-decay WD                                               (0)\n"
+      "  --clip-norm C      local gradient clipping, per worker (DGC)    (0: off)\n"
       "  --workers N        workers in this process (local transport)    (4)\n"
       "  --epochs E                                                      (3)\n"
       "  --batch B          samples per worker step                      (32)\n"
@@ -128,6 +129,8 @@ Options parse(int argc, char** argv) {
         o.lr = static_cast<float>(number());
       else if (a == "--weight-decay")
         o.config.weight_decay = static_cast<float>(number());
+      else if (a == "--clip-norm")
+        o.config.clip_norm = static_cast<float>(number());
       else if (a == "--workers")
         o.workers = static_cast<int>(number());
       else if (a == "--epochs")

@@ -451,6 +451,21 @@ TEST_F(CudaBackendTest, WorkerStepClipsItsGradientLikeTheHost) {
       }
     }
   }
+  // A sum of squares that float partial sums would round: each chunk's
+  // first value squares to 2^24 (+ step), and the 15 ones that thread then
+  // adds would vanish in float; the scale would differ.
+  for (Method m : {Method::gd, Method::samomentum}) {
+    WorkerCase wc{"2^12 then ones", Segments({(std::uint64_t{1} << 20) + 3}), Config{}};
+    wc.config.method = m;
+    wc.config.ratio = 0.01;
+    wc.config.clip_norm = 1.0f;
+    wc.gradient = [](int step, std::size_t n) {
+      std::vector<float> g(n, 1.0f);
+      for (std::size_t i = 0; i < n; i += 4096) g[i] = 4096.0f + static_cast<float>(step);
+      return g;
+    };
+    compare_worker(*backend_, stream_, wc);
+  }
 }
 
 TEST_F(CudaBackendTest, ExactTopkMatchesTheHostOnHardData) {
