@@ -431,13 +431,27 @@ bool launched_by_mpi() noexcept {
          env("PMIX_RANK") != nullptr || env("MPI_LOCALNRANKS") != nullptr;
 }
 
+namespace {
+
+void check_rank(const char* who, int rank, int size) {
+  if (size < 1 || rank < 0 || rank >= size) {
+    throw Error(ErrorCode::invalid_argument,
+                std::string("dgs ") + who + " bootstrap: rank " + std::to_string(rank) + " of " +
+                    std::to_string(size) + " is not a rank inside the world");
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<Bootstrap> make_file_bootstrap(int rank, int size, const std::string& path,
                                                std::chrono::milliseconds timeout) {
+  check_rank("file", rank, size);
   return std::make_unique<FileBootstrap>(rank, size, path, timeout);
 }
 
 std::unique_ptr<Bootstrap> make_tcp_bootstrap(int rank, int size, const std::string& host, int port,
                                               std::chrono::milliseconds timeout) {
+  check_rank("tcp", rank, size);
   if (port <= 0 || port > 65535) {
     throw Error(ErrorCode::invalid_argument,
                 "dgs tcp bootstrap: port " + std::to_string(port) + " is not a TCP port");

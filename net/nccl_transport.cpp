@@ -81,6 +81,18 @@ class NcclTransport final : public Transport {
                                                    std::to_string(server) + " outside a world of " +
                                                    std::to_string(size_));
     }
+    if (options.max_ctas < 1) {
+      throw Error(ErrorCode::invalid_argument,
+                  "NCCL transport: NcclOptions::max_ctas = " + std::to_string(options.max_ctas) +
+                      "; a communicator needs at least 1 CTA");
+    }
+    if (options.init_timeout.count() <= 0 || options.send_timeout.count() <= 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  "NCCL transport: NcclOptions::init_timeout and send_timeout must be positive "
+                  "(they are " +
+                      std::to_string(options.init_timeout.count()) + " and " +
+                      std::to_string(options.send_timeout.count()) + " ms)");
+    }
     // Two ids per worker rank (push and reply direction), made by bootstrap
     // rank 0, the rank the bootstrap's broadcast sends from (whether or not
     // it is the server: an id only names where its communicator meets).
@@ -96,7 +108,7 @@ class NcclTransport final : public Transport {
 
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    config.maxCTAs = std::max(1, options.max_ctas);
+    config.maxCTAs = options.max_ctas;
     config.minCTAs = 1;
     push_.resize(size_);
     reply_.resize(size_);

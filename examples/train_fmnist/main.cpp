@@ -542,15 +542,18 @@ int run(int argc, char** argv) {
   }
   const std::string backend_name = want_cuda ? "cuda" : "host";
   if (rank == 0) {
+    char clip[48] = "";
+    if (config.clip_norm > 0.0f)
+      std::snprintf(clip, sizeof clip, ", clip norm %g", config.clip_norm);
     std::printf(
         "train_fmnist: %s (%s backend, %s) on %s, %llu parameters\n"
         "  %d %s workers, method %s, compressor %s, ratio %g (replies %g), lr %g%s, momentum %g, "
-        "batch %d\n",
+        "batch %d%s\n",
         want_cuda ? "CNN" : "MLP", backend_name.c_str(), device.c_str(),
         (o.transport + (in_process && o.transport == "nccl" ? " (one-GPU loopback)" : "")).c_str(),
         static_cast<unsigned long long>(segments.total()), workers, dgs::to_string(config.mode),
         dgs::to_string(config.method), dgs::to_string(config.compressor), config.ratio,
-        config.reply_ratio(), o.lr, lr_note.c_str(), config.momentum, o.batch);
+        config.reply_ratio(), o.lr, lr_note.c_str(), config.momentum, o.batch, clip);
     std::fflush(stdout);
   }
 

@@ -83,7 +83,8 @@ struct Config {
   bool global_selection = false;
 
   /// threshold: a segment may carry up to ceil(threshold_capacity * k_l)
-  /// entries; >= 1. Larger values waste wire bytes, smaller ones clamp more.
+  /// entries; in [1, 1024]. Larger values waste wire bytes, smaller ones
+  /// clamp more.
   double threshold_capacity = 1.25;
   /// threshold: number of sampled coordinates per segment for the estimate,
   /// in [16, 65536]. Segments no larger than this are read whole.

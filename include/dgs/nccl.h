@@ -14,8 +14,8 @@ namespace dgs {
 struct NcclOptions {
   /// Bootstrap rank of the server; every other rank is a worker.
   int server_rank = 0;
-  /// CTAs a communicator may use: pending receives of dozens of workers then
-  /// leave the GPU's other SMs to the server's kernels.
+  /// CTAs a communicator may use (>= 1): pending receives of dozens of
+  /// workers then leave the GPU's other SMs to the server's kernels.
   int max_ctas = 2;
   /// Communicator creation must finish within this time.
   std::chrono::milliseconds init_timeout{std::chrono::minutes(2)};

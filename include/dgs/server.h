@@ -31,7 +31,10 @@ struct ServerOptions {
   /// sync mode is for. 0 means no bound.
   std::uint64_t staleness_bound = 0;
   /// A live worker not heard from for this long is dropped. 0 (or
-  /// milliseconds::max()) waits for ever.
+  /// milliseconds::max()) waits for ever. A worker that ends without
+  /// leave() (its program killed, its Worker destroyed: ~Worker sends
+  /// nothing) is noticed only by a failing transport or by this timeout;
+  /// with 0, run() waits for it for ever.
   std::chrono::milliseconds worker_timeout{0};
   /// How long after it begins run() waits for each of Config::workers to join
   /// once. A worker that has not joined by then is no longer waited for
@@ -96,6 +99,9 @@ class Server {
   /// pushes of a round begun stay held for the next call).
   bool serve_one(std::chrono::milliseconds timeout);
 
+  // The queries below read the server's state without a lock: call them
+  // from the thread that runs run() or serve_one() (on_reply included), or
+  // once run() has returned, not while another thread serves.
   std::size_t live_workers() const noexcept;
   /// Workers that have joined at least once (kept in checkpoints); run()
   /// waits for all of Config::workers, at most ServerOptions::join_timeout.

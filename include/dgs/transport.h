@@ -22,7 +22,9 @@ struct Receipt {
   };
   Status status = Status::timeout;
   int peer = -1;
-  std::size_t bytes = 0;  ///< the sender's size; at most the buffer size was copied
+  /// The sender's size (MPI, local); at most the buffer size was copied.
+  /// NCCL reports the size asked for, as its receives know no other.
+  std::size_t bytes = 0;
   std::string error;      ///< for peer_failed: what the transport saw
 };
 

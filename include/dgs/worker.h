@@ -50,6 +50,9 @@ struct WorkerStats {
   std::uint64_t dense_bytes() const noexcept;
 };
 
+/// One Worker is used from one thread at a time (its calls are not
+/// synchronised). Its kernels run on WorkerOptions::stream, which the caller
+/// owns and keeps alive while the Worker lives.
 class Worker {
  public:
   /// `weights`: the caller's P parameters (device memory for the cuda
@@ -57,6 +60,8 @@ class Worker {
   /// place and keeps the pointer; the caller keeps them alive.
   Worker(const Config& config, const Segments& model, std::shared_ptr<Backend> backend,
          std::shared_ptr<Transport> transport, float* weights, WorkerOptions options = {});
+  /// Sends nothing: call leave() first, or the server notices only through
+  /// ServerOptions::worker_timeout or a failing transport.
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;

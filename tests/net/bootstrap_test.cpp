@@ -12,6 +12,9 @@
 
 #include "dgs/bootstrap.h"
 #include "dgs/error.h"
+#if defined(DGS_TEST_NCCL)
+#include "dgs/nccl.h"
+#endif
 
 namespace dgs {
 namespace {
@@ -211,6 +214,62 @@ TEST(TcpBootstrap, ATimeoutSaysWhyRankZeroWasNotReached) {
   const std::string bracketed = tcp_failure("[::1]", 1);
   EXPECT_EQ(bracketed.find("name lookup"), std::string::npos) << bracketed;
 }
+
+// Ranks given by hand are checked before any file is written or any port
+// opened.
+TEST(Bootstraps, ARankOutsideTheWorldIsRefused) {
+  for (const auto& [rank, size] : {std::pair{2, 2}, std::pair{-1, 2}, std::pair{0, 0}}) {
+    for (const bool tcp : {false, true}) {
+      try {
+        if (tcp) {
+          make_tcp_bootstrap(rank, size, "127.0.0.1", 29500, 1s);
+        } else {
+          make_file_bootstrap(rank, size, "/nonexistent/dgs-test", 1s);
+        }
+        ADD_FAILURE() << "rank " << rank << " of " << size << " was taken";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+        const std::string want = std::string(tcp ? "tcp" : "file") + " bootstrap: rank " +
+                                 std::to_string(rank) + " of " + std::to_string(size) +
+                                 " is not a rank inside the world";
+        EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
+#if defined(DGS_TEST_NCCL)
+// A bootstrap that holds a rank and broadcasts nothing: the options are
+// checked before any NCCL id is made or broadcast.
+class NoBootstrap final : public Bootstrap {
+ public:
+  int rank() const noexcept override { return 1; }
+  int size() const noexcept override { return 2; }
+  const char* name() const noexcept override { return "none"; }
+  void broadcast(void*, std::size_t) override { ADD_FAILURE() << "broadcast before the checks"; }
+};
+
+TEST(NcclOptions, OptionsOutOfRangeAreRefusedByName) {
+  NoBootstrap bootstrap;
+  const std::pair<const char*, void (*)(NcclOptions&)> cases[] = {
+      {"max_ctas = 0", [](NcclOptions& o) { o.max_ctas = 0; }},
+      {"init_timeout and send_timeout must be positive",
+       [](NcclOptions& o) { o.send_timeout = std::chrono::milliseconds(0); }},
+      {"server rank 2 outside a world of 2", [](NcclOptions& o) { o.server_rank = 2; }},
+  };
+  for (const auto& [want, spoil] : cases) {
+    NcclOptions options;
+    spoil(options);
+    try {
+      make_nccl_transport(bootstrap, options);
+      ADD_FAILURE() << "took options with " << want;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace dgs
