@@ -46,7 +46,7 @@ Verdict validate_push_header(const MessageHeader& h, std::size_t bytes, const Pu
   if (h.kind != MessageKind::push && h.kind != MessageKind::hello && h.kind != MessageKind::bye) {
     return reject(RejectReason::kind, raw(h.kind), raw(MessageKind::push));
   }
-  if (h.reserved != 0) return reject(RejectReason::reserved, h.reserved, 0);
+  if (h.nonce != 0 && h.kind != MessageKind::hello) return reject(RejectReason::nonce, h.nonce, 0);
   if (h.sender >= rules.config.workers) {
     return reject(RejectReason::sender, h.sender, rules.config.workers);
   }

@@ -222,8 +222,8 @@ const char* field_name(RejectReason reason) noexcept {
       return "version";
     case RejectReason::kind:
       return "kind";
-    case RejectReason::reserved:
-      return "reserved";
+    case RejectReason::nonce:
+      return "nonce";
     case RejectReason::sender:
       return "sender";
     case RejectReason::model_size:

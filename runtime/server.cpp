@@ -235,8 +235,10 @@ struct Server::Impl {
     }
   }
 
-  // A reply head carrying only a header (and, for a rejection, the verdict).
-  void send_head(std::uint32_t k, MessageKind kind, std::uint64_t step, const Verdict* verdict) {
+  // A reply head carrying only a header (and, for a rejection, the verdict);
+  // `nonce`: the hello's it answers (0 when it answers no hello).
+  void send_head(std::uint32_t k, MessageKind kind, std::uint64_t step, const Verdict* verdict,
+                 std::uint8_t nonce = 0) {
     std::vector<unsigned char> head(reply_layout.bytes, 0);
     MessageHeader h = blank_header();
     h.kind = kind;
@@ -248,16 +250,19 @@ struct Server::Impl {
     h.capacity = reply_layout.capacity;
     h.step = step;
     h.model_version = version;
+    h.nonce = nonce;
     write_header(head.data(), h);
     if (verdict != nullptr) write_reject_verdict(head.data(), *verdict);
     backend->upload(reply_buffer.data(), head.data(), head.size(), options.stream);
     send(k, reply_buffer.data(), reply_layout.bytes);
   }
 
-  void reject(std::uint32_t k, const Verdict& verdict, std::uint64_t step) {
+  // Rejects the message `h` from worker k (echoing a hello's nonce).
+  void reject(std::uint32_t k, const Verdict& verdict, const MessageHeader& h) {
     ++stats.rejected[static_cast<std::size_t>(verdict.reason)];
     detail::log(LogLevel::warning, "dgs::Server: " + verdict.describe(k));
-    send_head(k, MessageKind::reject, step, &verdict);
+    send_head(k, MessageKind::reject, h.step, &verdict,
+              h.kind == MessageKind::hello ? h.nonce : std::uint8_t{0});
   }
 
   // Makes `reply` (W's buffer, or the shared replica's for a sync joiner)
@@ -273,9 +278,10 @@ struct Server::Impl {
   }
 
   // Sends a dense reply, announced by a head of the sparse reply's size.
-  void send_dense(std::uint32_t k, std::uint64_t step, const detail::Buffer& reply) {
+  void send_dense(std::uint32_t k, std::uint64_t step, const detail::Buffer& reply,
+                  std::uint8_t nonce = 0) {
     ++stats.dense_replies;
-    send_head(k, MessageKind::dense_reply, step, nullptr);
+    send_head(k, MessageKind::dense_reply, step, nullptr, nonce);
     if (slots[k].live) send(k, reply.data(), dense_layout.bytes);
   }
 
@@ -329,7 +335,7 @@ struct Server::Impl {
     }
   }
 
-  void join(std::uint32_t k, std::uint64_t step) {
+  void join(std::uint32_t k, std::uint64_t step, std::uint8_t nonce) {
     Slot& s = slots[k];
     const bool rejoin = s.live;
     s.live = true;
@@ -343,7 +349,7 @@ struct Server::Impl {
     const detail::Buffer& reply = sync() && replicas ? replicas : weights;
     write_dense(k, reply, sync() ? nullptr : replica(k), step);
     notify(k);
-    send_dense(k, step, reply);
+    send_dense(k, step, reply, nonce);
   }
 
   void leave(std::uint32_t k) {
@@ -362,12 +368,12 @@ struct Server::Impl {
     if (w < 0) return false;
     const auto k = static_cast<std::uint32_t>(w);
     if (!verdict.ok()) {
-      reject(k, verdict, h.step);
+      reject(k, verdict, h);
       return true;
     }
     switch (h.kind) {
       case MessageKind::hello:
-        join(k, h.step);
+        join(k, h.step, h.nonce);
         break;
       case MessageKind::bye:
         leave(k);
@@ -486,13 +492,13 @@ struct Server::Impl {
       }
       if (!verdict.ok()) {
         // Its model no longer matches the shared replica: it must rejoin.
-        reject(k, verdict, h.step);
+        reject(k, verdict, h);
         if (s.live) drop(k, "its push was rejected; it must join again");
         continue;
       }
       switch (h.kind) {
         case MessageKind::hello:
-          join(k, h.step);
+          join(k, h.step, h.nonce);
           if (!round_started()) return true;
           break;
         case MessageKind::bye:

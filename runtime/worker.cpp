@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <random>
 #include <string>
 
 #include "dgs/error.h"
@@ -149,6 +150,7 @@ struct Worker::Impl {
     h.capacity = push_layout.capacity;
     h.step = step;
     h.model_version = model_version;
+    if (kind == MessageKind::hello) h.nonce = join_nonce;
     unsigned char bytes[kHeaderBytes];
     write_header(bytes, h);
     backend->upload(push_buffer.data(), bytes, kHeaderBytes, options.stream);
@@ -214,17 +216,20 @@ struct Worker::Impl {
   }
 
   // Before the answer to a hello may come replies to this worker's earlier
-  // pushes: one whose finish() timed out and was answered late, or one sent
-  // to this rank's previous process. Each is a reply to a step before the
-  // hello's, or sparse (a hello is answered densely or rejected), or the
-  // dense model of a reply whose head a timed-out finish() read. They are
-  // read and dropped, a dense one with its model, and logged; the answer to
-  // the hello follows them (the server answers one worker in order). Returns
-  // the head of that answer.
+  // messages: to a push whose finish() timed out and was answered late, to
+  // an earlier hello whose join() timed out, or sent to this rank's previous
+  // process. Each is a reply to a step before the hello's, or sparse (a
+  // hello is answered densely or rejected), or a dense reply without this
+  // hello's nonce, or the dense model of a reply whose head a timed-out
+  // finish() read. They are read and dropped, a dense one with its model,
+  // and logged; the answer to the hello follows them (the server answers
+  // one worker in order). Returns the head of that answer.
   MessageHeader receive_hello_answer() {
     for (;;) {
       const MessageHeader h = receive_head(true);
-      if (h.step >= step && h.kind != MessageKind::sparse_reply) return h;
+      const bool answers_it = h.kind == MessageKind::reject ||
+                              (h.kind == MessageKind::dense_reply && h.nonce == join_nonce);
+      if (h.step >= step && answers_it) return h;
       if (h.kind == MessageKind::dense_reply) {
         receive(dense_reply, dense_layout.bytes, "dense model");
       }
@@ -302,6 +307,10 @@ struct Worker::Impl {
 
   // Set by receive_reply when what came was the server's rejection.
   bool rejected = false;
+  // The nonce of the last hello (1 to 255), which the answer to it echoes;
+  // each join() takes the next. It starts at random, so that a process
+  // restarted on a rank rarely takes its predecessor's answers for its own.
+  std::uint8_t join_nonce = static_cast<std::uint8_t>(std::random_device{}() % 255 + 1);
   // Why push() must wait for a join(): empty when it need not.
   std::string rejoin_reason;
   // A push was rejected for a value that is not finite: join() clears the state.
@@ -354,6 +363,7 @@ Worker::~Worker() = default;
 void Worker::join() {
   Impl& w = *impl_;
   w.require(!w.awaiting_reply, "join() while a step is waiting for its reply");
+  w.join_nonce = static_cast<std::uint8_t>(w.join_nonce % 255 + 1);
   w.send_control(MessageKind::hello);
   w.receive_reply(true);
   w.joined = true;

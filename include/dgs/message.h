@@ -6,13 +6,13 @@
 //
 //   offset  bytes  field          notes
 //   0       4      magic          0x4D534744, the bytes "DGSM"
-//   4       2      version        kWireVersion (1)
+//   4       2      version        kWireVersion (2)
 //   6       1      kind           MessageKind
 //   7       1      layout         PayloadLayout
 //   8       1      compressor     Compressor that selected the entries
 //   9       1      value_type     WireValue of the value region
 //   10      1      index_type     IndexType of the index region
-//   11      1      reserved       must be 0
+//   11      1      nonce          hello: the join's (1-255), echoed by its answer; else 0
 //   12      4      sender         worker id (pushes) or the server's id (replies)
 //   16      8      model_size     P, elements of the model
 //   24      8      count          entries present, <= capacity
@@ -42,7 +42,8 @@
 namespace dgs {
 
 inline constexpr std::uint32_t kMessageMagic = 0x4D534744u;  // "DGSM" in memory order
-inline constexpr std::uint16_t kWireVersion = 1;
+/// 2: byte 11 is the join nonce (1: a reserved byte, always 0).
+inline constexpr std::uint16_t kWireVersion = 2;
 inline constexpr std::size_t kHeaderBytes = 64;
 inline constexpr std::size_t kRegionAlignment = 16;
 
@@ -74,7 +75,7 @@ struct MessageHeader {
   Compressor compressor;
   WireValue value_type;
   IndexType index_type;
-  std::uint8_t reserved;
+  std::uint8_t nonce;  ///< a hello's join nonce, echoed by the answer to it; 0 elsewhere
   std::uint32_t sender;
   std::uint64_t model_size;
   std::uint64_t count;
@@ -144,7 +145,7 @@ enum class RejectReason : std::uint8_t {
   magic,          ///< magic is not kMessageMagic
   version,        ///< unknown wire version
   kind,           ///< a kind the receiver does not accept
-  reserved,       ///< reserved byte not zero
+  nonce,          ///< a join nonce in a message other than a hello
   sender,         ///< sender id out of range (or not the transport peer)
   model_size,     ///< P differs from the receiver's model
   layout,         ///< payload layout differs from the configured one

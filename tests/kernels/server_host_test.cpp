@@ -99,7 +99,7 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
        }},
       {"version", RejectReason::version,
        [](Bytes& m, const MessageLayout&) {
-         set_header(m, [](MessageHeader& h) { h.version = 2; });
+         set_header(m, [](MessageHeader& h) { h.version = 9; });
        }},
       {"kind", RejectReason::kind,
        [](Bytes& m, const MessageLayout&) {
@@ -109,9 +109,9 @@ TEST_F(Validation, EachRuleRejectsItsOwnFieldAndLeavesTheServerUnchanged) {
        [](Bytes& m, const MessageLayout&) {
          set_header(m, [](MessageHeader& h) { h.kind = static_cast<MessageKind>(77); });
        }},
-      {"reserved", RejectReason::reserved,
+      {"nonce", RejectReason::nonce,
        [](Bytes& m, const MessageLayout&) {
-         set_header(m, [](MessageHeader& h) { h.reserved = 1; });
+         set_header(m, [](MessageHeader& h) { h.nonce = 1; });
        }},
       {"sender", RejectReason::sender,
        [](Bytes& m, const MessageLayout&) {

@@ -407,7 +407,7 @@ TEST(WorkerStep, WritesACompleteHeader) {
   EXPECT_EQ(h.compressor, Compressor::topk);
   EXPECT_EQ(h.value_type, WireValue::f32);
   EXPECT_EQ(h.index_type, IndexType::u32);
-  EXPECT_EQ(h.reserved, 0);
+  EXPECT_EQ(h.nonce, 0);
   EXPECT_EQ(h.sender, 3u);
   EXPECT_EQ(h.model_size, 1024u);
   EXPECT_EQ(h.count, 102u);

@@ -25,7 +25,7 @@ TEST(WireFormat, HeaderFieldsSitAtTheirDocumentedOffsets) {
   EXPECT_EQ(offsetof(MessageHeader, compressor), 8u);
   EXPECT_EQ(offsetof(MessageHeader, value_type), 9u);
   EXPECT_EQ(offsetof(MessageHeader, index_type), 10u);
-  EXPECT_EQ(offsetof(MessageHeader, reserved), 11u);
+  EXPECT_EQ(offsetof(MessageHeader, nonce), 11u);
   EXPECT_EQ(offsetof(MessageHeader, sender), 12u);
   EXPECT_EQ(offsetof(MessageHeader, model_size), 16u);
   EXPECT_EQ(offsetof(MessageHeader, count), 24u);
@@ -41,13 +41,13 @@ TEST(WireFormat, HeaderFieldsSitAtTheirDocumentedOffsets) {
 TEST(WireFormat, SparsePushMatchesTheGoldenBuffer) {
   const Bytes golden = {
       0x44, 0x47, 0x53, 0x4D,                          // magic "DGSM"
-      0x01, 0x00,                                      // version 1
+      0x02, 0x00,                                      // version 2
       0x01,                                            // kind push
       0x00,                                            // layout sparse
       0x00,                                            // compressor topk
       0x00,                                            // value_type f32
       0x01,                                            // index_type u32
-      0x00,                                            // reserved
+      0x00,                                            // nonce
       0x02, 0x00, 0x00, 0x00,                          // sender 2
       0x0A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // model_size 10
       0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // count 3
@@ -103,7 +103,7 @@ TEST(WireFormat, SparsePushMatchesTheGoldenBuffer) {
 // An rbgs push with bf16 values: one block start per segment, no indices.
 TEST(WireFormat, BlockPushWithBf16ValuesMatchesTheGoldenBuffer) {
   const Bytes golden = {
-      0x44, 0x47, 0x53, 0x4D, 0x01, 0x00,
+      0x44, 0x47, 0x53, 0x4D, 0x02, 0x00,              // magic, version 2
       0x01,                                            // push
       0x02,                                            // layout blocks
       0x03,                                            // compressor rbgs

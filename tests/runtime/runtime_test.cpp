@@ -755,10 +755,8 @@ std::vector<Spoil> hostile_spoils() {
        [](test::Bytes& m, const MessageLayout&) {
          set(m, [](MessageHeader& h) { h.kind = MessageKind::dense_reply; });
        }},
-      {RejectReason::reserved,
-       [](test::Bytes& m, const MessageLayout&) {
-         set(m, [](MessageHeader& h) { h.reserved = 3; });
-       }},
+      {RejectReason::nonce,
+       [](test::Bytes& m, const MessageLayout&) { set(m, [](MessageHeader& h) { h.nonce = 3; }); }},
       {RejectReason::sender,
        [](test::Bytes& m, const MessageLayout&) {
          set(m, [](MessageHeader& h) { h.sender ^= 1; });
@@ -1578,6 +1576,7 @@ TEST_P(Runtime, TheWorkerRefusesAReplyToAnotherStep) {
     h.model_size = model.total();
     h.capacity = reply_layout.capacity;
     h.step = 7;
+    h.nonce = read_header(hello.data()).nonce;  // it answers this hello
     write_header(head.data(), h);
     rank.send(head);
   });
@@ -1646,6 +1645,52 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
   }
 }
 
+// A join() that timed out, then another: the first hello's late answer is a
+// dense reply to the same step, told apart by the join nonce it echoes, and
+// dropped with its model. Without the nonce the second join() took it, and
+// the second answer was then read as the first step's reply.
+TEST_P(Runtime, AJoinAfterAJoinThatTimedOutTakesItsOwnAnswer) {
+  const Segments model({300, 200});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.1;
+  config.workers = 2;
+  Job job(backend, config, model, random_model(model.total(), 44));
+  Worker& w = job.add_worker(0, 300ms);
+  const Quadratic problem(model.total(), 45);
+  set_log_level(LogLevel::off);
+  try {
+    w.join();  // nobody serves the hello yet
+    ADD_FAILURE() << "join() got an answer nobody sent";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::timeout) << e.what();
+  }
+  ASSERT_TRUE(job.server->serve_one(20s));  // the first hello, answered late
+  // Worker 1 pushes in between, so the two answers hold different models.
+  std::thread other([&] {
+    EXPECT_TRUE(job.server->serve_one(20s));
+    EXPECT_TRUE(job.server->serve_one(20s));
+  });
+  job.workers[1]->join();
+  job.step(1, problem.gradient(job.weights_of(1), 0, 1), 0.05f);
+  other.join();
+  const std::vector<float> model_now = job.server_model();
+  std::thread again([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
+  EXPECT_NO_THROW(w.join());
+  again.join();
+  EXPECT_TRUE(same_bits(job.weights_of(0), model_now)) << "the first hello's answer was taken";
+  ServerThread serving(*job.server);
+  for (int t = 0; t < 3; ++t) {
+    EXPECT_NO_THROW(job.step(0, problem.gradient(job.weights_of(0), t, 0), 0.05f)) << "step " << t;
+  }
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(w.stats().dense_replies, 1u);  // its own join's; the first answer was dropped
+  EXPECT_EQ(w.stats().sparse_replies, 3u);
+  job.workers[0]->leave();
+  job.workers[1]->leave();
+  serving.stop();
+}
+
 // Late replies that come before the answer to a hello are dropped: a sparse
 // reply to the hello's own step (as one sent to the rank's previous process
 // would be), and a dense reply's model that a server sends only after the
@@ -1675,13 +1720,16 @@ TEST_P(Runtime, ALateSparseReplyOrDenseModelIsDroppedWhenJoining) {
     h.kind = MessageKind::dense_reply;
     h.sender = host::kServerSender;
     h.model_size = model.total();
-    auto head = [&](std::uint64_t step, std::uint64_t version) {
+    // `hello`: the hello the head answers (its nonce echoed), if any.
+    auto head = [&](std::uint64_t step, std::uint64_t version, const test::Bytes* hello) {
       test::Bytes m(reply_layout.bytes, 0);
       h.layout = reply_layout.payload;
       h.capacity = reply_layout.capacity;
       h.step = step;
       h.model_version = version;
+      h.nonce = hello != nullptr ? read_header(hello->data()).nonce : std::uint8_t{0};
       write_header(m.data(), h);
+      h.nonce = 0;
       return m;
     };
     auto body = [&](const std::vector<float>& values) {
@@ -1696,19 +1744,29 @@ TEST_P(Runtime, ALateSparseReplyOrDenseModelIsDroppedWhenJoining) {
     };
     test::Bytes message(worker.push_layout().bytes);
     ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // hello, step 0
-    test::Bytes sparse = head(0, 9);                                 // no entries
+    const test::Bytes first_hello = message;
+    test::Bytes sparse = head(0, 9, nullptr);  // no entries
     MessageHeader late = read_header(sparse.data());
     late.kind = MessageKind::sparse_reply;
     write_header(sparse.data(), late);
     rank.send(sparse);
-    rank.send(head(0, 1));
+    rank.send(head(0, 1, &first_hello));
     rank.send(body(a));
     ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // the push of step 0
-    rank.send(head(0, 2));
+    rank.send(head(0, 2, nullptr));
     timed_out.get_future().wait();
     rank.send(body(b));                                              // late
     ASSERT_EQ(rank.recv(message).status, Receipt::Status::message);  // hello, step 1
-    rank.send(head(1, 3));
+    // A rejection of the step-0 push, come late: an earlier step's, dropped.
+    test::Bytes rejection = head(0, 2, nullptr);
+    MessageHeader r = read_header(rejection.data());
+    r.kind = MessageKind::reject;
+    write_header(rejection.data(), r);
+    Verdict why;
+    why.reason = RejectReason::value;
+    write_reject_verdict(rejection.data(), why);
+    rank.send(rejection);
+    rank.send(head(1, 3, &message));
     rank.send(body(c));
   });
   set_log_level(LogLevel::off);
