@@ -250,6 +250,8 @@ const char* field_name(RejectReason reason) noexcept {
       return "block_starts";
     case RejectReason::value:
       return "values";
+    case RejectReason::model_version:
+      return "model_version";
   }
   return "?";
 }
@@ -291,6 +293,10 @@ std::string Verdict::describe(std::uint32_t sender) const {
       break;
     case RejectReason::ratio:
       out << "ratio_code = " << value << " exceeds the configured maximum " << expected;
+      break;
+    case RejectReason::model_version:
+      out << "model_version = " << value << ", but the server last sent this worker version "
+          << expected << " (a worker restored without its server? it must join again)";
       break;
     default:
       out << field_name(reason) << " = " << value << ", expected " << expected;

@@ -39,11 +39,16 @@ std::size_t staleness_bucket(std::uint64_t s) {
 }  // namespace
 
 struct Server::Impl {
+  static constexpr std::uint64_t kUnknown = ~std::uint64_t{0};
+
   struct Slot {
     int rank = -1;
     bool live = false;
     Clock::time_point last_heard{};
     std::uint64_t last_dense_version = 0;
+    // The version of the last reply sent to it, which its next push must
+    // come from (kUnknown: not known, after a restore from an older file).
+    std::uint64_t replied_version = kUnknown;
     bool pushed = false;       // sync: its push for the current round is held
     MessageHeader held{};      // sync: the held push's header, as validated
     bool joined_once = false;  // has joined at least once (kept in checkpoints)
@@ -275,6 +280,7 @@ struct Server::Impl {
     info.model_version = version;
     kernels->dense_reply(reply.data(), replica_to_set, info, options.stream);
     slots[k].last_dense_version = version;
+    slots[k].replied_version = version;
   }
 
   // Sends a dense reply, announced by a head of the sparse reply's size.
@@ -304,6 +310,13 @@ struct Server::Impl {
       v.reason = RejectReason::kind;
       v.value = static_cast<std::uint64_t>(MessageKind::push);
       v.expected = static_cast<std::uint64_t>(MessageKind::hello);
+    } else if (h.kind == MessageKind::push && slots[k].replied_version != kUnknown &&
+               h.model_version != slots[k].replied_version) {
+      // Its model is not the replica the server keeps for it: replies would
+      // then move the two apart for good.
+      v.reason = RejectReason::model_version;
+      v.value = h.model_version;
+      v.expected = slots[k].replied_version;
     }
     return v;
   }
@@ -397,6 +410,7 @@ struct Server::Impl {
           info.step = h.step;
           info.model_version = version;
           kernels->sparse_reply(W(), replica(k), info, reply_buffer.data(), options.stream);
+          slots[k].replied_version = version;
           notify(k);
           ++stats.sparse_replies;
           send(k, reply_buffer.data(), reply_layout.bytes);
@@ -452,6 +466,7 @@ struct Server::Impl {
       Slot& s = slots[k];
       if (!s.pushed) continue;
       s.pushed = false;
+      s.replied_version = h.model_version;
       h.step = s.held.step;
       write_header(bytes, h);
       backend->upload(reply, bytes, kHeaderBytes, options.stream);
@@ -640,15 +655,17 @@ void Server::save(const std::string& path) const {
     s.backend->download(host.data(), s.replica(0), host.size(), s.options.stream);
     out.add("replicas", host.data(), host.size());
   }
-  std::vector<std::uint64_t> live, joined, dense_at;
+  std::vector<std::uint64_t> live, joined, dense_at, replied;
   for (const auto& slot : s.slots) {
     live.push_back(slot.live);
     joined.push_back(slot.joined_once);
     dense_at.push_back(slot.last_dense_version);
+    replied.push_back(slot.replied_version);
   }
   out.add("live", live.data(), live.size() * 8);
   out.add("joined", joined.data(), joined.size() * 8);
   out.add("last_dense_version", dense_at.data(), dense_at.size() * 8);
+  out.add("replied_version", replied.data(), replied.size() * 8);
   std::vector<std::uint64_t> counters = {s.stats.pushes,         s.stats.rounds,
                                          s.stats.joins,          s.stats.leaves,
                                          s.stats.dropped,        s.stats.sparse_replies,
@@ -689,6 +706,9 @@ void Server::restore(const std::string& path) {
     std::fill(joined.begin(), joined.end(), in.u64("ever_joined"));
   }
   in.read("last_dense_version", dense_at.data(), dense_at.size() * 8);
+  // Older files did not keep it: the next pushes are taken as they come.
+  std::vector<std::uint64_t> replied(s.slots.size(), Impl::kUnknown);
+  if (in.has("replied_version")) in.read("replied_version", replied.data(), replied.size() * 8);
   ServerStats stats;
   std::vector<std::uint64_t> counters(10 + stats.rejected.size() + stats.staleness.size());
   in.read("stats", counters.data(), counters.size() * 8);
@@ -704,6 +724,7 @@ void Server::restore(const std::string& path) {
     s.slots[k].given_up = false;
     s.slots[k].pushed = false;
     s.slots[k].last_dense_version = dense_at[k];
+    s.slots[k].replied_version = replied[k];
     s.slots[k].last_heard = Clock::now();
   }
   s.version = version;

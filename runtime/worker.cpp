@@ -280,6 +280,9 @@ struct Worker::Impl {
           then =
               " (a NaN or infinity in the gradient reached this worker's state: join() again, "
               "which clears it)";
+        } else if (!answers_hello && verdict.reason == RejectReason::model_version) {
+          rejoin_reason = "the server rejected a push from another model than its replica";
+          then = " (join() again to take the server's model)";
         } else if (!answers_hello && config.mode == Mode::sync) {
           rejoin_reason = "the sync server rejected a push and dropped this worker";
           then = " (the server dropped this worker: join() again)";

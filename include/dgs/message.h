@@ -160,6 +160,7 @@ enum class RejectReason : std::uint8_t {
   index_segment,  ///< a fixed-count entry outside the segment its slot belongs to
   block_start,    ///< an rbgs block start >= its segment size
   value,          ///< a value is NaN or infinite
+  model_version,  ///< a push from a model other than the one the server last sent that worker
 };
 
 /// The field a reason refers to ("magic", "count", "indices", "values", ...).

@@ -637,6 +637,56 @@ TEST_P(Checkpoint, WhichWorkersHaveJoinedIsKeptAndOlderFilesRestore) {
   for (const auto& p : {path, joined, none}) std::remove(p.c_str());
 }
 
+// A worker restored alone (its server went on) holds an older model than
+// the replica the server keeps for it: its next push is rejected, naming
+// model_version, and it must join again; then it holds the server's model
+// and trains on. (Accepted, the replies would keep the two apart for good.)
+TEST_P(Checkpoint, AWorkerRestoredWithoutItsServerIsToldToJoinAgain) {
+  const Segments model({300, 40});
+  Config config;
+  config.method = Method::samomentum;
+  config.ratio = 0.05;
+  config.workers = 1;
+  const Quadratic problem(model.total(), 70);
+  std::vector<float> replica(model.total());
+  ServerOptions options;
+  options.on_reply = [&](std::uint32_t, std::uint64_t, const float* r) {
+    backend->download(replica.data(), r, replica.size() * sizeof(float), nullptr);
+  };
+  Job job(backend, config, model, random_model(model.total(), 71), options);
+  ServerThread serving(*job.server);
+  Worker& w = *job.workers[0];
+  w.join();
+  run_steps(job, problem, 0, 2, 0.05f);
+  const std::string path = temp_path("worker_alone");
+  w.save(path);
+  run_steps(job, problem, 2, 2, 0.05f);
+  w.restore(path);
+  set_log_level(LogLevel::off);
+  job.push(0, problem.gradient(job.weights_of(0), 4, 0), 0.05f);
+  try {
+    w.finish();
+    ADD_FAILURE() << "a push from an older model was applied";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_message);
+    EXPECT_NE(std::string(e.what()).find("model_version = 2, but the server last sent this "
+                                         "worker version 4"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(job.push(0, problem.gradient(job.weights_of(0), 4, 0), 0.05f), Error);
+  w.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_TRUE(same_bits(job.weights_of(0), replica));
+  run_steps(job, problem, 5, 3, 0.05f);
+  EXPECT_TRUE(same_bits(job.weights_of(0), replica));
+  w.leave();
+  serving.stop();
+  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::model_version)],
+            1u);
+  std::remove(path.c_str());
+}
+
 // A worker's statistics are restored with its count of pushes, which a
 // rejected push set apart from its steps. A file written before that count
 // existed (its stats section 8 bytes shorter) restores with a push per step.
