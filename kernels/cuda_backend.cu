@@ -50,8 +50,7 @@ class CudaWorkerKernels final : public WorkerKernels {
     }
     if (config.clip_norm > 0.0f) {
       // The chunks' squared norms, then the scale (a float after them).
-      const std::uint64_t chunks =
-          (layout.model_size + detail::kNormChunk - 1) / detail::kNormChunk;
+      const std::uint64_t chunks = detail::norm_chunks(layout.model_size);
       void* p = nullptr;
       detail::device_malloc(&p, chunks * sizeof(double) + sizeof(double),
                             "the gradient clipping workspace (8 bytes per " +

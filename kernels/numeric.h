@@ -54,6 +54,11 @@ DGS_HD bool is_finite(float x) {
 inline constexpr unsigned kNormThreads = 256;
 inline constexpr std::uint64_t kNormChunk = 4096;
 
+/// Chunks of kNormChunk values that cover p values.
+DGS_HD std::uint64_t norm_chunks(std::uint64_t p) {
+  return (p + kNormChunk - 1) / kNormChunk;
+}
+
 /// What the gradient is multiplied by: clip_norm / ||g|| where that is
 /// below 1, else 1 (also for a NaN norm, which the push then carries).
 DGS_HD float clip_scale(double squared_norm, float clip_norm) {

@@ -340,7 +340,7 @@ void launch_update(const UpdateArgs& args, const Tile* tiles, std::uint32_t tile
 
 void launch_clip_scale(const float* grad, std::uint64_t p, float clip_norm, double* chunk_sums,
                        float* scale, cudaStream_t stream) {
-  const std::uint64_t chunks = (p + detail::kNormChunk - 1) / detail::kNormChunk;
+  const std::uint64_t chunks = detail::norm_chunks(p);
   norm_chunks_kernel<<<static_cast<unsigned>(chunks), detail::kNormThreads, 0, stream>>>(
       grad, p, chunk_sums);
   DGS_CUDA_LAUNCHED("norm_chunks_kernel", sizes(p));

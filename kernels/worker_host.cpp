@@ -54,7 +54,7 @@ double add_by_halves(double* part) {
 double squared_norm(const float* g, std::uint64_t p, std::vector<double>& chunk_sums) {
   using detail::kNormChunk;
   using detail::kNormThreads;
-  const std::uint64_t chunks = (p + kNormChunk - 1) / kNormChunk;
+  const std::uint64_t chunks = detail::norm_chunks(p);
   chunk_sums.assign(chunks, 0.0);
   double part[kNormThreads];
   for (std::uint64_t c = 0; c < chunks; ++c) {

@@ -232,6 +232,17 @@ TEST_P(Runtime, SyncGmcAtFullDensityIsHeavyBallMomentumBitwise) {
 // Runs `steps` steps of the first `workers` workers (all by default), in a
 // fixed order; in sync mode each step is one round. Step t's learning rate
 // is lr / (1 + decay * t).
+// Server options whose on_reply copies each reply's replica (the model the
+// worker must now hold) into `replica`, sized P.
+ServerOptions replica_capture(const std::shared_ptr<Backend>& backend,
+                              std::vector<float>& replica) {
+  ServerOptions options;
+  options.on_reply = [backend, &replica](std::uint32_t, std::uint64_t, const float* r) {
+    backend->download(replica.data(), r, replica.size() * sizeof(float), nullptr);
+  };
+  return options;
+}
+
 void run_steps(Job& job, const Quadratic& problem, int first, int steps, float lr,
                std::size_t workers = SIZE_MAX, float decay = 0.0f) {
   const bool sync = job.config.mode == Mode::sync;
@@ -649,10 +660,7 @@ TEST_P(Checkpoint, AWorkerRestoredWithoutItsServerIsToldToJoinAgain) {
   config.workers = 1;
   const Quadratic problem(model.total(), 70);
   std::vector<float> replica(model.total());
-  ServerOptions options;
-  options.on_reply = [&](std::uint32_t, std::uint64_t, const float* r) {
-    backend->download(replica.data(), r, replica.size() * sizeof(float), nullptr);
-  };
+  const ServerOptions options = replica_capture(backend, replica);
   Job job(backend, config, model, random_model(model.total(), 71), options);
   ServerThread serving(*job.server);
   Worker& w = *job.workers[0];
@@ -1466,10 +1474,7 @@ void expect_schedule_end_to_end(const std::shared_ptr<Backend>& backend, Config 
   config.workers = 1;
   const Quadratic problem(model.total(), 50);
   std::vector<float> replica(model.total());
-  ServerOptions options;
-  options.on_reply = [&](std::uint32_t, std::uint64_t, const float* r) {
-    backend->download(replica.data(), r, replica.size() * sizeof(float), nullptr);
-  };
+  const ServerOptions options = replica_capture(backend, replica);
   Job job(backend, config, model, random_model(model.total(), 51), options);
   ServerThread serving(*job.server);
   Worker& worker = *job.workers[0];
