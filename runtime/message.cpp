@@ -252,6 +252,8 @@ const char* field_name(RejectReason reason) noexcept {
       return "values";
     case RejectReason::model_version:
       return "model_version";
+    case RejectReason::round:
+      return "step";
   }
   return "?";
 }
@@ -297,6 +299,10 @@ std::string Verdict::describe(std::uint32_t sender) const {
     case RejectReason::model_version:
       out << "model_version = " << value << ", but the server last sent this worker version "
           << expected << " (a worker restored without its server? it must join again)";
+      break;
+    case RejectReason::round:
+      out << "step = " << value << ", but the sync round is " << expected
+          << " (every worker of a round pushes its step; it must join again)";
       break;
     default:
       out << field_name(reason) << " = " << value << ", expected " << expected;

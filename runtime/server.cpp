@@ -317,6 +317,13 @@ struct Server::Impl {
       v.reason = RejectReason::model_version;
       v.value = h.model_version;
       v.expected = slots[k].replied_version;
+    } else if (h.kind == MessageKind::push && sync() && h.step != version) {
+      // The workers of a round push the same step (a joiner takes the round's
+      // number from its answer), so randk and rbgs choose the same
+      // coordinates on every worker and warm-up schedules agree.
+      v.reason = RejectReason::round;
+      v.value = h.step;
+      v.expected = version;
     }
     return v;
   }

@@ -369,6 +369,10 @@ void Worker::join() {
   w.join_nonce = static_cast<std::uint8_t>(w.join_nonce % 255 + 1);
   w.send_control(MessageKind::hello);
   w.receive_reply(true);
+  // A sync worker's steps are the rounds (the server's versions), whenever
+  // it joined: the workers of a round then draw the same randk and rbgs
+  // coordinates and are at the same point of a ratio schedule.
+  if (w.config.mode == Mode::sync) w.step = w.model_version;
   w.joined = true;
   w.rejoin_reason.clear();
   if (w.state_not_finite) {

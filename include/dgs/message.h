@@ -161,6 +161,7 @@ enum class RejectReason : std::uint8_t {
   block_start,    ///< an rbgs block start >= its segment size
   value,          ///< a value is NaN or infinite
   model_version,  ///< a push from a model other than the one the server last sent that worker
+  round,          ///< sync: a push whose step is not the round's number (the server's version)
 };
 
 /// The field a reason refers to ("magic", "count", "indices", "values", ...).

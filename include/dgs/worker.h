@@ -69,7 +69,9 @@ class Worker {
   /// Joins (or rejoins) the job: sends hello and overwrites the weights with
   /// the server's model. After a push rejected for a value that is not
   /// finite, it also clears the method's state (momentum, residual), which
-  /// holds that value.
+  /// holds that value. In sync mode the worker's step becomes the round's
+  /// number (the version the answer carries), so a late joiner draws the
+  /// same randk/rbgs coordinates and ratio as the others.
   void join();
 
   /// One training step: push(grad, lr) then finish(). `grad` (P values, same
@@ -95,7 +97,8 @@ class Worker {
   void leave();
 
   const WorkerStats& stats() const noexcept;
-  /// Steps pushed (the step number the next push carries).
+  /// The step number the next push carries: the steps pushed (in sync mode
+  /// counted from the round at which the worker last joined).
   std::uint64_t steps() const noexcept;
   /// Server version of the model the worker holds.
   std::uint64_t model_version() const noexcept;

@@ -1561,6 +1561,100 @@ TEST_P(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
   EXPECT_LT(problem.loss(job.server_model()), 0.5 * problem.loss(w0));
 }
 
+// A sync worker that joins late takes the round's number as its step: in a
+// round every worker then draws the same rbgs blocks (DESIGN §2, "the same
+// block on every worker at a step"), so the round changes one block of k_l
+// coordinates per segment, not one per worker.
+TEST_P(Runtime, ASyncJoinerTakesTheRoundAsItsStepAndPushesTheOthersBlocks) {
+  const Segments model({600, 90});
+  Config config;
+  config.method = Method::gd;
+  config.compressor = Compressor::rbgs;
+  config.mode = Mode::sync;
+  config.ratio = 0.05;
+  config.workers = 2;
+  const Quadratic problem(model.total(), 80);
+  Job job(backend, config, model, random_model(model.total(), 81));
+  ServerThread serving(*job.server);
+  job.workers[0]->join();
+  run_steps(job, problem, 0, 3, 0.05f, 1);  // worker 0 alone: rounds 0 to 2
+  job.workers[1]->join();
+  EXPECT_EQ(job.workers[1]->steps(), 3u);
+  EXPECT_EQ(job.workers[1]->model_version(), 3u);
+  for (int t = 3; t < 7; ++t) {
+    const std::vector<float> before = job.server_model();
+    run_steps(job, problem, t, 1, 0.05f);
+    const std::vector<float> after = job.server_model();
+    for (std::size_t l = 0; l < model.count(); ++l) {
+      std::uint64_t changed = 0;
+      for (std::uint64_t i = model.offset(l); i < model.offset(l) + model.size(l); ++i) {
+        changed += std::memcmp(&before[i], &after[i], sizeof(float)) != 0 ? 1 : 0;
+      }
+      const auto k = static_cast<std::uint64_t>(0.05 * static_cast<double>(model.size(l)));
+      EXPECT_EQ(changed, k) << "round " << t << ", segment " << l;
+    }
+  }
+  EXPECT_EQ(job.workers[0]->steps(), 7u);
+  EXPECT_EQ(job.workers[1]->steps(), 7u);
+  for (auto& w : job.workers) w->leave();
+  serving.stop();
+  EXPECT_EQ(job.server->stats().rounds, 7u);
+  EXPECT_EQ(job.server->stats().rejected_total(), 0u);
+}
+
+// A sync push whose step is not the round's is rejected (RejectReason::round)
+// and its sender dropped; the round goes on without it.
+TEST_P(Runtime, ASyncPushOfAnotherRoundIsRejected) {
+  const Segments model({600, 90});
+  Config config;
+  config.method = Method::gd;
+  config.compressor = Compressor::rbgs;
+  config.mode = Mode::sync;
+  config.ratio = 0.05;
+  config.workers = 2;  // worker 1 (rank 2) is written by hand below
+  const Quadratic problem(model.total(), 82);
+  const std::vector<float> w0 = random_model(model.total(), 83);
+  Job job(backend, config, model, w0);
+  set_log_level(LogLevel::off);
+  ServerThread serving(*job.server);
+  job.workers[0]->join();
+  run_steps(job, problem, 0, 2, 0.05f, 1);
+
+  test::RefWorker hand(model, config, 1, w0);
+  const MessageLayout dense = dense_layout(model.total(), WireValue::f32);
+  test::Bytes head(sparse_reply_layout(model, config).bytes), body(dense.bytes);
+  Wire rank(job.hub.endpoint(2), *backend, std::max(hand.layout().bytes, dense.bytes));
+  rank.send(hand.hello());
+  ASSERT_EQ(rank.recv(head).status, Receipt::Status::message);
+  ASSERT_EQ(read_header(head.data()).kind, MessageKind::dense_reply);
+  ASSERT_EQ(rank.recv(body).status, Receipt::Status::message);
+  hand.apply(body);
+  EXPECT_EQ(hand.steps(), 2u);  // the reference worker takes the round too
+  EXPECT_TRUE(job.server->is_live(1));
+
+  std::mt19937_64 rng(84);
+  test::Bytes push = hand.push(test::random_normal(rng, model.total()), 0.05f);
+  set(push, [](MessageHeader& h) { h.step = 0; });  // its own count, from 0
+  rank.send(push);
+  ASSERT_EQ(rank.recv(head).status, Receipt::Status::message);
+  ASSERT_EQ(read_header(head.data()).kind, MessageKind::reject);
+  const Verdict verdict = read_reject_verdict(head.data());
+  EXPECT_EQ(verdict.reason, RejectReason::round);
+  EXPECT_EQ(verdict.value, 0u);
+  EXPECT_EQ(verdict.expected, 2u);
+  EXPECT_NE(verdict.describe(1).find("step = 0, but the sync round is 2"), std::string::npos)
+      << verdict.describe(1);
+  test::wait_until([&] { return !job.server->is_live(1); });
+
+  run_steps(job, problem, 2, 3, 0.05f, 1);  // the rounds go on without it
+  job.workers[0]->leave();
+  serving.stop();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(job.server->stats().rounds, 5u);
+  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::round)], 1u);
+  EXPECT_EQ(job.server->stats().dropped, 1u);
+}
+
 // T_sync in sync mode refreshes every worker's replica densely every
 // sync_period rounds.
 TEST_P(Runtime, TheSyncPeriodRefreshesEveryWorkerInSyncMode) {

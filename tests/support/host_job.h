@@ -117,6 +117,8 @@ class RefWorker {
     host::apply_reply(last_reply_.data(), last_reply_layout_, weights.data(), gmc);
     // The answer to a hello is the starting model, not a step: no momentum.
     fold_pending_ = gmc && !awaiting_hello_reply_;
+    // A sync worker takes the round's number as its step when it joins.
+    if (awaiting_hello_reply_ && config_.mode == Mode::sync) step_ = h.model_version;
     awaiting_hello_reply_ = false;
     model_version = h.model_version;
   }
