@@ -16,8 +16,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <thread>
 #include <utility>
@@ -41,9 +39,13 @@ const char* env(const char* name) {
 // what the number is (`what`).
 int parse_int(const std::string& name, const char* text, long low = 0, long high = 1 << 24,
               const char* what = "a rank or size") {
+  // Digits, with a minus sign at most (strtol alone would also take
+  // leading blanks and a plus sign).
+  const bool digits = (text[0] >= '0' && text[0] <= '9') || text[0] == '-';
   char* end = nullptr;
-  const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0' || v < low || v > high) {
+  errno = 0;
+  const long v = digits ? std::strtol(text, &end, 10) : 0;
+  if (!digits || end == text || *end != '\0' || errno == ERANGE || v < low || v > high) {
     throw Error(ErrorCode::invalid_argument,
                 "dgs bootstrap: " + name + "='" + text + "' is not " + what);
   }
@@ -61,6 +63,45 @@ std::string errno_text() {
 
 // ---------------------------------------------------------------------------
 
+bool exists(const std::string& file) {
+  return ::access(file.c_str(), F_OK) == 0;
+}
+
+// Writes all of `bytes` to `fd`; false with errno set on failure.
+bool write_fd(int fd, const void* data, std::size_t bytes) {
+  const auto* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::write(fd, p, bytes);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    p += n;
+    bytes -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// The files of one broadcast, removed when it ends, however it ends (rank 0's
+// own: its message, the temporary file, the ranks' acknowledgements).
+class RemoveOnExit {
+ public:
+  explicit RemoveOnExit(std::vector<std::string> files) : files_(std::move(files)) {}
+  ~RemoveOnExit() {
+    for (const std::string& f : files_) std::remove(f.c_str());
+  }
+  RemoveOnExit(const RemoveOnExit&) = delete;
+  RemoveOnExit& operator=(const RemoveOnExit&) = delete;
+
+ private:
+  std::vector<std::string> files_;
+};
+
+// Broadcast n writes `path.n`; rank r > 0 reads it, writes `path.n.ackR`
+// and waits until rank 0, having seen every acknowledgement, removes them
+// and the file. Only then is what it read known to be this run's: a file an
+// earlier run left behind is read as well, but nobody removes it.
 class FileBootstrap final : public Bootstrap {
  public:
   FileBootstrap(int rank, int size, std::string path, std::chrono::milliseconds timeout)
@@ -73,60 +114,122 @@ class FileBootstrap final : public Bootstrap {
   void broadcast(void* data, std::size_t bytes) override {
     const std::string file = path_ + "." + std::to_string(sequence_++);
     if (rank_ == 0) {
-      publish(file, data, bytes);
-      // Wait until every rank has read it, then clean up.
-      for (int r = 1; r < size_; ++r)
-        wait_for(file + ".ack" + std::to_string(r),
-                 "rank " + std::to_string(r) + " to read " + file);
-      for (int r = 1; r < size_; ++r) std::remove((file + ".ack" + std::to_string(r)).c_str());
-      std::remove(file.c_str());
-    } else {
-      wait_for(file, "rank 0 to write " + file);
-      std::ifstream in(file, std::ios::binary);
-      std::vector<char> content((std::istreambuf_iterator<char>(in)),
-                                std::istreambuf_iterator<char>());
-      std::uint64_t size = 0;
-      if (content.size() < 8) fail(file, "is truncated");
-      std::memcpy(&size, content.data(), 8);
-      if (size != bytes || content.size() != 8 + bytes) {
-        fail(file, "holds " + std::to_string(size) + " bytes, expected " + std::to_string(bytes));
+      // The acknowledgements first, then the message: a rank that sees the
+      // message gone sees its acknowledgement gone too.
+      std::vector<std::string> ours;
+      for (int r = 1; r < size_; ++r) ours.push_back(ack_of(file, r));
+      ours.push_back(file + ".tmp");
+      ours.push_back(file);
+      for (const std::string& f : ours) {
+        if (exists(f)) {
+          fail(f, "exists before rank 0 wrote " + file +
+                      ": left by an earlier run that did not finish, or another job uses this "
+                      "path (remove " +
+                      path_ + ".* or give each job its own DGS_RENDEZVOUS path)");
+        }
       }
-      std::memcpy(data, content.data() + 8, bytes);
+      const RemoveOnExit cleanup(std::move(ours));
+      publish(file, data, bytes);
+      for (int r = 1; r < size_; ++r)
+        wait_for(ack_of(file, r), "rank " + std::to_string(r) + " to read " + file);
+    } else {
+      const std::string ack = ack_of(file, rank_);
+      if (exists(ack)) {
+        fail(ack, "exists before rank " + std::to_string(rank_) + " read " + file +
+                      ": left by an earlier run that did not finish (remove " + path_ +
+                      ".* or give each job its own DGS_RENDEZVOUS path)");
+      }
+      wait_for(file, "rank 0 to write " + file);
+      read_message(file, data, bytes);
       // Rank 0 waits for this: if it cannot be written, say so here, not
       // as rank 0's timeout.
-      const std::string ack = file + ".ack" + std::to_string(rank_);
-      std::ofstream out(ack);
-      out << rank_ << "\n";
-      out.close();
-      if (!out) fail(ack, "cannot be written: " + errno_text());
+      const int fd = ::open(ack.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd < 0) fail(ack, "cannot be created: " + errno_text());
+      const std::string line = std::to_string(rank_) + "\n";
+      const bool written = write_fd(fd, line.data(), line.size());
+      const std::string error = written ? "" : errno_text();
+      ::close(fd);
+      if (!written) {
+        std::remove(ack.c_str());
+        fail(ack, "cannot be written: " + error);
+      }
+      if (!wait_gone(file)) {
+        std::remove(ack.c_str());
+        timed_out("rank 0 to take rank " + std::to_string(rank_) + "'s reading of " + file +
+                      " (not removed: rank 0 is late, or the file was left by an earlier run)",
+                  timeout_);
+      }
     }
   }
 
  private:
   [[noreturn]] void fail(const std::string& file, const std::string& what) const {
-    throw Error(ErrorCode::io, "dgs file bootstrap: " + file + " " + what);
+    throw Error(ErrorCode::io, "dgs file bootstrap (rank " + std::to_string(rank_) + " of " +
+                                   std::to_string(size_) + "): " + file + " " + what);
+  }
+
+  static std::string ack_of(const std::string& file, int rank) {
+    return file + ".ack" + std::to_string(rank);
   }
 
   void publish(const std::string& file, const void* data, std::size_t bytes) const {
     const std::string temp = file + ".tmp";
-    {
-      std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-      const std::uint64_t size = bytes;
-      out.write(reinterpret_cast<const char*>(&size), 8);
-      out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
-      out.close();  // flushes: a full disk shows here, not as a short file
-      if (!out) fail(temp, "cannot be written: " + errno_text());
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) fail(temp, "cannot be created: " + errno_text());
+    const std::uint64_t size = bytes;
+    // A full disk shows here, not as a short file.
+    bool ok = write_fd(fd, &size, 8) && write_fd(fd, data, bytes);
+    std::string error = ok ? "" : errno_text();
+    if (::close(fd) != 0 && ok) {
+      ok = false;
+      error = errno_text();
     }
+    if (!ok) fail(temp, "cannot be written: " + error);
     if (std::rename(temp.c_str(), file.c_str()) != 0)
       fail(file, "cannot be created: " + errno_text());
   }
 
+  void read_message(const std::string& file, void* data, std::size_t bytes) const {
+    const int fd = ::open(file.c_str(), O_RDONLY);
+    if (fd < 0) fail(file, "cannot be read: " + errno_text());
+    std::vector<char> content;
+    char chunk[4096];
+    for (;;) {
+      const ssize_t n = ::read(fd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const std::string error = errno_text();
+        ::close(fd);
+        fail(file, "cannot be read: " + error);
+      }
+      if (n == 0) break;
+      content.insert(content.end(), chunk, chunk + n);
+    }
+    ::close(fd);
+    std::uint64_t size = 0;
+    if (content.size() < 8) fail(file, "is truncated");
+    std::memcpy(&size, content.data(), 8);
+    if (size != bytes || content.size() != 8 + bytes) {
+      fail(file, "holds " + std::to_string(size) + " bytes, expected " + std::to_string(bytes));
+    }
+    std::memcpy(data, content.data() + 8, bytes);
+  }
+
   void wait_for(const std::string& file, const std::string& what) const {
     const auto deadline = detail::deadline_after(timeout_);
-    while (::access(file.c_str(), F_OK) != 0) {
+    while (!exists(file)) {
       if (Clock::now() > deadline) timed_out("no sign of " + what, timeout_);
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+  }
+
+  bool wait_gone(const std::string& file) const {
+    const auto deadline = detail::deadline_after(timeout_);
+    while (exists(file)) {
+      if (Clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
   }
 
   int rank_, size_;
@@ -169,31 +272,35 @@ bool wait_fd(int fd, short events, Clock::time_point deadline) {
   }
 }
 
-void write_all(int fd, const void* data, std::size_t bytes, Clock::time_point deadline) {
+// `peer` names the other end in errors ("rank 0 at host:port", "rank 2").
+void write_all(int fd, const void* data, std::size_t bytes, Clock::time_point deadline,
+               const std::string& peer) {
   const auto* p = static_cast<const unsigned char*>(data);
   while (bytes > 0) {
     if (!wait_fd(fd, POLLOUT, deadline))
-      throw Error(ErrorCode::timeout, "dgs tcp bootstrap: send timed out");
+      throw Error(ErrorCode::timeout, "dgs tcp bootstrap: send to " + peer + " timed out");
     const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      throw Error(ErrorCode::transport, "dgs tcp bootstrap: send failed: " + errno_text());
+    if (n <= 0) {
+      throw Error(ErrorCode::transport,
+                  "dgs tcp bootstrap: send to " + peer + " failed: " + errno_text());
+    }
     p += n;
     bytes -= static_cast<std::size_t>(n);
   }
 }
 
-void read_all(int fd, void* data, std::size_t bytes, Clock::time_point deadline) {
+void read_all(int fd, void* data, std::size_t bytes, Clock::time_point deadline,
+              const std::string& peer) {
   auto* p = static_cast<unsigned char*>(data);
   while (bytes > 0) {
     if (!wait_fd(fd, POLLIN, deadline))
-      throw Error(ErrorCode::timeout, "dgs tcp bootstrap: receive timed out");
+      throw Error(ErrorCode::timeout, "dgs tcp bootstrap: receive from " + peer + " timed out");
     const ssize_t n = ::recv(fd, p, bytes, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      throw Error(ErrorCode::transport,
-                  std::string("dgs tcp bootstrap: connection ") +
-                      (n == 0 ? "closed by the peer" : "failed: " + errno_text()));
+      throw Error(ErrorCode::transport, "dgs tcp bootstrap: connection to " + peer + " " +
+                                            (n == 0 ? "closed by it" : "failed: " + errno_text()));
     }
     p += n;
     bytes -= static_cast<std::size_t>(n);
@@ -237,6 +344,16 @@ Socket connect_to(const addrinfo& a, Clock::time_point deadline, std::string& wh
     why = "fcntl: " + errno_text();
     return Socket();
   }
+  // With nothing listening yet on a port of the ephemeral range, Linux can
+  // connect a socket to itself (the same address at both ends).
+  sockaddr_storage mine{}, theirs{};
+  socklen_t mine_length = sizeof mine, theirs_length = sizeof theirs;
+  if (::getsockname(s.fd(), reinterpret_cast<sockaddr*>(&mine), &mine_length) == 0 &&
+      ::getpeername(s.fd(), reinterpret_cast<sockaddr*>(&theirs), &theirs_length) == 0 &&
+      mine_length == theirs_length && std::memcmp(&mine, &theirs, mine_length) == 0) {
+    why = "connected to itself (nothing listens on the port yet)";
+    return Socket();
+  }
   return s;
 }
 
@@ -272,22 +389,40 @@ class TcpBootstrap final : public Bootstrap {
       if (bound != 0) fail("bind", where);
       if (::listen(listener.fd(), size) != 0) fail("listen", where);
       peers_.resize(static_cast<std::size_t>(size));
-      for (int accepted = 1; accepted < size; ++accepted) {
+      for (int connected = 0; connected < size - 1;) {
         if (!wait_fd(listener.fd(), POLLIN, deadline)) {
-          timed_out("only " + std::to_string(accepted - 1) + " of " + std::to_string(size - 1) +
+          timed_out("only " + std::to_string(connected) + " of " + std::to_string(size - 1) +
                         " ranks connected to " + where,
                     timeout);
         }
         Socket s(::accept(listener.fd(), nullptr, nullptr));
-        if (s.fd() < 0) fail("accept", where);
-        std::uint32_t hello[2];
-        read_all(s.fd(), hello, sizeof hello, deadline);
+        if (s.fd() < 0) {
+          if (errno == EINTR || errno == ECONNABORTED) continue;
+          fail("accept", where);
+        }
+        // A stranger (a port scanner, a health check, a rank of another job)
+        // is closed and skipped; a rank says hello at once, so it gets a few
+        // seconds, not the whole deadline.
+        std::uint32_t hello[2] = {0, 0};
+        try {
+          read_all(s.fd(), hello, sizeof hello,
+                   std::min(deadline, Clock::now() + std::chrono::seconds(5)),
+                   "a connection to " + where);
+        } catch (const Error&) {
+          continue;
+        }
+        if (hello[0] != kHello) continue;
         const auto r = static_cast<int>(hello[1]);
-        if (hello[0] != kHello || r <= 0 || r >= size || peers_[r].fd() >= 0) {
-          throw Error(ErrorCode::transport, "dgs tcp bootstrap: a stranger or a duplicate rank " +
-                                                std::to_string(r) + " connected to " + where);
+        if (r <= 0 || r >= size || peers_[r].fd() >= 0) {
+          throw Error(
+              ErrorCode::transport,
+              "dgs tcp bootstrap: rank 0 of " + std::to_string(size) + " at " + where +
+                  ": a dgs rank " + std::to_string(hello[1]) +
+                  (r <= 0 || r >= size ? " outside the world" : " that had connected already") +
+                  " connected (two jobs on one port?)");
         }
         peers_[r] = std::move(s);
+        ++connected;
       }
     } else {
       addrinfo hints{};
@@ -324,7 +459,8 @@ class TcpBootstrap final : public Bootstrap {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
       const std::uint32_t hello[2] = {kHello, static_cast<std::uint32_t>(rank)};
-      write_all(server_.fd(), hello, sizeof hello, deadline);
+      write_all(server_.fd(), hello, sizeof hello, deadline, "rank 0 at " + where);
+      where_ = where;
     }
   }
 
@@ -337,18 +473,20 @@ class TcpBootstrap final : public Bootstrap {
     const std::uint64_t size = bytes;
     if (rank_ == 0) {
       for (int r = 1; r < size_; ++r) {
-        write_all(peers_[r].fd(), &size, 8, deadline);
-        write_all(peers_[r].fd(), data, bytes, deadline);
+        const std::string peer = "rank " + std::to_string(r);
+        write_all(peers_[r].fd(), &size, 8, deadline, peer);
+        write_all(peers_[r].fd(), data, bytes, deadline, peer);
       }
     } else {
+      const std::string peer = "rank 0 at " + where_;
       std::uint64_t got = 0;
-      read_all(server_.fd(), &got, 8, deadline);
+      read_all(server_.fd(), &got, 8, deadline, peer);
       if (got != bytes) {
         throw Error(ErrorCode::transport, "dgs tcp bootstrap: rank 0 sent " + std::to_string(got) +
                                               " bytes, rank " + std::to_string(rank_) +
                                               " expected " + std::to_string(bytes));
       }
-      read_all(server_.fd(), data, bytes, deadline);
+      read_all(server_.fd(), data, bytes, deadline, peer);
     }
   }
 
@@ -362,6 +500,7 @@ class TcpBootstrap final : public Bootstrap {
   std::chrono::milliseconds timeout_;
   std::vector<Socket> peers_;
   Socket server_;
+  std::string where_;  // rank 0's address (ranks > 0)
 };
 
 }  // namespace
@@ -427,6 +566,9 @@ LaunchInfo detect_launch() {
 }
 
 bool launched_by_mpi() noexcept {
+  // torchrun's processes inherit the variables of an mpirun or srun around
+  // it, but torchrun started them: they are not MPI ranks.
+  if (env("TORCHELASTIC_RUN_ID") != nullptr) return false;
   return env("OMPI_COMM_WORLD_SIZE") != nullptr || env("PMI_SIZE") != nullptr ||
          env("PMIX_RANK") != nullptr || env("MPI_LOCALNRANKS") != nullptr;
 }
@@ -446,6 +588,11 @@ void check_rank(const char* who, int rank, int size) {
 std::unique_ptr<Bootstrap> make_file_bootstrap(int rank, int size, const std::string& path,
                                                std::chrono::milliseconds timeout) {
   check_rank("file", rank, size);
+  if (path.empty()) {
+    throw Error(ErrorCode::invalid_argument,
+                "dgs file bootstrap: the path is empty (a path every rank sees, unique to the "
+                "job: /shared/dir/job-42)");
+  }
   return std::make_unique<FileBootstrap>(rank, size, path, timeout);
 }
 
@@ -484,7 +631,8 @@ std::unique_ptr<Bootstrap> make_bootstrap(std::chrono::milliseconds timeout) {
   if (r.rfind("tcp:", 0) == 0) {
     const std::string address = r.substr(4);
     const auto colon = address.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
+    // tcp:[::1] has colons but no port.
+    if (colon == std::string::npos || colon == 0 || address.back() == ']') {
       throw Error(ErrorCode::invalid_argument,
                   "dgs bootstrap: DGS_RENDEZVOUS='" + r + "' needs tcp:host:port");
     }

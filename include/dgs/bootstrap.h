@@ -43,7 +43,9 @@ LaunchInfo detect_launch();
 /// they are inconsistent): for programs that also run without a launcher.
 std::optional<LaunchInfo> find_launch();
 
-/// True when the process was started by mpirun or srun under an MPI launcher.
+/// True when the process was started by mpirun or srun under an MPI launcher
+/// (false under torchrun, whose processes inherit such variables from a
+/// launcher around it but are not MPI ranks).
 bool launched_by_mpi() noexcept;
 
 class Bootstrap {

@@ -2,9 +2,22 @@
 // variables give the rank and size, what a mistake in them says, and why a
 // TCP rendezvous could not reach rank 0. (Several processes meeting:
 // net/run_bootstrap.sh and net/bootstrap_check.cpp.)
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -121,11 +134,16 @@ TEST_F(LaunchEnvironment, TorchrunsRankComesBeforeTheLauncherAroundIt) {
   set("RANK", "6");
   set("WORLD_SIZE", "8");
   EXPECT_EQ(detect_launch().source, "PMI_RANK/PMI_SIZE");  // RANK of something else
+  set("PMIX_RANK", "1");
+  EXPECT_TRUE(launched_by_mpi());
   set("TORCHELASTIC_RUN_ID", "job-7");
   const LaunchInfo info = detect_launch();
   EXPECT_EQ(info.rank, 6);
   EXPECT_EQ(info.size, 8);
   EXPECT_EQ(info.source, "RANK/WORLD_SIZE");
+  // Its processes inherit srun's PMIx variables but are not MPI ranks: the
+  // environment bootstrap, not MPI's.
+  EXPECT_FALSE(launched_by_mpi());
 }
 
 // The local rank comes from the launcher that gave the rank, never from
@@ -181,12 +199,27 @@ TEST_F(LaunchEnvironment, GarbageAndRanksOutsideTheWorldAreRefused) {
   set("DGS_RANK", "2");
   EXPECT_NE(error_of([] { find_launch(); }).find("is not a rank inside the world"),
             std::string::npos);
+  // Only digits (and a minus sign, refused by its range): strtol alone
+  // takes leading blanks and a plus sign.
+  set("DGS_RANK", " 1");
+  EXPECT_NE(error_of([] { find_launch(); }).find("DGS_RANK=' 1'"), std::string::npos);
+  set("DGS_RANK", "1");
+  set("DGS_WORLD_SIZE", "+2");
+  EXPECT_NE(error_of([] { find_launch(); }).find("DGS_WORLD_SIZE='+2'"), std::string::npos);
+  set("DGS_WORLD_SIZE", "99999999999999999999");
+  EXPECT_NE(error_of([] { find_launch(); }).find("is not a rank or size"), std::string::npos);
+  set("DGS_WORLD_SIZE", "2");
   set("DGS_RANK", "1");
   set("DGS_RENDEZVOUS", "tcp:localhost:http");
   EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("'http' is not a TCP port"),
             std::string::npos);
   set("DGS_RENDEZVOUS", "tcp:localhost:70000");
   EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("'70000' is not a TCP port"),
+            std::string::npos);
+  set("DGS_RENDEZVOUS", "tcp:[::1]");
+  EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("needs tcp:host:port"), std::string::npos);
+  set("DGS_RENDEZVOUS", "file:");
+  EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("file bootstrap: the path is empty"),
             std::string::npos);
   set("DGS_RENDEZVOUS", "udp:localhost:7000");
   EXPECT_NE(error_of([] { make_bootstrap(1s); }).find("neither file:<path> nor tcp:<host>:<port>"),
@@ -236,6 +269,173 @@ TEST(Bootstraps, ARankOutsideTheWorldIsRefused) {
       }
     }
   }
+}
+
+// A fresh directory for one test's rendezvous files, removed afterwards.
+class RendezvousDir {
+ public:
+  RendezvousDir() {
+    std::string pattern = ::testing::TempDir() + "dgs_rendezvous_XXXXXX";
+    dir_ = ::mkdtemp(pattern.data()) != nullptr ? pattern : "";
+    EXPECT_FALSE(dir_.empty()) << "mkdtemp failed";
+  }
+  ~RendezvousDir() {
+    for (const std::string& f : files()) std::remove((dir_ + "/" + f).c_str());
+    ::rmdir(dir_.c_str());
+  }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(dir_.c_str())) {
+      while (const dirent* e = ::readdir(d)) {
+        const std::string name = e->d_name;
+        if (name != "." && name != "..") out.push_back(name);
+      }
+      ::closedir(d);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  void touch(const std::string& name, const std::string& content = "") const {
+    std::FILE* f = std::fopen(path(name).c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fwrite(content.data(), 1, content.size(), f);
+    std::fclose(f);
+  }
+
+ private:
+  std::string dir_;
+};
+
+// What `call` throws: its code and message.
+std::pair<ErrorCode, std::string> thrown(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return {e.code(), e.what()};
+  }
+  return {ErrorCode::invalid_argument, "no error"};
+}
+
+// Three ranks in threads, two broadcasts each: every rank gets rank 0's
+// bytes, and no file is left.
+TEST(FileBootstrap, RanksInThreadsGetRankZerosBytesAndNoFileIsLeft) {
+  RendezvousDir dir;
+  std::vector<std::array<std::uint64_t, 2>> got(3);
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 3; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        auto b = make_file_bootstrap(r, 3, dir.path("job"), 20s);
+        for (int n = 0; n < 2; ++n) {
+          std::uint64_t value = r == 0 ? 1000u + static_cast<unsigned>(n) : 7u;
+          b->broadcast(&value, sizeof value);
+          got[r][n] = value;
+        }
+      } catch (const Error& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(got[r][0], 1000u) << "rank " << r;
+    EXPECT_EQ(got[r][1], 1001u) << "rank " << r;
+  }
+  EXPECT_TRUE(dir.files().empty()) << dir.files().front();
+}
+
+// Rank 0 that gives up waiting for a rank removes its files.
+TEST(FileBootstrap, RankZeroThatTimesOutLeavesNoFile) {
+  RendezvousDir dir;
+  auto b = make_file_bootstrap(0, 2, dir.path("job"), 200ms);
+  std::uint64_t value = 5;
+  const auto [code, what] = thrown([&] { b->broadcast(&value, sizeof value); });
+  EXPECT_EQ(code, ErrorCode::timeout);
+  EXPECT_NE(what.find("no sign of rank 1 to read"), std::string::npos) << what;
+  EXPECT_TRUE(dir.files().empty()) << dir.files().front();
+}
+
+// Files an earlier run left behind are named, not read as this run's.
+TEST(FileBootstrap, FilesAnEarlierRunLeftAreRefusedOrNeverTaken) {
+  RendezvousDir dir;
+  std::uint64_t value = 5;
+  // Rank 0 finds an acknowledgement it did not ask for: it refuses, and
+  // leaves the file (another job's, maybe) alone.
+  dir.touch("job.0.ack1", "1\n");
+  auto zero = make_file_bootstrap(0, 2, dir.path("job"), 1s);
+  auto [code, what] = thrown([&] { zero->broadcast(&value, sizeof value); });
+  EXPECT_EQ(code, ErrorCode::io);
+  EXPECT_NE(what.find("job.0.ack1 exists before rank 0 wrote"), std::string::npos) << what;
+  EXPECT_EQ(dir.files(), std::vector<std::string>{"job.0.ack1"});
+  // So does a rank whose own acknowledgement is there already.
+  auto one = make_file_bootstrap(1, 2, dir.path("job"), 1s);
+  std::tie(code, what) = thrown([&] { one->broadcast(&value, sizeof value); });
+  EXPECT_EQ(code, ErrorCode::io);
+  EXPECT_NE(what.find("job.0.ack1 exists before rank 1 read"), std::string::npos) << what;
+  std::remove(dir.path("job.0.ack1").c_str());
+
+  // A message left behind, whole and of the right size, and no rank 0: rank
+  // 1 reads it, but nobody removes it, so rank 1 never returns its bytes.
+  std::string stale(16, '\0');
+  stale[0] = 8;
+  stale[8] = 42;
+  dir.touch("job.0", stale);
+  one = make_file_bootstrap(1, 2, dir.path("job"), 300ms);
+  value = 5;
+  std::tie(code, what) = thrown([&] { one->broadcast(&value, sizeof value); });
+  EXPECT_EQ(code, ErrorCode::timeout);
+  EXPECT_NE(what.find("left by an earlier run"), std::string::npos) << what;
+  EXPECT_EQ(dir.files(), std::vector<std::string>{"job.0"});  // its acknowledgement removed
+  // And rank 0, coming up now, refuses to write over it.
+  zero = make_file_bootstrap(0, 2, dir.path("job"), 1s);
+  std::tie(code, what) = thrown([&] { zero->broadcast(&value, sizeof value); });
+  EXPECT_EQ(code, ErrorCode::io);
+  EXPECT_NE(what.find("job.0 exists before rank 0 wrote"), std::string::npos) << what;
+}
+
+// A connection that is not a dgs rank (a port scanner sending junk) is
+// closed and skipped; the ranks still meet.
+TEST(TcpBootstrap, AStrangerIsSkippedAndTheRanksStillMeet) {
+  const int port = 33000 - static_cast<int>(::getpid() % 1000);
+  std::uint64_t at_zero = 77, at_one = 0;
+  std::string zero_error, one_error;
+  std::thread zero([&] {
+    try {
+      make_tcp_bootstrap(0, 2, "127.0.0.1", port, 20s)->broadcast(&at_zero, 8);
+    } catch (const Error& e) {
+      zero_error = e.what();
+    }
+  });
+  // The stranger connects first (retrying until rank 0 listens).
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int stranger = -1;
+  for (int tries = 0; tries < 2000 && stranger < 0; ++tries) {
+    stranger = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(stranger, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(stranger);
+      stranger = -1;
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  ASSERT_GE(stranger, 0) << "rank 0 never listened on port " << port;
+  const char junk[8] = {'G', 'E', 'T', ' ', '/', ' ', 'H', 'T'};
+  EXPECT_EQ(::send(stranger, junk, sizeof junk, MSG_NOSIGNAL), 8);
+  try {
+    make_tcp_bootstrap(1, 2, "127.0.0.1", port, 20s)->broadcast(&at_one, 8);
+  } catch (const Error& e) {
+    one_error = e.what();
+  }
+  zero.join();
+  ::close(stranger);
+  EXPECT_EQ(zero_error, "");
+  EXPECT_EQ(one_error, "");
+  EXPECT_EQ(at_one, 77u);
 }
 
 #if defined(DGS_TEST_NCCL)

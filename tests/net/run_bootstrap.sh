@@ -10,7 +10,7 @@ trap 'rm -rf "$dir"' EXIT
 if [[ $kind == file ]]; then
   rendezvous="file:$dir/job-$$"
 else
-  port=$((20000 + (RANDOM % 20000)))
+  port=$((20000 + (RANDOM % 12000)))  # below the ephemeral range (32768 on)
   rendezvous="tcp:127.0.0.1:$port"
 fi
 pids=()
