@@ -607,7 +607,7 @@ std::unique_ptr<Bootstrap> make_tcp_bootstrap(int rank, int size, const std::str
 }
 
 #if !defined(DGS_HAVE_MPI)
-std::unique_ptr<Bootstrap> make_mpi_bootstrap() {
+std::unique_ptr<Bootstrap> make_mpi_bootstrap(std::chrono::milliseconds) {
   throw Error(ErrorCode::invalid_argument,
               "dgs: built without MPI (configure with -DDGS_WITH_MPI=ON for the MPI bootstrap)");
 }
@@ -615,7 +615,7 @@ std::unique_ptr<Bootstrap> make_mpi_bootstrap() {
 
 std::unique_ptr<Bootstrap> make_bootstrap(std::chrono::milliseconds timeout) {
 #if defined(DGS_HAVE_MPI)
-  if (launched_by_mpi()) return make_mpi_bootstrap();
+  if (launched_by_mpi()) return make_mpi_bootstrap(timeout);
 #endif
   const LaunchInfo info = detect_launch();
   const char* rendezvous = env("DGS_RENDEZVOUS");

@@ -1,6 +1,9 @@
-// The MPI transport: blocking sends, and receives by matched probe
-// (MPI_Improbe + MPI_Mrecv) polled with a short back-off, so a receive can time
-// out and the server can take whichever peer's message arrives first.
+// The MPI transport: sends from a copy of the message (MPI_Isend, so send()
+// returns at once and a receiver that is slow to post its receive holds up
+// nobody), completed in the background of later calls within a send timeout;
+// receives by matched probe (MPI_Improbe + MPI_Mrecv) polled with a short
+// back-off, so a receive can time out and the server can take whichever
+// peer's message arrives first.
 #include <mpi.h>
 #if __has_include(<mpi-ext.h>)
 #include <mpi-ext.h>
@@ -9,8 +12,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -20,6 +27,7 @@
 #include "net/deadline.h"
 #include "net/mpi_check.h"
 #include "net/mpi_transport.h"
+#include "runtime/log.h"
 
 namespace dgs {
 namespace {
@@ -58,16 +66,95 @@ class PinnedBuffer {
   std::size_t size_ = 0;
 };
 
+using Clock = std::chrono::steady_clock;
+
+// Memory a message is sent from while MPI still owns it: host memory, pinned
+// host memory (device buffers staged for an MPI that is not CUDA-aware), or
+// device memory (a CUDA-aware MPI).
+class SendCopy {
+ public:
+  enum class Where { host, pinned, device };
+  SendCopy(Where where, std::size_t bytes, int rank, int peer) : where_(where), size_(bytes) {
+    const std::size_t n = std::max<std::size_t>(bytes, 1);
+    switch (where) {
+      case Where::host:
+        data_ = ::operator new(n);
+        break;
+      case Where::pinned:
+        check_cuda(cudaMallocHost(&data_, n), "cudaMallocHost", rank, peer);
+        break;
+      case Where::device:
+        check_cuda(cudaMalloc(&data_, n), "cudaMalloc", rank, peer);
+        break;
+    }
+  }
+  ~SendCopy() { release(); }
+  SendCopy(SendCopy&& o) noexcept : where_(o.where_), data_(o.data_), size_(o.size_) {
+    o.data_ = nullptr;
+  }
+  SendCopy& operator=(SendCopy&& o) noexcept {
+    if (this != &o) {
+      release();
+      where_ = o.where_;
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = o.size_;
+    }
+    return *this;
+  }
+  unsigned char* data() const { return static_cast<unsigned char*>(data_); }
+  std::size_t size() const { return size_; }
+  /// For memory a request that never completed may still read: kept for
+  /// good rather than freed under MPI.
+  void leak() { data_ = nullptr; }
+
+ private:
+  void release() {
+    if (data_ == nullptr) return;
+    switch (where_) {
+      case Where::host:
+        ::operator delete(data_);
+        break;
+      case Where::pinned:
+        cudaFreeHost(data_);
+        break;
+      case Where::device:
+        cudaFree(data_);
+        break;
+    }
+    data_ = nullptr;
+  }
+
+  Where where_;
+  void* data_ = nullptr;
+  std::size_t size_;
+};
+
+// A message on its way: its copy, the requests of its pieces, and the time
+// by which the peer must have taken it.
+struct Outgoing {
+  int peer;
+  std::size_t bytes;
+  SendCopy copy;
+  std::vector<MPI_Request> requests;
+  Clock::time_point deadline;
+};
+
 class MpiTransport final : public Transport {
  public:
-  MpiTransport(MemoryKind memory, int color, std::size_t piece_bytes)
-      : memory_(memory), piece_(piece_bytes) {
+  MpiTransport(MemoryKind memory, int color, std::size_t piece_bytes,
+               std::chrono::milliseconds send_timeout)
+      : memory_(memory), piece_(piece_bytes), send_timeout_(send_timeout) {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
       throw Error(ErrorCode::mpi,
                   "dgs::make_mpi_transport: MPI is not initialised "
                   "(create a dgs::MpiSession or call MPI_Init first)");
+    }
+    if (send_timeout_.count() <= 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  "dgs::make_mpi_transport: send_timeout must be positive (got " +
+                      std::to_string(send_timeout_.count()) + " ms)");
     }
     if (piece_ == 0 || piece_ > kMaxPieceBytes) {
       throw Error(ErrorCode::invalid_argument, "dgs::make_mpi_transport: a message piece of " +
@@ -88,7 +175,29 @@ class MpiTransport final : public Transport {
   ~MpiTransport() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Comm_free(&comm_);
+    if (finalized) {
+      for (Outgoing& o : pending_) o.copy.leak();
+      for (Outgoing& o : abandoned_) o.copy.leak();
+      return;
+    }
+    // Messages still on their way to live peers get a few seconds to be taken.
+    const auto until = Clock::now() + std::min(send_timeout_, kDrainWait);
+    try {
+      while (!pending_.empty() && Clock::now() < until) {
+        progress();
+        std::this_thread::yield();
+      }
+    } catch (...) {
+    }
+    for (Outgoing& o : pending_) {
+      detail::log(LogLevel::warning, "MPI transport rank " + std::to_string(rank_) +
+                                         ": closing with a message of " + std::to_string(o.bytes) +
+                                         " bytes to peer " + std::to_string(o.peer) +
+                                         " not taken; it is lost");
+      abandon(std::move(o));
+    }
+    pending_.clear();
+    MPI_Comm_free(&comm_);
   }
 
   int rank() const noexcept override { return rank_; }
@@ -100,40 +209,153 @@ class MpiTransport final : public Transport {
   // one as full pieces followed by a shorter last piece (empty when the
   // length is a multiple of the piece). MPI counts are ints, so no single
   // MPI message could carry 2 GiB or more (a dense model of 2^29 floats).
+  //
+  // The bytes are copied first (to pinned host memory when a device buffer
+  // must be staged), so the caller's buffer is free when send() returns and
+  // MPI never reads it later. A message the peer has not taken within the
+  // send timeout fails that peer: later sends to it throw, and a receive
+  // from it reports peer_failed (a dead peer never takes a message larger
+  // than MPI's eager limit, and a blocking send to it would wait for ever).
   void send(int peer, const void* buffer, std::size_t bytes) override {
     check_peer(peer);
-    const auto* data = static_cast<const unsigned char*>(buffer);
-    const bool stage = memory_ == MemoryKind::device && !direct_device_;
-    std::size_t at = 0;
-    for (;;) {
-      const std::size_t n = std::min(piece_, bytes - at);
-      const void* piece = data + at;
-      if (stage && n > 0) {
-        unsigned char* staged = send_stage_.get(n, rank_);
-        check_cuda(cudaMemcpy(staged, data + at, n, cudaMemcpyDeviceToHost),
-                   "cudaMemcpy(device to host)", rank_, peer);
-        piece = staged;
-      }
-      detail::mpi_check(MPI_Send(piece, static_cast<int>(n), MPI_BYTE, peer, kTag, comm_),
-                        "MPI_Send", rank_, peer);
-      at += n;
-      if (n < piece_) return;
+    progress();
+    const auto failed = failed_.find(peer);
+    if (failed != failed_.end()) {
+      throw Error(ErrorCode::transport, "MPI transport rank " + std::to_string(rank_) +
+                                            ": cannot send to peer " + std::to_string(peer) +
+                                            ", which failed: " + failed->second);
     }
+    Outgoing out{peer, bytes, take_copy(bytes, peer), {}, Clock::now() + send_timeout_};
+    if (bytes > 0) {
+      if (memory_ == MemoryKind::host) {
+        std::memcpy(out.copy.data(), buffer, bytes);
+      } else {
+        check_cuda(cudaMemcpy(out.copy.data(), buffer, bytes,
+                              direct_device_ ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost),
+                   direct_device_ ? "cudaMemcpy(device to device)" : "cudaMemcpy(device to host)",
+                   rank_, peer);
+      }
+    }
+    for (std::size_t at = 0;;) {
+      const std::size_t n = std::min(piece_, bytes - at);
+      MPI_Request request = MPI_REQUEST_NULL;
+      const int code = MPI_Isend(out.copy.data() + at, static_cast<int>(n), MPI_BYTE, peer, kTag,
+                                 comm_, &request);
+      if (code != MPI_SUCCESS) {
+        fail_peer(peer, "MPI_Isend failed");
+        abandon(std::move(out));
+        detail::mpi_check(code, "MPI_Isend", rank_, peer);
+      }
+      out.requests.push_back(request);
+      at += n;
+      if (n < piece_) break;
+    }
+    pending_.push_back(std::move(out));
   }
 
   Receipt recv(int peer, void* buffer, std::size_t bytes,
                std::chrono::milliseconds timeout) override {
     check_peer(peer);
-    return receive({peer}, buffer, bytes, timeout);
+    return receive({peer}, buffer, bytes, timeout, false);
   }
 
   Receipt recv_any(const std::vector<int>& peers, void* buffer, std::size_t bytes,
                    std::chrono::milliseconds timeout) override {
     for (int p : peers) check_peer(p);
-    return receive(peers, buffer, bytes, timeout);
+    return receive(peers, buffer, bytes, timeout, true);
   }
 
  private:
+  static constexpr std::chrono::milliseconds kDrainWait{5000};
+  // Copies kept for reuse: a server sends one reply after another of the
+  // same size.
+  static constexpr std::size_t kSpareCopies = 4;
+
+  SendCopy take_copy(std::size_t bytes, int peer) {
+    for (auto it = spare_.begin(); it != spare_.end(); ++it) {
+      if (it->size() >= bytes) {
+        SendCopy c = std::move(*it);
+        spare_.erase(it);
+        return c;
+      }
+    }
+    const SendCopy::Where where = memory_ == MemoryKind::host ? SendCopy::Where::host
+                                  : direct_device_            ? SendCopy::Where::device
+                                                              : SendCopy::Where::pinned;
+    return SendCopy(where, bytes, rank_, peer);
+  }
+
+  void fail_peer(int peer, const std::string& why) {
+    if (failed_.emplace(peer, why).second) {
+      detail::log(LogLevel::warning, "MPI transport rank " + std::to_string(rank_) + ": peer " +
+                                         std::to_string(peer) + " failed: " + why);
+    }
+  }
+
+  // A message that may never complete: its requests are left to MPI and its
+  // copy is kept, since MPI may still read it.
+  void abandon(Outgoing&& o) {
+    for (MPI_Request& r : o.requests) {
+      if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+    }
+    abandoned_.push_back(std::move(o));
+  }
+
+  // Completes the sends whose peers took them, and fails the peers of those
+  // past their deadline (or whose send failed).
+  void progress() {
+    const auto now = Clock::now();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      int done = 0;
+      const int code = MPI_Testall(static_cast<int>(it->requests.size()), it->requests.data(),
+                                   &done, MPI_STATUSES_IGNORE);
+      if (code == MPI_SUCCESS && done) {
+        if (spare_.size() < kSpareCopies) spare_.push_back(std::move(it->copy));
+        it = pending_.erase(it);
+        continue;
+      }
+      const bool failed = failed_.count(it->peer) != 0;
+      if (code != MPI_SUCCESS || failed || now > it->deadline) {
+        if (code != MPI_SUCCESS) {
+          char text[MPI_MAX_ERROR_STRING];
+          int length = 0;
+          MPI_Error_string(code, text, &length);
+          fail_peer(it->peer,
+                    "sending a message of " + std::to_string(it->bytes) +
+                        " bytes failed: " + std::string(text, static_cast<std::size_t>(length)));
+        } else if (!failed) {
+          fail_peer(it->peer, "a message of " + std::to_string(it->bytes) +
+                                  " bytes was not taken within the send timeout of " +
+                                  std::to_string(send_timeout_.count()) + " ms");
+        }
+        abandon(std::move(*it));
+        it = pending_.erase(it);
+        continue;
+      }
+      ++it;
+    }
+  }
+
+  // One of `peers` that failed (every time for a single-peer receive, once
+  // for an any-peer one), or -1.
+  int failed_among(const std::vector<int>& peers, bool once) {
+    for (int p : peers) {
+      if (failed_.count(p) == 0) continue;
+      if (!once) return p;
+      if (reported_.insert(p).second) return p;
+    }
+    return -1;
+  }
+
+  Receipt failed_receipt(int peer) const {
+    Receipt r;
+    r.status = Receipt::Status::peer_failed;
+    r.peer = peer;
+    r.error = "MPI transport rank " + std::to_string(rank_) + ": peer " + std::to_string(peer) +
+              " failed: " + failed_.at(peer);
+    return r;
+  }
+
   void check_peer(int peer) const {
     if (peer < 0 || peer >= size_ || peer == rank_) {
       throw Error(ErrorCode::invalid_argument,
@@ -167,12 +389,25 @@ class MpiTransport final : public Transport {
     return found != 0;
   }
 
-  // Polls probe() until a message matches or the deadline passes.
+  // Polls probe() until a message matches or the deadline passes, or (with
+  // `failed`) one of the peers has failed (then *failed is that peer).
   bool wait_for(const std::vector<int>& peers, std::chrono::steady_clock::time_point deadline,
-                MPI_Message& message, MPI_Status& status) {
+                MPI_Message& message, MPI_Status& status, int* failed = nullptr, bool once = true) {
     auto pause = std::chrono::microseconds(5);
     while (!probe(peers, message, status)) {
+      if (failed != nullptr) {
+        progress();
+        *failed = failed_among(peers, once);
+        if (*failed >= 0) return false;
+      }
       if (std::chrono::steady_clock::now() >= deadline) return false;
+      // MPI moves a message on only inside MPI calls: while sends are on
+      // their way, poll without sleeping.
+      if (!pending_.empty()) {
+        if (failed == nullptr) progress();
+        std::this_thread::yield();
+        continue;
+      }
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(1000));
     }
@@ -211,11 +446,14 @@ class MpiTransport final : public Transport {
   }
 
   Receipt receive(const std::vector<int>& peers, void* buffer, std::size_t bytes,
-                  std::chrono::milliseconds timeout) {
+                  std::chrono::milliseconds timeout, bool any) {
+    progress();
+    int failed = failed_among(peers, any);
+    if (failed >= 0) return failed_receipt(failed);
     MPI_Message message;
     MPI_Status status;
-    if (!wait_for(peers, detail::deadline_after(timeout), message, status)) {
-      return Receipt{};
+    if (!wait_for(peers, detail::deadline_after(timeout), message, status, &failed, any)) {
+      return failed >= 0 ? failed_receipt(failed) : Receipt{};
     }
     const int peer = status.MPI_SOURCE;
     auto* data = static_cast<unsigned char*>(buffer);
@@ -248,12 +486,18 @@ class MpiTransport final : public Transport {
 
   MemoryKind memory_;
   std::size_t piece_;
+  std::chrono::milliseconds send_timeout_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
   bool direct_device_ = false;
-  PinnedBuffer send_stage_, recv_stage_;
+  PinnedBuffer recv_stage_;
   std::vector<unsigned char> oversize_;
+  std::deque<Outgoing> pending_;     // in the order sent
+  std::vector<Outgoing> abandoned_;  // never completed: their copies stay
+  std::vector<SendCopy> spare_;
+  std::map<int, std::string> failed_;  // peer -> why
+  std::set<int> reported_;             // failed peers an any-peer receive reported
 };
 
 }  // namespace
@@ -285,15 +529,16 @@ bool MpiSession::cuda_aware() noexcept {
 #endif
 }
 
-std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory, int color) {
-  return std::make_shared<MpiTransport>(memory, color, detail::kMpiPieceBytes);
+std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory, int color,
+                                              std::chrono::milliseconds send_timeout) {
+  return std::make_shared<MpiTransport>(memory, color, detail::kMpiPieceBytes, send_timeout);
 }
 
 namespace detail {
 
-std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory, int color,
-                                              std::size_t piece_bytes) {
-  return std::make_shared<MpiTransport>(memory, color, piece_bytes);
+std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory, int color, std::size_t piece_bytes,
+                                              std::chrono::milliseconds send_timeout) {
+  return std::make_shared<MpiTransport>(memory, color, piece_bytes, send_timeout);
 }
 
 }  // namespace detail

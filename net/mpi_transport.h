@@ -2,6 +2,7 @@
 // is cut into (net/mpi_transport.cpp).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 
@@ -17,7 +18,8 @@ constexpr std::size_t kMpiPieceBytes = std::size_t{64} << 20;
 
 /// make_mpi_transport with another piece size (1 to 2^31 - 1 bytes), so that
 /// tests can cut small messages into pieces.
-std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory, int color,
-                                              std::size_t piece_bytes);
+std::shared_ptr<Transport> make_mpi_transport(
+    MemoryKind memory, int color, std::size_t piece_bytes,
+    std::chrono::milliseconds send_timeout = std::chrono::minutes(5));
 
 }  // namespace dgs::detail

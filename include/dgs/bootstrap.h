@@ -70,9 +70,12 @@ std::unique_ptr<Bootstrap> make_file_bootstrap(int rank, int size, const std::st
 std::unique_ptr<Bootstrap> make_tcp_bootstrap(int rank, int size, const std::string& host, int port,
                                               std::chrono::milliseconds timeout);
 
-/// Through MPI_COMM_WORLD (MPI must be initialised). Throws when dgs was built
-/// without MPI.
-std::unique_ptr<Bootstrap> make_mpi_bootstrap();
+/// Through a duplicate of MPI_COMM_WORLD (MPI must be initialised) whose
+/// errors are returned, not fatal: a broadcast that does not complete within
+/// `timeout` throws dgs::Error (timeout), an MPI error dgs::Error (mpi)
+/// naming the call. Throws when dgs was built without MPI.
+std::unique_ptr<Bootstrap> make_mpi_bootstrap(
+    std::chrono::milliseconds timeout = std::chrono::minutes(5));
 
 /// Picks one: MPI when launched by mpirun/srun and dgs was built with MPI;
 /// otherwise the environment: rank and size from detect_launch() and

@@ -2,6 +2,7 @@
 // to use it: MPI stays inside net/.
 #pragma once
 
+#include <chrono>
 #include <memory>
 
 #include "dgs/backend.h"
@@ -34,6 +35,16 @@ class MpiSession {
 /// mpirun. memory == device: device buffers go to MPI directly when it is
 /// CUDA-aware and are staged through pinned host memory otherwise. The server
 /// takes the next push with an any-source probe.
-std::shared_ptr<Transport> make_mpi_transport(MemoryKind memory = MemoryKind::host, int color = 0);
+///
+/// send() copies the message (host, pinned host or device memory, as MPI
+/// takes it; a few copies are kept for reuse) and returns: a receiver that
+/// posts its receive late holds up no one. A message its peer has not taken
+/// within `send_timeout` fails that peer: sends to it throw dgs::Error
+/// (transport) and receives from it report peer_failed (a server drops that
+/// worker). Destroying the transport gives messages still on their way up
+/// to 5 s (less with a shorter send_timeout) and logs those it loses.
+std::shared_ptr<Transport> make_mpi_transport(
+    MemoryKind memory = MemoryKind::host, int color = 0,
+    std::chrono::milliseconds send_timeout = std::chrono::minutes(5));
 
 }  // namespace dgs

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "dgs/bootstrap.h"
@@ -67,6 +68,30 @@ int main(int argc, char** argv) {
       if (i < bytes)
         std::printf("rank %d: the broadcast of 2^31 + 5 bytes differs at %zu\n", rank, i);
       ok = ok && i == bytes;
+      // A broadcast rank 0 joins late: the others, with a timeout of 300 ms,
+      // throw a timeout error that says so; then rank 0 joins, and the
+      // abandoned broadcasts complete into buffers the bootstrap kept.
+      auto late = dgs::make_mpi_bootstrap(rank == 0 ? std::chrono::milliseconds(60000)
+                                                    : std::chrono::milliseconds(300));
+      std::vector<unsigned char> b(64, 0);
+      if (rank != 0) {
+        try {
+          late->broadcast(b.data(), b.size());
+          std::printf("rank %d: a broadcast rank 0 had not joined did not time out\n", rank);
+          ok = false;
+        } catch (const dgs::Error& e) {
+          const bool said =
+              e.code() == dgs::ErrorCode::timeout &&
+              std::string(e.what()).find("did not complete within 300 ms") != std::string::npos;
+          if (!said) std::printf("rank %d: the timeout said: %s\n", rank, e.what());
+          ok = ok && said;
+        }
+      }
+      MPI_Barrier(MPI_COMM_WORLD);
+      if (rank == 0) {
+        b = blob(64, 5);
+        late->broadcast(b.data(), b.size());
+      }
       // Rank 0 prints the result for every rank.
       int every = ok ? 1 : 0;
       MPI_Allreduce(MPI_IN_PLACE, &every, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);

@@ -3,7 +3,9 @@
 // and in order, a receive into a smaller buffer reports the sender's size,
 // keeps what fits and leaves no piece behind, two senders' pieces never mix
 // in an any-source receive, and a message larger than an MPI count can say
-// (2^31 bytes and more) arrives whole through the default transport.
+// (2^31 bytes and more) arrives whole through the default transport, and a
+// send returns without waiting for its receiver, failing the peer when it
+// does not take the message within the send timeout.
 //
 //   mpirun -np 3 dgs_mpi_transport_check [--no-large]
 #include <mpi.h>
@@ -13,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dgs/error.h"
@@ -156,6 +159,49 @@ void larger_than_an_mpi_count(int rank) {
 
 }  // namespace
 
+// Sends do not wait for the receiver, and one it does not take in time
+// fails its peer: rank 0 sends 4 MiB (past any eager limit) to rank 2, which
+// posts its receive only 3 s later, with a send timeout of 500 ms. The send
+// returns at once; within about the timeout a receive from rank 2 reports
+// it failed, naming the timeout, and a second send to it throws; rank 2
+// still gets the whole message, from rank 0's copy.
+void a_peer_that_does_not_take_its_message(int rank) {
+  auto t = dgs::detail::make_mpi_transport(dgs::MemoryKind::host, 0, dgs::detail::kMpiPieceBytes,
+                                           milliseconds(500));
+  constexpr std::size_t kBytes = std::size_t{4} << 20;
+  if (rank == 0) {
+    std::vector<unsigned char> m = message(kBytes, 31);
+    const auto start = std::chrono::steady_clock::now();
+    t->send(2, m.data(), m.size());
+    const auto sent = std::chrono::steady_clock::now() - start;
+    expect(sent < std::chrono::milliseconds(400),
+           "send() waited " +
+               std::to_string(std::chrono::duration_cast<milliseconds>(sent).count()) +
+               " ms for a receiver that is not there yet");
+    std::fill(m.begin(), m.end(), 0);  // free once send() returned
+    std::vector<unsigned char> buffer(16);
+    const dgs::Receipt r = t->recv_any({2}, buffer.data(), buffer.size(), milliseconds(2500));
+    const auto seen = std::chrono::steady_clock::now() - start;
+    expect(r.status == dgs::Receipt::Status::peer_failed && r.peer == 2,
+           "a peer that did not take its message within the send timeout was not reported failed");
+    expect(r.error.find("not taken within the send timeout of 500 ms") != std::string::npos,
+           "the failure does not say why: " + r.error);
+    expect(seen < std::chrono::milliseconds(2000), "the failure came after more than 2 s");
+    bool thrown = false;
+    try {
+      t->send(2, m.data(), 16);
+    } catch (const dgs::Error& e) {
+      thrown = e.code() == dgs::ErrorCode::transport &&
+               std::string(e.what()).find("which failed") != std::string::npos;
+    }
+    expect(thrown, "a send to a failed peer did not throw naming the failure");
+  } else if (rank == 2) {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    expect_message(*t, 0, kBytes, kBytes, 31, "the late receiver");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 int main(int argc, char** argv) {
   try {
     dgs::MpiSession mpi(&argc, &argv);
@@ -169,6 +215,7 @@ int main(int argc, char** argv) {
     pieces(rank);
     two_senders(rank);
     if (large) larger_than_an_mpi_count(rank);
+    a_peer_that_does_not_take_its_message(rank);
     // A piece size MPI cannot send is refused by name.
     bool refused = false;
     try {
