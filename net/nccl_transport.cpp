@@ -65,6 +65,7 @@ struct Link {
   cudaEvent_t done = nullptr;
   bool failed = false;
   bool reported = false;  // failure already returned by a receive
+  std::string error;      // why it failed
   Receive receive = Receive::idle;
   void* staging = nullptr;  // receive buffer
   std::size_t staging_bytes = 0;
@@ -75,6 +76,23 @@ class NcclTransport final : public Transport {
  public:
   NcclTransport(Bootstrap& bootstrap, const NcclOptions& options)
       : rank_(bootstrap.rank()), size_(bootstrap.size()), options_(options) {
+    // A constructor that throws runs no destructor: free what was made.
+    try {
+      connect(bootstrap);
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+
+  ~NcclTransport() override { release(); }
+
+  NcclTransport(const NcclTransport&) = delete;
+  NcclTransport& operator=(const NcclTransport&) = delete;
+
+ private:
+  void connect(Bootstrap& bootstrap) {
+    const NcclOptions& options = options_;
     const int server = options.server_rank;
     if (server < 0 || server >= size_) {
       throw Error(ErrorCode::invalid_argument, "NCCL transport: server rank " +
@@ -148,20 +166,25 @@ class NcclTransport final : public Transport {
     }
   }
 
-  ~NcclTransport() override {
+  void release() noexcept {
     for (auto* links : {&push_, &reply_}) {
       for (Link& link : *links) {
         if (link.comm != nullptr) {
           // Receives may still be posted: abort rather than wait for them.
           ncclCommAbort(link.comm);
+          link.comm = nullptr;
         }
         if (link.staging != nullptr) cudaFree(link.staging);
         if (link.done != nullptr) cudaEventDestroy(link.done);
         if (link.stream != nullptr) cudaStreamDestroy(link.stream);
+        link.staging = nullptr;
+        link.done = nullptr;
+        link.stream = nullptr;
       }
     }
   }
 
+ public:
   int rank() const noexcept override { return rank_; }
   int size() const noexcept override { return size_; }
   MemoryKind memory() const noexcept override { return MemoryKind::device; }
@@ -169,17 +192,25 @@ class NcclTransport final : public Transport {
 
   void send(int peer, const void* buffer, std::size_t bytes) override {
     Link& link = outgoing(peer);
-    if (link.failed)
-      throw Error(ErrorCode::transport, where(rank_, peer) + ": the pair has failed");
+    if (link.failed) {
+      throw Error(ErrorCode::transport,
+                  where(rank_, peer) + ": the pair has failed (" + link.error + ")");
+    }
     const auto deadline = detail::deadline_after(options_.send_timeout);
     const ncclResult_t sent = ncclSend(buffer, bytes, ncclUint8, other(), link.comm, link.stream);
-    nccl_check(sent, "ncclSend", rank_, peer);
+    if (sent != ncclSuccess && sent != ncclInProgress) {
+      // The communicator holds an error (its peer died, say): abort it.
+      fail(peer, link, std::string("ncclSend failed: ") + ncclGetErrorString(sent));
+      nccl_check(sent, "ncclSend", rank_, peer);
+    }
     if (sent == ncclInProgress) {
       // Non-blocking communicator still connecting: the send is not on the
       // stream yet, and nothing else may be queued there until it is.
       const ncclResult_t state = settle(link.comm, deadline);
       if (state != ncclSuccess) {
-        fail(peer, link);
+        fail(peer, link,
+             state == ncclInProgress ? "send not enqueued within the send timeout"
+                                     : std::string("send failed: ") + ncclGetErrorString(state));
         throw Error(
             state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
             where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
@@ -195,7 +226,10 @@ class NcclTransport final : public Transport {
       ncclResult_t state = ncclSuccess;
       ncclCommGetAsyncError(link.comm, &state);
       if ((state != ncclSuccess && state != ncclInProgress) || Clock::now() > deadline) {
-        fail(peer, link);
+        fail(peer, link,
+             state == ncclSuccess || state == ncclInProgress
+                 ? "a send timed out"
+                 : std::string("send failed: ") + ncclGetErrorString(state));
         throw Error(
             state == ncclSuccess || state == ncclInProgress ? ErrorCode::timeout : ErrorCode::nccl,
             where(rank_, peer) + ": send of " + std::to_string(bytes) + " bytes " +
@@ -214,6 +248,7 @@ class NcclTransport final : public Transport {
 
   Receipt recv_any(const std::vector<int>& peers, void* buffer, std::size_t bytes,
                    std::chrono::milliseconds timeout) override {
+    if (peers.empty()) return Receipt{};  // nothing to wait for
     return receive(peers, buffer, bytes, timeout);
   }
 
@@ -240,7 +275,8 @@ class NcclTransport final : public Transport {
     }
   }
 
-  void fail(int, Link& link) {
+  void fail(int, Link& link, const std::string& why) {
+    if (!link.failed) link.error = why;
     link.failed = true;
     if (link.comm != nullptr) ncclCommAbort(link.comm);
     link.comm = nullptr;
@@ -263,7 +299,12 @@ class NcclTransport final : public Transport {
       }
       const ncclResult_t posted =
           ncclRecv(link.staging, bytes, ncclUint8, other(), link.comm, link.stream);
-      nccl_check(posted, "ncclRecv", rank_, p);
+      if (posted != ncclSuccess && posted != ncclInProgress) {
+        // A communicator that broke between receives (its peer died) returns
+        // its error here: the peer failed, which the receive reports below.
+        fail(p, link, std::string("ncclRecv failed: ") + ncclGetErrorString(posted));
+        continue;
+      }
       link.posted_bytes = bytes;
       link.receive = Link::Receive::enqueuing;
       if (posted == ncclSuccess) record(p, link);
@@ -279,7 +320,7 @@ class NcclTransport final : public Transport {
           Receipt r;
           r.status = Receipt::Status::peer_failed;
           r.peer = p;
-          r.error = "its NCCL communicator failed";
+          r.error = where(rank_, p) + ": its NCCL communicator failed: " + link.error;
           return r;
         }
         if (link.receive == Link::Receive::enqueuing) {
@@ -316,7 +357,8 @@ class NcclTransport final : public Transport {
   ncclResult_t poll(int peer, Link& link) {
     ncclResult_t state = ncclSuccess;
     if (ncclCommGetAsyncError(link.comm, &state) != ncclSuccess) state = ncclInternalError;
-    if (state != ncclSuccess && state != ncclInProgress) fail(peer, link);
+    if (state != ncclSuccess && state != ncclInProgress)
+      fail(peer, link, std::string("asynchronous error: ") + ncclGetErrorString(state));
     return state;
   }
 
@@ -339,7 +381,10 @@ struct Loopback {
     const void* buffer;
     std::size_t bytes;
     bool done = false;
+    std::string error;  // set with done when the receiver's NCCL calls failed
   };
+  // How long a send waits for its receiver to take it.
+  std::chrono::milliseconds send_timeout{std::chrono::minutes(5)};
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   std::mutex mutex;
@@ -361,14 +406,32 @@ class LoopbackEndpoint final : public Transport {
   MemoryKind memory() const noexcept override { return MemoryKind::device; }
   const char* name() const noexcept override { return "nccl-loopback"; }
 
-  // Rendezvous: the message moves when the receiver takes it.
+  // Rendezvous: the message moves when the receiver takes it, within the
+  // send timeout (a receiver that never comes, a worker gone, would
+  // otherwise hold the sender for ever).
   void send(int peer, const void* buffer, std::size_t bytes) override {
     check(peer);
-    Loopback::Pending pending{rank_, buffer, bytes};
+    Loopback::Pending pending{rank_, buffer, bytes, false, {}};
     std::unique_lock<std::mutex> lock(loop_->mutex);
-    loop_->inbox[peer].push_back(&pending);
+    auto& inbox = loop_->inbox[peer];
+    inbox.push_back(&pending);
     loop_->changed.notify_all();
+    const bool taken =
+        loop_->changed.wait_until(lock, detail::deadline_after(loop_->send_timeout), [&] {
+          return pending.done || std::find(inbox.begin(), inbox.end(), &pending) == inbox.end();
+        });
+    if (!taken) {
+      inbox.erase(std::find(inbox.begin(), inbox.end(), &pending));
+      throw Error(ErrorCode::timeout, where(rank_, peer) + ": a message of " +
+                                          std::to_string(bytes) + " bytes was not taken within " +
+                                          std::to_string(loop_->send_timeout.count()) + " ms");
+    }
+    // Taken: the receiver is reading the buffer; wait until it is done.
     loop_->changed.wait(lock, [&] { return pending.done; });
+    if (!pending.error.empty()) {
+      throw Error(ErrorCode::nccl,
+                  where(rank_, peer) + ": the receiver's copy failed: " + pending.error);
+    }
   }
 
   Receipt recv(int peer, void* buffer, std::size_t bytes,
@@ -407,24 +470,34 @@ class LoopbackEndpoint final : public Transport {
     inbox.erase(std::find(inbox.begin(), inbox.end(), found));
     lock.unlock();
     const std::size_t n = std::min(bytes, found->bytes);
+    std::string error;
     if (n > 0) {
-      std::lock_guard<std::mutex> nccl(loop_->nccl);
-      nccl_check(ncclGroupStart(), "ncclGroupStart", rank_, found->source);
-      nccl_check(ncclSend(found->buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclSend",
-                 rank_, found->source);
-      nccl_check(ncclRecv(buffer, n, ncclUint8, 0, loop_->comm, loop_->stream), "ncclRecv", rank_,
-                 found->source);
-      nccl_check(ncclGroupEnd(), "ncclGroupEnd", rank_, found->source);
-      cuda_check(cudaStreamSynchronize(loop_->stream), "cudaStreamSynchronize", rank_,
-                 found->source);
+      try {
+        std::lock_guard<std::mutex> nccl(loop_->nccl);
+        nccl_check(ncclGroupStart(), "ncclGroupStart", rank_, found->source);
+        // The group is ended whatever fails inside it.
+        ncclResult_t r = ncclSend(found->buffer, n, ncclUint8, 0, loop_->comm, loop_->stream);
+        if (r == ncclSuccess) r = ncclRecv(buffer, n, ncclUint8, 0, loop_->comm, loop_->stream);
+        const ncclResult_t ended = ncclGroupEnd();
+        nccl_check(r, "ncclSend/ncclRecv", rank_, found->source);
+        nccl_check(ended, "ncclGroupEnd", rank_, found->source);
+        cuda_check(cudaStreamSynchronize(loop_->stream), "cudaStreamSynchronize", rank_,
+                   found->source);
+      } catch (const Error& e) {
+        error = e.what();
+      }
     }
+    // The sender waits for this, failed or not.
+    lock.lock();
+    found->error = error;
+    found->done = true;
+    loop_->changed.notify_all();
+    lock.unlock();
+    if (!error.empty()) throw Error(ErrorCode::nccl, error);
     Receipt r;
     r.status = Receipt::Status::message;
     r.peer = found->source;
     r.bytes = found->bytes;
-    lock.lock();
-    found->done = true;
-    loop_->changed.notify_all();
     return r;
   }
 

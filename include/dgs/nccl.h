@@ -37,7 +37,8 @@ std::shared_ptr<Transport> make_nccl_transport(Bootstrap& bootstrap, NcclOptions
 /// One-GPU mode: 1 + `workers` endpoints (the server is rank 0) for threads of
 /// one process on the current GPU. Every message is an NCCL send/receive to
 /// self on a one-rank communicator, issued as one group when both sides are
-/// ready, so the NCCL data path can be exercised on a single GPU.
+/// ready, so the NCCL data path can be exercised on a single GPU. A send
+/// waits for its receiver at most 5 minutes (then dgs::Error, timeout).
 std::vector<std::shared_ptr<Transport>> make_nccl_loopback(int workers);
 
 }  // namespace dgs
