@@ -4,6 +4,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <string>
 
@@ -977,6 +978,16 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
                       " elements; a segment must hold fewer than 2^32 (split the tensor)");
     }
   }
+  // threshold sorts its indices with CUB, whose item count is an int.
+  if (compressor == Compressor::threshold && max_capacity > std::uint64_t{INT_MAX}) {
+    throw Error(ErrorCode::invalid_argument,
+                "dgs cuda selection: the threshold compressor sorts its message's indices, "
+                "at most " +
+                    std::to_string(INT_MAX) + " (2^31 - 1); this message holds " +
+                    std::to_string(max_capacity) +
+                    " (lower the ratio or threshold_capacity, or use "
+                    "topk)");
+  }
   const std::size_t index_bytes = index_type == IndexType::u64 ? 8 : 4;
   list_capacity_ = segments.total();
   try {
@@ -1010,7 +1021,7 @@ Selector::Selector(const Segments& segments, std::uint64_t max_capacity, IndexTy
     DGS_CUDA_TRY(cudaMemset(capture_counts_, 0, 2 * sizeof(u64)));
     multiprocessors_ = detail::multiprocessor_count();
     if (compressor == Compressor::threshold) {  // the only one whose indices are sorted
-      const int items = static_cast<int>(std::min<std::uint64_t>(max_capacity, 1u << 31));
+      const int items = static_cast<int>(max_capacity);  // at most INT_MAX (above)
       if (index_type == IndexType::u64) {
         cub::DeviceRadixSort::SortKeys(nullptr, sort_temp_bytes_, static_cast<const u64*>(nullptr),
                                        static_cast<u64*>(nullptr), items);

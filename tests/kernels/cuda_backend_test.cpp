@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -1010,6 +1011,31 @@ TEST_F(CudaBackendTest, AWorkspaceTooLargeForTheDeviceIsNamedAndFreed) {
         << "bytes left allocated after the error";
 #endif
   }
+}
+
+// The threshold compressor sorts its message's indices with CUB, whose item
+// count is an int: kernels for a message of more slots are refused by name
+// before anything is allocated (the count wrapped to INT_MIN before).
+TEST_F(CudaBackendTest, AThresholdMessageOfMoreSlotsThanAnIntIsRefused) {
+  const Segments model({std::uint64_t{1} << 31, std::uint64_t{1} << 31});
+  Config config;
+  config.method = Method::gd;
+  config.compressor = Compressor::threshold;
+  config.ratio = 0.5;
+  config.workers = 1;
+  const MessageLayout layout = push_layout(model, config);
+  ASSERT_GT(layout.capacity, std::uint64_t{INT_MAX});
+  std::string message;
+  try {
+    backend_->worker_kernels(selection_segments(model, config), layout, config);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    message = e.what();
+  }
+  EXPECT_NE(message.find("at most 2147483647 (2^31 - 1); this message holds " +
+                         std::to_string(layout.capacity)),
+            std::string::npos)
+      << message;
 }
 
 #ifdef DGS_CUDA_EMULATION
