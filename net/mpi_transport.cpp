@@ -452,10 +452,19 @@ class MpiTransport final : public Transport {
     if (failed >= 0) return failed_receipt(failed);
     MPI_Message message;
     MPI_Status status;
-    if (!wait_for(peers, detail::deadline_after(timeout), message, status, &failed, any)) {
-      return failed >= 0 ? failed_receipt(failed) : Receipt{};
+    const auto deadline = detail::deadline_after(timeout);
+    int peer = -1;
+    for (;;) {
+      if (!wait_for(peers, deadline, message, status, &failed, any)) {
+        return failed >= 0 ? failed_receipt(failed) : Receipt{};
+      }
+      peer = status.MPI_SOURCE;
+      if (failed_.count(peer) == 0) break;
+      // A failed peer's messages (the rest of a message that stopped, or
+      // what a peer thought dead still sends) are read and dropped, never
+      // taken for a new message.
+      receive_piece(message, status, peer, nullptr, 0, 0);
     }
-    const int peer = status.MPI_SOURCE;
     auto* data = static_cast<unsigned char*>(buffer);
     std::size_t total = 0;
     for (;;) {
@@ -465,14 +474,12 @@ class MpiTransport final : public Transport {
       // The next piece is on its way: MPI keeps one sender's messages in order.
       const std::chrono::milliseconds wait = std::max(timeout, kPieceWait);
       if (!wait_for({peer}, detail::deadline_after(wait), message, status)) {
-        Receipt cut;
-        cut.status = Receipt::Status::peer_failed;
-        cut.peer = peer;
-        cut.error = "MPI transport rank " + std::to_string(rank_) + ": the message from peer " +
-                    std::to_string(peer) + " stopped after " + std::to_string(total) +
-                    " bytes (its next piece did not arrive within " + std::to_string(wait.count()) +
-                    " ms)";
-        return cut;
+        // Its remaining pieces, should they come, are dropped (above).
+        fail_peer(peer, "its message stopped after " + std::to_string(total) +
+                            " bytes (the next piece did not arrive within " +
+                            std::to_string(wait.count()) + " ms)");
+        if (any) reported_.insert(peer);
+        return failed_receipt(peer);
       }
     }
     Receipt receipt;
@@ -510,6 +517,13 @@ MpiSession::MpiSession(int* argc, char*** argv) {
     detail::mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided),
                       "MPI_Init_thread", -1, -1);
     owner_ = true;
+    if (provided < MPI_THREAD_SERIALIZED) {
+      detail::log(LogLevel::warning, "dgs::MpiSession: the MPI library provides thread level " +
+                                         std::to_string(provided) +
+                                         ", below MPI_THREAD_SERIALIZED (" +
+                                         std::to_string(MPI_THREAD_SERIALIZED) +
+                                         "): use dgs from the thread that made the session only");
+    }
   }
   detail::mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank", -1, -1);
   detail::mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size", rank_, -1);

@@ -164,7 +164,8 @@ void larger_than_an_mpi_count(int rank) {
 // posts its receive only 3 s later, with a send timeout of 500 ms. The send
 // returns at once; within about the timeout a receive from rank 2 reports
 // it failed, naming the timeout, and a second send to it throws; rank 2
-// still gets the whole message, from rank 0's copy.
+// still gets the whole message, from rank 0's copy, and what it sends back
+// is dropped.
 void a_peer_that_does_not_take_its_message(int rank) {
   auto t = dgs::detail::make_mpi_transport(dgs::MemoryKind::host, 0, dgs::detail::kMpiPieceBytes,
                                            milliseconds(500));
@@ -195,9 +196,16 @@ void a_peer_that_does_not_take_its_message(int rank) {
                std::string(e.what()).find("which failed") != std::string::npos;
     }
     expect(thrown, "a send to a failed peer did not throw naming the failure");
+    // What the failed peer still sends is dropped, not delivered.
+    const dgs::Receipt after = t->recv_any({2}, buffer.data(), buffer.size(), milliseconds(5000));
+    expect(after.status == dgs::Receipt::Status::timeout,
+           "a message from a failed peer was delivered (status " +
+               std::to_string(static_cast<int>(after.status)) + ")");
   } else if (rank == 2) {
     std::this_thread::sleep_for(std::chrono::seconds(3));
     expect_message(*t, 0, kBytes, kBytes, 31, "the late receiver");
+    const std::vector<unsigned char> m = message(16, 32);
+    t->send(0, m.data(), m.size());
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
