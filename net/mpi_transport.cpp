@@ -197,6 +197,8 @@ class MpiTransport final : public Transport {
       abandon(std::move(o));
     }
     pending_.clear();
+    // MPI may still read what was given up on, after this object is gone.
+    for (Outgoing& o : abandoned_) o.copy.leak();
     MPI_Comm_free(&comm_);
   }
 
