@@ -3,9 +3,11 @@
 (scripts/build-gpu-ab.sh, then bench/run_ab.sh there, which runs
 bench/run_gpu.sh with OUT=.../NAME per commit and prints this table too):
 tests run and failed, and each benchmark's median time next to the first
-directory's, with its multiple of the byte floor; last, for the worker step
-and the server push, the fastest build and the fastest whose tests passed
-(unpack the tests and bench archives into the same folders for that).
+directory's, with its spread over the repetitions (cv) and its multiple of
+the byte floor; last, for the worker step and the server push, the fastest
+build and the fastest whose tests passed (unpack the tests and bench
+archives into the same folders for that). A build run twice (NAME and
+NAME@2) shows the spread between runs: a smaller difference is noise.
 
     python3 bench/compare_ab.py OUT/main OUT/wip-fused-candidates ...
 
@@ -17,7 +19,22 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from summarize import medians  # noqa: E402
+from summarize import clean_name, load_benchmark_file, medians  # noqa: E402
+
+
+def spreads(path):
+    """Each benchmark's coefficient of variation over its repetitions (Google
+    Benchmark's cv aggregate): a difference between builds below about twice
+    it is noise."""
+    out = {}
+    try:
+        data = load_benchmark_file(path)
+    except (OSError, ValueError):
+        return out
+    for b in data.get("benchmarks", []):
+        if b.get("aggregate_name") == "cv" and "error_occurred" not in b:
+            out[clean_name(b["run_name"])] = b["real_time"]
+    return out
 
 
 def commit_of(directory):
@@ -71,12 +88,15 @@ def main():
     for d, name in zip(directories, names):
         text, passed[name] = test_counts(d)
         print(f"| {commit_of(d)} | {name} | {text} |")
-    runs = []
+    runs, cvs = [], []
     for d in directories:
         path = os.path.join(d, "gpu_bench.json")
         runs.append(medians([path])[1] if os.path.exists(path) else {})
-    benchmarks = sorted(
-        {b for r in runs for b in r if b.startswith(("worker_step", "server_push", "update_pass"))})
+        cvs.append(spreads(path) if os.path.exists(path) else {})
+    benchmarks = sorted({
+        b for r in runs for b in r
+        if b.startswith(("worker_step", "server_push", "update_pass", "sync_round"))
+    })
     if not benchmarks:
         return 0
     print()
@@ -85,12 +105,14 @@ def main():
     for b in benchmarks:
         base = runs[0].get(b)
         cells = []
-        for r in runs:
+        for r, cv in zip(runs, cvs):
             row = r.get(b)
             if row is None:
                 cells.append("")
                 continue
             cell = f"{row['seconds'] * 1e3:.3f} ms"
+            if b in cv:
+                cell += f" (cv {cv[b]:.1%})"
             if row.get("floor_s"):
                 cell += f", {row['seconds'] / row['floor_s']:.2f}× floor"
             if base is not None and row is not base:

@@ -6,15 +6,19 @@
 # packs every output into one file, $OUT/ab_PART.tar.xz (the device tool
 # brings back at most 8 files).
 #
-#   bench/run_ab.sh tests [NAME...]   # the GPU tests (CudaBackendTest, the runtime's cuda
-#                                     # variants) and CollectPolicy, no sanitizers
+#   bench/run_ab.sh tests [NAME...]   # the GPU tests (CudaBackendTest but its one segment of
+#                                     # 10^9, the runtime's cuda variants), no sanitizers
 #   bench/run_ab.sh bench [NAME...]   # the targets' benchmarks and update_pass, 5 repetitions
 #   bench/run_ab.sh profile NAME...   # Nsight Compute kernel tables (bench/run_gpu.sh profile)
 #
-# NAME is a folder of gpu-ab/ (main, wip-fused-candidates, a short hash...);
-# by default main, then the others in the order they were built. TEST_FILTER,
-# SANITIZE, BENCH_FILTER and REPS override the defaults. Each call must end
-# within 10 minutes: name fewer builds when many are carried. Back here:
+# NAME is a folder of gpu-ab/ (main, main+update-3-blocks, a short hash...);
+# by default main, then the others in the order they were built. NAME@2 (any
+# suffix after @) runs NAME again into its own folder: timing main first and
+# last shows the spread between two runs of one build, below which a
+# difference is noise. TEST_FILTER, SANITIZE, BENCH_FILTER and REPS override
+# the defaults. The outputs are packed after each build, and no build starts
+# once AB_BUDGET seconds (default 420) have passed, so a call that runs long
+# still brings back what it finished. Back here:
 #
 #   mkdir -p ab && for f in FILES_AT/ab_*.tar.xz; do tar -xJf "$f" -C ab; done
 #   python3 bench/compare_ab.py ab/main ab/NAME...   # with tests and timings side by side
@@ -44,24 +48,33 @@ if [[ ${#names[@]} == 0 ]]; then
 fi
 [[ ${#names[@]} -gt 0 ]] || { echo "run_ab: no builds in gpu-ab/ (carry gpu-ab.tar.xz)" >&2; exit 1; }
 for name in "${names[@]}"; do
-  [[ -x gpu-ab/$name/dgs_tests ]] || { echo "run_ab: no build gpu-ab/$name" >&2; exit 1; }
+  [[ -x gpu-ab/${name%@*}/dgs_tests ]] || { echo "run_ab: no build gpu-ab/${name%@*}" >&2; exit 1; }
 done
 
 started=$SECONDS
+done_names=()
 for name in "${names[@]}"; do
-  echo "== $name: $(cat "gpu-ab/$name/COMMIT") ($((SECONDS - started)) s into the call)"
+  if ((SECONDS - started > ${AB_BUDGET:-420})); then
+    echo "== $name: not started, $((SECONDS - started)) s into the call (AB_BUDGET ${AB_BUDGET:-420})"
+    continue
+  fi
+  build=gpu-ab/${name%@*}
+  echo "== $name: $(cat "$build/COMMIT") ($((SECONDS - started)) s into the call)"
   if [[ $part == tests ]]; then
-    CARRY=gpu-ab/$name OUT=$work/$name SANITIZE=${SANITIZE:-0} \
-      TEST_FILTER=${TEST_FILTER:-CudaBackendTest.*:Backend/*.*/cuda:CollectPolicy.*} bench/run_gpu.sh tests
+    CARRY=$build OUT=$work/$name PACK=0 SANITIZE=${SANITIZE:-0} \
+      TEST_FILTER=${TEST_FILTER:-CudaBackendTest.*:Backend/*.*/cuda-CudaBackendTest.SelectionIsExactOnOneSegmentOfABillion} \
+      bench/run_gpu.sh tests
   elif [[ $part == profile ]]; then
-    CARRY=gpu-ab/$name OUT=$work/$name bench/run_gpu.sh profile
+    CARRY=$build OUT=$work/$name PACK=0 bench/run_gpu.sh profile
   else
-    CARRY=gpu-ab/$name OUT=$work/$name REPS=${REPS:-5} \
+    CARRY=$build OUT=$work/$name PACK=0 REPS=${REPS:-5} \
       BENCH_FILTER=${BENCH_FILTER:-(worker_step/samomentum|server_push|update_pass|sync_round/.*)/resnet50/P=100000000/} \
       bench/run_gpu.sh bench
   fi
+  done_names+=("$name")
+  # Packed after each build: a call cut short still brings back the rest.
+  tar -C "$work" -cJf "$out/ab_$part.tar.xz" .
 done
 echo
-python3 bench/compare_ab.py "${names[@]/#/$work/}"
-tar -C "$work" -cJf "$out/ab_$part.tar.xz" .
+[[ ${#done_names[@]} -gt 0 ]] && python3 bench/compare_ab.py "${done_names[@]/#/$work/}"
 echo "outputs: $out/ab_$part.tar.xz ($(du -h "$out/ab_$part.tar.xz" | cut -f1))"

@@ -250,7 +250,8 @@ class MpiTransport final : public Transport {
       }
       out.requests.push_back(request);
       at += n;
-      if (n < piece_) break;
+      const bool last = n < piece_;  // a shorter piece, maybe empty, ends the message
+      if (last) break;
     }
     pending_.push_back(std::move(out));
   }

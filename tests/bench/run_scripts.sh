@@ -36,8 +36,8 @@ python3 "$src/bench/compare_ab.py" "$tmp/main" "$tmp/same" > "$tmp/ab.md"
 python3 "$src/bench/compare_ab.py" "$tmp/main" "$tmp/same" "$tmp/good" > "$tmp/ab_good.md"
 expect "$tmp/ab_good.md" "- server_push/resnet50/P=100000000/ratio=0.010: fastest good (1.517 ms); fastest with passing tests good (1.517 ms)"
 expect "$tmp/ab.md" "| 7c4525b | same | 2 run, 1 skipped, 1 failed (CudaBackendTest.B) |"
-expect "$tmp/ab.md" "| worker_step/samomentum/resnet50/P=100000000/ratio=0.010 | 1.408 ms, 2.63× floor | 1.408 ms, 2.63× floor, 1.00× faster |"
-expect "$tmp/ab.md" "| server_push/resnet50/P=100000000/ratio=0.010 | 1.517 ms, 5.55× floor | 1.517 ms, 5.55× floor, 1.00× faster |"
+expect "$tmp/ab.md" "| worker_step/samomentum/resnet50/P=100000000/ratio=0.010 | 1.408 ms (cv 0.1%), 2.63× floor | 1.408 ms (cv 0.1%), 2.63× floor, 1.00× faster |"
+expect "$tmp/ab.md" "| server_push/resnet50/P=100000000/ratio=0.010 | 1.517 ms (cv 0.3%), 5.55× floor | 1.517 ms (cv 0.3%), 5.55× floor, 1.00× faster |"
 expect "$tmp/ab.md" "- worker_step/samomentum/resnet50/P=100000000/ratio=0.010: fastest main (1.408 ms); fastest with passing tests none"
 # ncu_table.py on the shape of Nsight Compute's raw CSV: profiler lines
 # around it, a units row, thousands separators, kernel names with
