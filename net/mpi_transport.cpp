@@ -199,6 +199,7 @@ class MpiTransport final : public Transport {
     pending_.clear();
     // MPI may still read what was given up on, after this object is gone.
     for (Outgoing& o : abandoned_) o.copy.leak();
+    if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
     MPI_Comm_free(&comm_);
   }
 
@@ -232,10 +233,22 @@ class MpiTransport final : public Transport {
       if (memory_ == MemoryKind::host) {
         std::memcpy(out.copy.data(), buffer, bytes);
       } else {
-        check_cuda(cudaMemcpy(out.copy.data(), buffer, bytes,
-                              direct_device_ ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost),
-                   direct_device_ ? "cudaMemcpy(device to device)" : "cudaMemcpy(device to host)",
-                   rank_, peer);
+        // On a stream of its own, waited for: a device-to-device cudaMemcpy
+        // may return before the copy is done, and MPI reads the copy next.
+        // (The caller's stream has finished the message: Channel waits for
+        // it before a device send.)
+        if (copy_stream_ == nullptr) {
+          check_cuda(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking),
+                     "cudaStreamCreate", rank_, peer);
+        }
+        check_cuda(
+            cudaMemcpyAsync(out.copy.data(), buffer, bytes,
+                            direct_device_ ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost,
+                            copy_stream_),
+            direct_device_ ? "cudaMemcpyAsync(device to device)"
+                           : "cudaMemcpyAsync(device to host)",
+            rank_, peer);
+        check_cuda(cudaStreamSynchronize(copy_stream_), "cudaStreamSynchronize", rank_, peer);
       }
     }
     for (std::size_t at = 0;;) {
@@ -507,6 +520,7 @@ class MpiTransport final : public Transport {
   std::vector<Outgoing> abandoned_;  // never completed: their copies stay
   std::vector<SendCopy> spare_;
   std::map<int, std::string> failed_;  // peer -> why
+  cudaStream_t copy_stream_ = nullptr;  // device sends' copies
   std::set<int> reported_;             // failed peers an any-peer receive reported
 };
 
