@@ -1565,14 +1565,20 @@ TEST_P(Runtime, SyncRoundsGoOnWithoutADroppedWorker) {
 // round every worker then draws the same rbgs blocks (DESIGN §2, "the same
 // block on every worker at a step"), so the round changes one block of k_l
 // coordinates per segment, not one per worker.
-TEST_P(Runtime, ASyncJoinerTakesTheRoundAsItsStepAndPushesTheOthersBlocks) {
-  const Segments model({600, 90});
+// Two sync workers of gd with rbgs blocks of 5%.
+Config sync_rbgs_config() {
   Config config;
   config.method = Method::gd;
   config.compressor = Compressor::rbgs;
   config.mode = Mode::sync;
   config.ratio = 0.05;
   config.workers = 2;
+  return config;
+}
+
+TEST_P(Runtime, ASyncJoinerTakesTheRoundAsItsStepAndPushesTheOthersBlocks) {
+  const Segments model({600, 90});
+  const Config config = sync_rbgs_config();
   const Quadratic problem(model.total(), 80);
   Job job(backend, config, model, random_model(model.total(), 81));
   ServerThread serving(*job.server);
@@ -1606,12 +1612,7 @@ TEST_P(Runtime, ASyncJoinerTakesTheRoundAsItsStepAndPushesTheOthersBlocks) {
 // and its sender dropped; the round goes on without it.
 TEST_P(Runtime, ASyncPushOfAnotherRoundIsRejected) {
   const Segments model({600, 90});
-  Config config;
-  config.method = Method::gd;
-  config.compressor = Compressor::rbgs;
-  config.mode = Mode::sync;
-  config.ratio = 0.05;
-  config.workers = 2;  // worker 1 (rank 2) is written by hand below
+  const Config config = sync_rbgs_config();  // worker 1 (rank 2) is written by hand below
   const Quadratic problem(model.total(), 82);
   const std::vector<float> w0 = random_model(model.total(), 83);
   Job job(backend, config, model, w0);
