@@ -7,10 +7,13 @@
 //
 // With a GPU (and dgs built with cuDNN) the model is a small CNN on the cuda
 // backend; without one, a 784-128-10 perceptron on the host backend.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -71,13 +74,13 @@ struct Options {
       "  --method M         dense | gd | dgc | samomentum | gmc | gmc+   (samomentum)\n"
       "  --compressor C     topk | threshold | randk | rbgs              (topk)\n"
       "  --ratio R          keep ratio of a push                         (0.01)\n"
-      "  --server-ratio R   keep ratio of a reply                        (= ratio)\n"
+      "  --server-ratio R   keep ratio of a reply (0: the same as ratio) (= ratio)\n"
       "  --momentum M       momentum / beta                              (0.9)\n"
-      "  --lr LR            learning rate    (0.1; 0.1 * (1 - m) with momentum;\n"
+      "  --lr LR            learning rate, > 0 (0.1; 0.1 * (1 - m) with momentum;\n"
       "                     asynchronous, more than 4 workers: times sqrt(4 / workers))\n"
       "  --weight-decay WD                                               (0)\n"
       "  --clip-norm C      local gradient clipping, per worker (DGC)    (0: off)\n"
-      "  --workers N        workers in this process (local transport)    (4)\n"
+      "  --workers N        workers in this process (local transport), 1 to 1024  (4)\n"
       "  --epochs E                                                      (3)\n"
       "  --batch B          samples per worker step                      (32)\n"
       "  --sync             synchronous rounds instead of asynchronous pushes\n"
@@ -91,7 +94,7 @@ struct Options {
       "  --data DIR         Fashion-MNIST IDX files   (/usr/share/datasets/fashion-mnist)\n"
       "  --json PATH        results as JSON                              (fmnist_results.json)\n"
       "  --csv PATH         results as CSV as well\n"
-      "  --seed S                                                        (1)\n"
+      "  --seed S           a whole number >= 0                          (1)\n"
       "  --no-progress      no progress bar\n",
       problem.c_str(), problem.empty() ? "" : "\n\n");
   std::exit(problem.empty() ? 0 : 2);
@@ -114,6 +117,18 @@ Options parse(int argc, char** argv) {
       if (end == v.c_str() || *end != '\0') usage(a + " expects a number, got '" + v + "'");
       return x;
     };
+    // A whole number in [low, high] (2.7 or 1e3 are not taken for 2 or 1000).
+    auto integer = [&](long long low, long long high) {
+      const std::string v = value();
+      char* end = nullptr;
+      errno = 0;
+      const long long x = std::strtoll(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end != '\0' || errno == ERANGE || x < low || x > high) {
+        usage(a + " expects a whole number in [" + std::to_string(low) + ", " +
+              std::to_string(high) + "], got '" + v + "'");
+      }
+      return x;
+    };
     try {
       if (a == "--method")
         o.config.method = dgs::parse_method(value());
@@ -125,18 +140,19 @@ Options parse(int argc, char** argv) {
         o.config.server_ratio = number();
       else if (a == "--momentum")
         o.config.momentum = static_cast<float>(number());
-      else if (a == "--lr")
+      else if (a == "--lr") {
         o.lr = static_cast<float>(number());
-      else if (a == "--weight-decay")
+        if (!(std::isfinite(o.lr) && o.lr > 0.0f)) usage("--lr must be a finite number above 0");
+      } else if (a == "--weight-decay")
         o.config.weight_decay = static_cast<float>(number());
       else if (a == "--clip-norm")
         o.config.clip_norm = static_cast<float>(number());
       else if (a == "--workers")
-        o.workers = static_cast<int>(number());
+        o.workers = static_cast<int>(integer(1, 1024));
       else if (a == "--epochs")
-        o.epochs = static_cast<int>(number());
+        o.epochs = static_cast<int>(integer(1, 1000000));
       else if (a == "--batch")
-        o.batch = static_cast<int>(number());
+        o.batch = static_cast<int>(integer(1, 60000));
       else if (a == "--sync")
         o.config.mode = dgs::Mode::sync;
       else if (a == "--transport")
@@ -150,7 +166,7 @@ Options parse(int argc, char** argv) {
       else if (a == "--csv")
         o.csv = value();
       else if (a == "--seed")
-        o.seed = static_cast<std::uint64_t>(number());
+        o.seed = static_cast<std::uint64_t>(integer(0, LLONG_MAX));
       else if (a == "--no-progress")
         o.progress = false;
       else if (a == "--help" || a == "-h")
@@ -161,14 +177,25 @@ Options parse(int argc, char** argv) {
       usage(e.what());
     }
   }
-  if (o.workers < 1 || o.workers > 1024) usage("--workers must be in [1, 1024]");
-  if (o.epochs < 1) usage("--epochs must be at least 1");
-  if (o.batch < 1) usage("--batch must be at least 1");
   if (o.transport != "local" && o.transport != "mpi" && o.transport != "nccl") {
     usage("--transport must be local, mpi or nccl");
   }
   if (o.backend != "auto" && o.backend != "host" && o.backend != "cuda")
     usage("--backend must be auto, host or cuda");
+  if (o.json.empty()) usage("--json needs a path");
+  for (const std::string& path : {o.json, o.csv}) {
+    struct stat st {};
+    if (!path.empty() && ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      usage("cannot write results to " + path + ": it is a directory");
+  }
+  // The configuration's own checks, before the data set is read.
+  try {
+    dgs::Config c = o.config;
+    c.workers = static_cast<std::uint32_t>(o.workers);
+    c.validate();
+  } catch (const dgs::Error& e) {
+    usage(e.what());
+  }
   if (o.lr < 0.0f) {
     const bool momentum =
         o.config.method != dgs::Method::dense && o.config.method != dgs::Method::gd;
@@ -239,7 +266,7 @@ class Vector {
     if (device) {
       if (cudaMalloc(&data_, n * sizeof(float)) != cudaSuccess) {
         throw dgs::Error(dgs::ErrorCode::cuda,
-                         "train_fmnist: cudaMalloc of " + std::to_string(n) + " floats failed");
+                         "cudaMalloc of " + std::to_string(n) + " floats failed");
       }
     } else {
       data_ = host_.data();
@@ -326,7 +353,7 @@ void write_results(const Options& o, const std::vector<EpochRecord>& records,
          << (i + 1 < records.size() ? "," : "") << "\n";
   }
   json << "  ]\n}\n";
-  if (!json) throw dgs::Error(dgs::ErrorCode::io, "train_fmnist: cannot write " + o.json);
+  if (!json) throw dgs::Error(dgs::ErrorCode::io, "cannot write " + o.json);
   if (!o.csv.empty()) {
     std::ofstream csv(o.csv);
     csv << "epoch,test_accuracy,test_loss,train_loss,pushes,bytes_pushed,bytes_pulled,dense_bytes_"
@@ -337,7 +364,7 @@ void write_results(const Options& o, const std::vector<EpochRecord>& records,
           << "," << r.bytes_pushed << "," << r.bytes_pulled << "," << r.dense_bytes << ","
           << r.seconds << "\n";
     }
-    if (!csv) throw dgs::Error(dgs::ErrorCode::io, "train_fmnist: cannot write " + o.csv);
+    if (!csv) throw dgs::Error(dgs::ErrorCode::io, "cannot write " + o.csv);
   }
 }
 
@@ -367,12 +394,11 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
   auto epoch_start = start;
   while (static_cast<int>(records.size()) < o.epochs) {
     server.serve_one(std::chrono::milliseconds(100));
-    if (shared.failed) throw dgs::Error(dgs::ErrorCode::internal, "train_fmnist: a worker failed");
+    if (shared.failed) throw dgs::Error(dgs::ErrorCode::internal, "a worker failed");
     // Every worker has joined and left (one that starts late is waited for).
     if (server.joined_workers() == static_cast<std::size_t>(workers) &&
         server.live_workers() == 0 && server.stats().pushes < per_epoch * o.epochs) {
-      throw dgs::Error(dgs::ErrorCode::transport,
-                       "train_fmnist: every worker left before the last epoch");
+      throw dgs::Error(dgs::ErrorCode::transport, "every worker left before the last epoch");
     }
     const dgs::ServerStats& s = server.stats();
     const int epoch = static_cast<int>(records.size());
@@ -436,6 +462,13 @@ int run(int argc, char** argv) {
   // Where the ranks are: threads of this process (local, or nccl without a
   // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
   const bool launched = launched_job();
+  if (launched && o.transport == "local") {
+    // Every rank would train a job of its own and write the same results.
+    usage(
+        "started by a launcher (mpirun, srun, torchrun or DGS_RANK/DGS_WORLD_SIZE) with the "
+        "local transport, where every process would train a job of its own: pass --transport "
+        "mpi or --transport nccl");
+  }
   const bool in_process = o.transport == "local" || (o.transport == "nccl" && !launched);
   // A process of a multi-process job takes the GPU of its local rank
   // (dgs::local_gpu) before anything asks about GPUs: the backend, the model
@@ -522,6 +555,11 @@ int run(int argc, char** argv) {
   if (workers < 1) usage("a multi-process job needs at least 2 ranks (mpirun -np 1+N)");
 
   const fmnist::Dataset data = fmnist::load(o.data);
+  if (data.train_images.count / workers / o.batch < 1) {
+    usage("--batch " + std::to_string(o.batch) + " with " + std::to_string(workers) +
+          " workers leaves no step per epoch: each worker's share of the " +
+          std::to_string(data.train_images.count) + " training images is under one batch");
+  }
   Shared shared;
   shared.data = &data;
   shared.cuda = want_cuda;
@@ -542,18 +580,24 @@ int run(int argc, char** argv) {
   }
   const std::string backend_name = want_cuda ? "cuda" : "host";
   if (rank == 0) {
-    char clip[48] = "";
+    // Only the settings the method uses: dense sends everything, and gd
+    // (like dense) has no momentum.
+    char clip[48] = "", sparsity[96] = "", momentum[32] = "";
     if (config.clip_norm > 0.0f)
       std::snprintf(clip, sizeof clip, ", clip norm %g", config.clip_norm);
+    if (config.method != dgs::Method::dense) {
+      std::snprintf(sparsity, sizeof sparsity, ", compressor %s, ratio %g (replies %g)",
+                    dgs::to_string(config.compressor), config.ratio, config.reply_ratio());
+    }
+    if (config.method != dgs::Method::dense && config.method != dgs::Method::gd)
+      std::snprintf(momentum, sizeof momentum, ", momentum %g", config.momentum);
     std::printf(
         "train_fmnist: %s (%s backend, %s) on %s, %llu parameters\n"
-        "  %d %s workers, method %s, compressor %s, ratio %g (replies %g), lr %g%s, momentum %g, "
-        "batch %d%s\n",
+        "  %d %s workers, method %s%s, lr %g%s%s, batch %d%s\n",
         want_cuda ? "CNN" : "MLP", backend_name.c_str(), device.c_str(),
         (o.transport + (in_process && o.transport == "nccl" ? " (one-GPU loopback)" : "")).c_str(),
         static_cast<unsigned long long>(segments.total()), workers, dgs::to_string(config.mode),
-        dgs::to_string(config.method), dgs::to_string(config.compressor), config.ratio,
-        config.reply_ratio(), o.lr, lr_note.c_str(), config.momentum, o.batch, clip);
+        dgs::to_string(config.method), sparsity, o.lr, lr_note.c_str(), momentum, o.batch, clip);
     std::fflush(stdout);
   }
 
@@ -617,7 +661,7 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
-  } catch (const dgs::Error& e) {
+  } catch (const std::exception& e) {  // dgs::Error, or what the C++ library threw
     std::fprintf(stderr, "train_fmnist: %s\n", e.what());
     return 1;
   }

@@ -53,4 +53,19 @@ if out=$("$binary" --data "$dir/missing" 2>&1); then echo "accepted a missing da
 grep -q "not found; install the Debian package dataset-fashion-mnist" <<<"$out"
 if out=$("$binary" --method sgd 2>&1); then echo "accepted --method sgd"; exit 1; fi
 grep -q "unknown method 'sgd'" <<<"$out"
+# refused ARGS... TEXT: the options are refused, before any training, saying TEXT.
+refused() {
+  local want=${*: -1}
+  if out=$("$binary" --data "$dir" --backend host --no-progress "${@:1:$#-1}" 2>&1); then
+    echo "accepted ${*:1:$#-1}"
+    exit 1
+  fi
+  grep -qF -- "$want" <<<"$out" || { echo "${*:1:$#-1}: $out"; exit 1; }
+}
+refused --lr -1 "--lr must be a finite number above 0"
+refused --workers 2.7 "--workers expects a whole number in [1, 1024], got '2.7'"
+refused --batch 20000 "leaves no step per epoch"
+refused --json "$dir" "it is a directory"
+refused --ratio 0 "ratio = 0 is outside (0, 1]"
+DGS_RANK=0 DGS_WORLD_SIZE=2 refused --epochs 1 "pass --transport mpi or --transport nccl"
 echo "train_fmnist end to end: ok"
