@@ -26,6 +26,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kPoll{200};
+// A receive that took this long had found nothing waiting when it began (a
+// waiting message is taken in microseconds).
+constexpr std::chrono::milliseconds kQuietWait{1};
 
 std::size_t staleness_bucket(std::uint64_t s) {
   std::size_t b = 0;
@@ -228,11 +231,15 @@ struct Server::Impl {
     return out;
   }
 
-  // Sends to a worker; a worker that cannot be reached is dropped.
+  // Sends to a worker; a worker that cannot be reached is dropped. A
+  // worker's silence counts from the later of its last message and the last
+  // one sent to it: one waiting for its reply (or, in sync mode, for the
+  // round) is not silent.
   bool send(std::uint32_t k, const void* buffer, std::size_t bytes) {
     try {
       channel.send(slots[k].rank, buffer, bytes);
       stats.bytes_sent += bytes;
+      slots[k].last_heard = Clock::now();  // sent to it: its silence counts from here
       return true;
     } catch (const Error& e) {
       drop(k, e.what());
@@ -330,7 +337,15 @@ struct Server::Impl {
 
   // Receives one message; returns the worker it came from, or -1.
   int receive(std::chrono::milliseconds timeout, MessageHeader& header, Verdict& verdict) {
+    const auto start = Clock::now();
     const Receipt r = channel.recv_any(peers, receive_buffer.data(), push_layout.bytes, timeout);
+    // A receive that had to wait found nothing waiting from anyone when it
+    // began (one that timed out, nothing until it ended).
+    if (r.status == Receipt::Status::timeout) {
+      quiet_at = Clock::now();
+    } else if (Clock::now() - start >= kQuietWait) {
+      quiet_at = std::max(quiet_at, start);
+    }
     if (r.status == Receipt::Status::timeout) return -1;
     const int k = worker_of(r.peer);
     if (r.status == Receipt::Status::peer_failed) {
@@ -344,11 +359,15 @@ struct Server::Impl {
     return k;
   }
 
+  // Drops the live workers silent for longer than worker_timeout as of the
+  // last moment nothing was waiting from anyone (quiet_at). Judged against
+  // the clock instead, a server kept busy (a slow on_reply, a save, a large
+  // apply) dropped workers whose pushes were waiting behind others'.
   void check_timeouts() {
     if (options.worker_timeout.count() == 0) return;
-    const auto now = Clock::now();
     for (std::uint32_t k = 0; k < slots.size(); ++k) {
-      if (!slots[k].live || !detail::longer_than(now - slots[k].last_heard, options.worker_timeout))
+      if (!slots[k].live || quiet_at <= slots[k].last_heard ||
+          !detail::longer_than(quiet_at - slots[k].last_heard, options.worker_timeout))
         continue;
       if (sync() && slots[k].pushed) continue;  // waiting for the others, not for it
       drop(k, "not heard from for " + std::to_string(options.worker_timeout.count()) + " ms");
@@ -485,8 +504,6 @@ struct Server::Impl {
         ++stats.sparse_replies;
         send(k, reply_buffer.data(), reply_layout.bytes);
       }
-      // Its silence starts now: waiting for the round was the others' time.
-      s.last_heard = Clock::now();
     }
   }
 
@@ -554,6 +571,8 @@ struct Server::Impl {
   std::vector<int> peers;
   std::uint64_t version = 0;
   ServerStats stats;
+  // The last time a receive found no message waiting (see receive()).
+  Clock::time_point quiet_at{};
 };
 
 Server::Server(const Config& config, const Segments& model, std::shared_ptr<Backend> backend,

@@ -30,8 +30,12 @@ struct ServerOptions {
   /// instead would stall a worker until others stopped pushing, which is what
   /// sync mode is for. 0 means no bound.
   std::uint64_t staleness_bound = 0;
-  /// A live worker not heard from for this long is dropped. 0 (or
-  /// milliseconds::max()) waits for ever. A worker that ends without
+  /// A live worker not heard from for this long is dropped. Its silence
+  /// counts from the later of its last message and the last one sent to it
+  /// (a worker waiting for its reply, or for a sync round, is not silent),
+  /// up to the last moment the server found nothing waiting (a push queued
+  /// while the server was busy is not silence). 0 (or milliseconds::max())
+  /// waits for ever. A worker that ends without
   /// leave() (its program killed, its Worker destroyed: ~Worker sends
   /// nothing) is noticed only by a failing transport or by this timeout;
   /// with 0, run() waits for it for ever.

@@ -1258,6 +1258,48 @@ TEST_P(Runtime, ASilentWorkerIsDroppedAfterTheTimeout) {
   EXPECT_EQ(job.server->stats().dropped, 1u);
 }
 
+// A server kept busy (here a slow on_reply) while pushes wait for it drops
+// none of their senders: silence is judged as of the last moment nothing
+// was waiting, not by the clock. Worker 0's reply takes 400 ms; workers 1
+// and 2 push meanwhile, and worker 2's push waits behind worker 1's with its
+// sender last heard from (joining) over 200 ms before.
+TEST_P(Runtime, PushesWaitingForABusyServerAreNotTakenForSilence) {
+  Config config;
+  config.workers = 3;
+  std::atomic<bool> slow{true};
+  ServerOptions options;
+  options.worker_timeout = 200ms;
+  options.on_reply = [&](std::uint32_t k, std::uint64_t version, const float*) {
+    if (k == 0 && version == 1 && slow.exchange(false)) std::this_thread::sleep_for(400ms);
+  };
+  Job job(backend, config, Segments({64}), random_model(64, 20), options);
+  set_log_level(LogLevel::off);
+  ServerThread serving(*job.server);
+  for (auto& w : job.workers) w->join();
+  const std::vector<float> g = random_model(64, 21);
+  std::vector<std::thread> pushers;
+  std::vector<std::string> errors(3);
+  for (std::size_t k = 0; k < 3; ++k) {
+    pushers.emplace_back([&, k] {
+      if (k > 0) std::this_thread::sleep_for(50ms);  // after worker 0's push
+      try {
+        job.step(k, g, 1e-3f);
+      } catch (const Error& e) {
+        errors[k] = e.what();
+      }
+    });
+  }
+  for (auto& t : pushers) t.join();
+  serving.stop();
+  set_log_level(LogLevel::warning);
+  for (std::size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(errors[k], "") << "worker " << k;
+    EXPECT_TRUE(job.server->is_live(static_cast<std::uint32_t>(k))) << "worker " << k;
+  }
+  EXPECT_EQ(job.server->stats().dropped, 0u);
+  EXPECT_EQ(job.server->stats().pushes, 3u);
+}
+
 // Sync: a worker that waited for a round is not silent meanwhile. Worker 1
 // pushes, worker 0 pushes 400 ms later (the round completes), and both
 // compute 350 ms before their next pushes: worker 1's comes 750 ms after
