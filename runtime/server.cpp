@@ -249,7 +249,7 @@ struct Server::Impl {
 
   // A reply head carrying only a header (and, for a rejection, the verdict);
   // `nonce`: the hello's it answers (0 when it answers no hello).
-  void send_head(std::uint32_t k, MessageKind kind, std::uint64_t step, const Verdict* verdict,
+  bool send_head(std::uint32_t k, MessageKind kind, std::uint64_t step, const Verdict* verdict,
                  std::uint8_t nonce = 0) {
     std::vector<unsigned char> head(reply_layout.bytes, 0);
     MessageHeader h = blank_header();
@@ -266,7 +266,7 @@ struct Server::Impl {
     write_header(head.data(), h);
     if (verdict != nullptr) write_reject_verdict(head.data(), *verdict);
     backend->upload(reply_buffer.data(), head.data(), head.size(), options.stream);
-    send(k, reply_buffer.data(), reply_layout.bytes);
+    return send(k, reply_buffer.data(), reply_layout.bytes);
   }
 
   // Rejects the message `h` from worker k (echoing a hello's nonce).
@@ -293,9 +293,10 @@ struct Server::Impl {
   // Sends a dense reply, announced by a head of the sparse reply's size.
   void send_dense(std::uint32_t k, std::uint64_t step, const detail::Buffer& reply,
                   std::uint8_t nonce = 0) {
-    ++stats.dense_replies;
-    send_head(k, MessageKind::dense_reply, step, nullptr, nonce);
-    if (slots[k].live) send(k, reply.data(), dense_layout.bytes);
+    // Counted once sent: a worker that cannot be reached is dropped instead.
+    if (send_head(k, MessageKind::dense_reply, step, nullptr, nonce) &&
+        send(k, reply.data(), dense_layout.bytes))
+      ++stats.dense_replies;
   }
 
   void notify(std::uint32_t k) {
@@ -438,8 +439,7 @@ struct Server::Impl {
           kernels->sparse_reply(W(), replica(k), info, reply_buffer.data(), options.stream);
           slots[k].replied_version = version;
           notify(k);
-          ++stats.sparse_replies;
-          send(k, reply_buffer.data(), reply_layout.bytes);
+          if (send(k, reply_buffer.data(), reply_layout.bytes)) ++stats.sparse_replies;
         }
         break;
       }
@@ -500,9 +500,8 @@ struct Server::Impl {
       if (dense) {
         s.last_dense_version = version;
         send_dense(k, s.held.step, weights);
-      } else {
+      } else if (send(k, reply_buffer.data(), reply_layout.bytes)) {
         ++stats.sparse_replies;
-        send(k, reply_buffer.data(), reply_layout.bytes);
       }
     }
   }

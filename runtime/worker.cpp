@@ -227,8 +227,9 @@ struct Worker::Impl {
   MessageHeader receive_hello_answer() {
     for (;;) {
       const MessageHeader h = receive_head(true);
-      const bool answers_it = h.kind == MessageKind::reject ||
-                              (h.kind == MessageKind::dense_reply && h.nonce == join_nonce);
+      const bool answers_it =
+          (h.kind == MessageKind::reject || h.kind == MessageKind::dense_reply) &&
+          h.nonce == join_nonce;
       if (h.step >= step && answers_it) return h;
       if (h.kind == MessageKind::dense_reply) {
         receive(dense_reply, dense_layout.bytes, "dense model");
@@ -246,9 +247,10 @@ struct Worker::Impl {
     // Every reply echoes the step of the message it answers: a hello carries
     // the step to come, a push the step just taken.
     const std::uint64_t answered = answers_hello ? step : step - 1;
-    if (h.kind != MessageKind::reject && h.step != answered) {
+    if (h.step != answered || (!answers_hello && h.nonce != 0)) {
       throw Error(ErrorCode::invalid_message,
                   who() + ": the server's reply answers step " + std::to_string(h.step) +
+                      (h.nonce != 0 && !answers_hello ? " (a hello's answer)" : "") +
                       ", not step " + std::to_string(answered) + " (this worker's last message)");
     }
     switch (h.kind) {
@@ -286,6 +288,13 @@ struct Worker::Impl {
         } else if (!answers_hello && config.mode == Mode::sync) {
           rejoin_reason = "the sync server rejected a push and dropped this worker";
           then = " (the server dropped this worker: join() again)";
+        } else if (!answers_hello) {
+          // The push's entries left this worker's state when it was made
+          // (gd's residual, dgc's accumulator were zeroed there): the update
+          // is lost, and a server that refuses this worker's pushes (it was
+          // dropped, or restored without it) refuses the next ones too.
+          rejoin_reason = "the server rejected a push";
+          then = " (its update is lost; join() again)";
         }
         rejected = true;
         throw Error(ErrorCode::invalid_message, who() + ": the server rejected step " +
@@ -318,6 +327,9 @@ struct Worker::Impl {
   std::string rejoin_reason;
   // A push was rejected for a value that is not finite: join() clears the state.
   bool state_not_finite = false;
+  // A join() or finish() failed without the server's answer: it may still
+  // come, so push() and save() wait for a join() (which drops it).
+  bool reply_in_flight = false;
 
   void require(bool ok, const std::string& what) const {
     if (!ok) throw Error(ErrorCode::invalid_argument, who() + ": " + what);
@@ -367,8 +379,12 @@ void Worker::join() {
   Impl& w = *impl_;
   w.require(!w.awaiting_reply, "join() while a step is waiting for its reply");
   w.join_nonce = static_cast<std::uint8_t>(w.join_nonce % 255 + 1);
+  // Until its answer is in, the hello may still be answered: a join() that
+  // fails leaves push() refusing, as a failed finish() does.
+  w.reply_in_flight = true;  // until the answer is in
   w.send_control(MessageKind::hello);
   w.receive_reply(true);
+  w.reply_in_flight = false;
   // A sync worker's steps are the rounds (the server's versions), whenever
   // it joined: the workers of a round then draw the same randk and rbgs
   // coordinates and are at the same point of a ratio schedule.
@@ -391,6 +407,9 @@ void Worker::push(const float* grad, float lr) {
   w.require(w.joined, "push() before join()");
   w.require(!w.awaiting_reply, "push() twice without finish()");
   w.require(w.rejoin_reason.empty(), "push() after " + w.rejoin_reason + ": join() again first");
+  w.require(!w.reply_in_flight,
+            "push() after a join() or finish() that failed (the server may still answer it): "
+            "join() again first");
   w.backend->check_pointer(grad, "dgs::Worker::push: the gradient");
   if (!(std::isfinite(lr) && lr >= 0.0f)) {
     throw Error(ErrorCode::invalid_argument,
@@ -444,8 +463,8 @@ void Worker::finish() {
   } catch (...) {
     // Without the reply (a timeout, a lost server, a reply out of step),
     // the server may still answer this step: only a join() puts the two
-    // back in step. An async rejection changed nothing on either side.
-    if (!w.rejected) w.rejoin_reason = "a finish() that failed";
+    // back in step (a restore() does not: the late reply may still come).
+    if (!w.rejected) w.reply_in_flight = true;
     throw;
   }
   const std::uint64_t staleness =
@@ -529,6 +548,13 @@ void check_fingerprint(const detail::CheckpointReader& reader, const Config& c,
 void Worker::save(const std::string& path) const {
   const Impl& w = *impl_;
   w.require(!w.awaiting_reply, "save() while a step is waiting for its reply");
+  // Its state is not one to continue from (a step half taken, a state the
+  // server refused): the file would restore it as if it were.
+  w.require(w.rejoin_reason.empty() && !w.reply_in_flight,
+            "save() after " +
+                (w.rejoin_reason.empty() ? std::string("a join() or finish() that failed")
+                                         : w.rejoin_reason) +
+                ": join() again first");
   Backend& be = *w.backend;
   const Stream s = w.options.stream;
   detail::CheckpointWriter out("worker");
@@ -623,7 +649,9 @@ void Worker::restore(const std::string& path) {
     be.upload(last_reply_dense ? w.dense_reply : w.reply_buffer.data(), reply.data(), reply.size(),
               s);
   }
-  w.step = step;
+  // A sync worker's step is the round's number between steps (a file that a
+  // late joiner wrote before that rule held its own count).
+  w.step = w.config.mode == Mode::sync ? model_version : step;
   w.first_lr = first_lr;
   w.model_version = model_version;
   w.joined = joined;
@@ -631,6 +659,8 @@ void Worker::restore(const std::string& path) {
   w.last_reply_dense = last_reply_dense;
   w.plan_set = false;
   w.stats = stats;
+  // The restored state is a saved one; a reply still in flight is not
+  // undone by it (reply_in_flight stays until a join()).
   w.rejoin_reason.clear();
   w.state_not_finite = false;
 }

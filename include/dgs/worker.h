@@ -83,10 +83,11 @@ class Worker {
   /// Waits for the server's reply and applies it to the weights on
   /// WorkerOptions::stream (stream-ordered: work on another stream must wait
   /// for it). Throws dgs::Error: invalid_message when the server rejected the
-  /// push, timeout or transport when no reply came. After any failure but an
-  /// async rejection of finite values, push() refuses until join() has put
-  /// the worker and the server back in step (a late reply would otherwise be
-  /// taken for the next step's).
+  /// push, timeout or transport when no reply came. After any failure, push()
+  /// and save() refuse until join() has put the worker and the server back in
+  /// step (a late reply would otherwise be taken for the next step's; a
+  /// rejected push's update is lost: its entries left the state when it was
+  /// made). A join() that fails leaves the same refusal.
   void finish();
 
   /// Where the next gradient must be evaluated: w - lambda * e for gmc+, the
@@ -105,7 +106,10 @@ class Worker {
   const MessageLayout& push_layout() const noexcept;
 
   /// Saves the whole worker state, weights included, to `path` (atomically).
-  /// Only between steps.
+  /// Only between steps, and not while push() waits for a join() (after a
+  /// failed finish() or join(), or a rejected push): that state is not one
+  /// to continue from. A sync worker restores with its step at the round
+  /// of its model version.
   void save(const std::string& path) const;
   /// Restores a state saved by save() for the same config and model. The
   /// server must hold the matching state (restored from its checkpoint of

@@ -716,6 +716,9 @@ TEST_P(Checkpoint, AWorkersPushesAreKeptAndOlderStatisticsRestore) {
     set_log_level(LogLevel::off);
     job.push(0, bad, 0.01f);
     EXPECT_THROW(job.workers[0]->finish(), Error);
+    // The state the server refused is not saved; a join() clears it.
+    EXPECT_THROW(job.workers[0]->save(path), Error);
+    job.workers[0]->join();
     set_log_level(LogLevel::warning);
     serving.stop();
     ASSERT_EQ(job.workers[0]->stats().steps, 1u);
@@ -1300,6 +1303,31 @@ TEST_P(Runtime, PushesWaitingForABusyServerAreNotTakenForSilence) {
   EXPECT_EQ(job.server->stats().pushes, 3u);
 }
 
+// A push the server refuses because it dropped the worker (here for its
+// silence) is lost: its entries left the worker's state when it was made.
+// push() then refuses until join(), instead of losing push after push.
+TEST_P(Runtime, APushRejectedFromADroppedWorkerNeedsAJoin) {
+  TwoTimedWorkers t(backend, Mode::async, 150ms, 22);
+  Job& job = t.job;
+  test::wait_until([&] { return !job.server->is_live(1); });
+  ASSERT_FALSE(job.server->is_live(1));
+  const std::vector<float> g = random_model(64, 23);
+  job.push(1, g, 1e-3f);
+  EXPECT_THROW(job.workers[1]->finish(), Error);
+  try {
+    job.push(1, g, 1e-3f);
+    ADD_FAILURE() << "push() went on after a rejection";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("after the server rejected a push: join() again first"),
+              std::string::npos)
+        << e.what();
+  }
+  job.workers[1]->join();
+  EXPECT_NO_THROW(job.step(1, g, 1e-3f));
+  EXPECT_EQ(job.server->stats().rejected[static_cast<std::size_t>(RejectReason::kind)], 1u);
+}
+
 // Sync: a worker that waited for a round is not silent meanwhile. Worker 1
 // pushes, worker 0 pushes 400 ms later (the round completes), and both
 // compute 350 ms before their next pushes: worker 1's comes 750 ms after
@@ -1802,6 +1830,8 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
     std::thread hello([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
     w.join();
     hello.join();
+    const std::string path = temp_path("timed_out_reply");
+    w.save(path);
     job.push(0, problem.gradient(job.weights_of(0), 0, 0), 0.01f);
     set_log_level(LogLevel::off);
     try {
@@ -1816,10 +1846,17 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
       ADD_FAILURE() << "push() went on after a finish() that failed";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
-      EXPECT_NE(std::string(e.what()).find("after a finish() that failed: join() again first"),
+      EXPECT_NE(std::string(e.what()).find("after a join() or finish() that failed (the server "
+                                           "may still answer it): join() again first"),
                 std::string::npos)
           << e.what();
     }
+    // Nor is that half-taken step saved, and a restore does not undo the
+    // reply in flight.
+    EXPECT_THROW(w.save(path + "_after"), Error);
+    w.restore(path);
+    EXPECT_THROW(job.push(0, problem.gradient(job.weights_of(0), 1, 0), 0.01f), Error);
+    std::remove(path.c_str());
     ASSERT_TRUE(job.server->serve_one(20s));  // the push, answered late
     std::thread again([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
     EXPECT_NO_THROW(w.join());
@@ -1835,6 +1872,44 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
     EXPECT_EQ(job.server->stats().pushes, 2u);
     EXPECT_TRUE(same_bits(job.weights_of(0), job.server_model()) || sync_period == 0);
   }
+}
+
+// A join() that fails on a worker that had joined leaves push() refusing:
+// the hello's late answer (the same step, a dense model) would otherwise be
+// read as the next push's reply, and every reply after it one behind.
+TEST_P(Runtime, APushAfterARejoinThatTimedOutIsRefused) {
+  const Segments model({300, 200});
+  Config config;
+  config.method = Method::gd;
+  config.ratio = 0.1;
+  config.workers = 1;
+  Job job(backend, config, model, random_model(model.total(), 46));
+  Worker& w = job.add_worker(0, 300ms);
+  const Quadratic problem(model.total(), 47);
+  std::thread hello([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
+  w.join();
+  hello.join();
+  set_log_level(LogLevel::off);
+  EXPECT_THROW(w.join(), Error);  // nobody serves this hello yet
+  try {
+    job.push(0, problem.gradient(job.weights_of(0), 0, 0), 0.01f);
+    ADD_FAILURE() << "push() went on after a join() that failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("after a join() or finish() that failed"),
+              std::string::npos)
+        << e.what();
+  }
+  ASSERT_TRUE(job.server->serve_one(20s));  // the hello, answered late
+  std::thread again([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
+  EXPECT_NO_THROW(w.join());
+  again.join();
+  std::thread step([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
+  EXPECT_NO_THROW(job.step(0, problem.gradient(job.weights_of(0), 0, 0), 0.01f));
+  step.join();
+  set_log_level(LogLevel::warning);
+  EXPECT_EQ(w.stats().steps, 1u);
+  EXPECT_EQ(w.stats().dense_replies, 2u);  // two joins answered; the late answer dropped
 }
 
 // A join() that timed out, then another: the first hello's late answer is a
