@@ -263,6 +263,11 @@ struct Server::Impl {
     h.step = step;
     h.model_version = version;
     h.nonce = nonce;
+    // The answer to a hello carries the job's first positive lr (that of
+    // the first push that had one), the lr_first of lr_proportional, which a
+    // worker that has not pushed yet takes (a late joiner's first lr is
+    // the job's lr of then, not its start).
+    if (nonce != 0) h.lr = first_lr;
     write_header(head.data(), h);
     if (verdict != nullptr) write_reject_verdict(head.data(), *verdict);
     backend->upload(reply_buffer.data(), head.data(), head.size(), options.stream);
@@ -392,6 +397,10 @@ struct Server::Impl {
     send_dense(k, step, reply, nonce);
   }
 
+  void note_lr(const MessageHeader& h) {
+    if (!(first_lr > 0.0f) && std::isfinite(h.lr) && h.lr > 0.0f) first_lr = h.lr;
+  }
+
   void leave(std::uint32_t k) {
     if (!slots[k].live) return;
     slots[k].live = false;
@@ -419,6 +428,7 @@ struct Server::Impl {
         leave(k);
         break;
       case MessageKind::push: {
+        note_lr(h);
         const std::uint64_t staleness = h.model_version <= version ? version - h.model_version : 0;
         ++stats.staleness[staleness_bucket(staleness)];
         kernels->apply(receive_buffer.data(), h, W(), options.stream);
@@ -547,6 +557,7 @@ struct Server::Impl {
           backend->copy(round_slot(k), receive_buffer.data(), push_layout.bytes, options.stream);
           s.pushed = true;
           s.held = h;
+          note_lr(h);
           break;
         default:
           break;
@@ -569,6 +580,7 @@ struct Server::Impl {
   std::vector<host::RoundPush> held;  // a sync round's pushes, in worker-id order
   std::vector<int> peers;
   std::uint64_t version = 0;
+  float first_lr = 0.0f;  // the first positive lr a push carried (0: none yet)
   ServerStats stats;
   // The last time a receive found no message waiting (see receive()).
   Clock::time_point quiet_at{};
@@ -671,6 +683,7 @@ void Server::save(const std::string& path) const {
   const std::string settings = detail::config_settings(s.config);
   out.add("settings", settings.data(), settings.size());
   out.add_u64("version", s.version);
+  out.add("first_lr", &s.first_lr, sizeof s.first_lr);
   const std::size_t floats = s.model.total() * sizeof(float);
   std::vector<unsigned char> host(floats);
   s.backend->download(host.data(), s.W(), floats, s.options.stream);
@@ -738,6 +751,8 @@ void Server::restore(const std::string& path) {
   std::vector<std::uint64_t> counters(10 + stats.rejected.size() + stats.staleness.size());
   in.read("stats", counters.data(), counters.size() * 8);
   const std::uint64_t version = in.u64("version");
+  float first_lr = 0.0f;  // older files: none known, the next push's is taken
+  if (in.has("first_lr")) in.read("first_lr", &first_lr, sizeof first_lr);
   // Everything was read and checked: now change the state.
   s.backend->upload(s.W(), weights.data(), weights.size(), s.options.stream);
   if (s.replicas) {
@@ -753,6 +768,7 @@ void Server::restore(const std::string& path) {
     s.slots[k].last_heard = Clock::now();
   }
   s.version = version;
+  s.first_lr = first_lr;
   std::uint64_t* fields[] = {&stats.pushes,        &stats.rounds,          &stats.joins,
                              &stats.leaves,        &stats.dropped,         &stats.sparse_replies,
                              &stats.dense_replies, &stats.stale_refreshes, &stats.bytes_received,

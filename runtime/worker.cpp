@@ -309,6 +309,9 @@ struct Worker::Impl {
     // The answer to a hello is the starting model, not a step: no momentum.
     fold_pending = global_momentum() && !answers_hello;
     model_version = h.model_version;
+    // It also carries the job's first positive lr (0 when no push had one):
+    // a worker that has not pushed yet scales its lr_proportional ratio by it.
+    if (answers_hello && !(first_lr > 0.0f) && std::isfinite(h.lr) && h.lr > 0.0f) first_lr = h.lr;
   }
 
   // The last reply received, and its layout.

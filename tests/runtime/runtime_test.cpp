@@ -1678,6 +1678,36 @@ TEST_P(Runtime, ASyncJoinerTakesTheRoundAsItsStepAndPushesTheOthersBlocks) {
   EXPECT_EQ(job.server->stats().rejected_total(), 0u);
 }
 
+// With the lr_proportional schedule a worker that joins late scales its
+// ratio by the job's first lr, which the answer to its hello carries, not
+// by its own first lr (the job's lr of then): in a round it pushes as many
+// entries as the others. Worker 0 trains alone at lr 0.1, 0.05, 0.025;
+// worker 1 joins and both push at 0.0125, an eighth of the ratio.
+TEST_P(Runtime, ALateJoinerScalesItsRatioByTheJobsFirstLearningRate) {
+  const Segments model({800, 400});
+  Config config;
+  config.method = Method::gd;
+  config.compressor = Compressor::randk;
+  config.mode = Mode::sync;
+  config.schedule = RatioSchedule::lr_proportional;
+  config.ratio = 0.2;
+  config.workers = 2;
+  const Quadratic problem(model.total(), 84);
+  Job job(backend, config, model, random_model(model.total(), 85));
+  ServerThread serving(*job.server);
+  job.workers[0]->join();
+  for (int t = 0; t < 3; ++t) run_steps(job, problem, t, 1, 0.1f / float(1 << t), 1);
+  job.workers[1]->join();
+  const std::uint64_t before = job.workers[0]->stats().entries_pushed;
+  run_steps(job, problem, 3, 1, 0.0125f);
+  const std::uint64_t round = job.workers[0]->stats().entries_pushed - before;
+  EXPECT_EQ(round, 20u + 10u);  // 0.2 / 8 = 2.5% of 800 and of 400
+  EXPECT_EQ(job.workers[1]->stats().entries_pushed, round);
+  for (auto& w : job.workers) w->leave();
+  serving.stop();
+  EXPECT_EQ(job.server->stats().rejected_total(), 0u);
+}
+
 // A sync push whose step is not the round's is rejected (RejectReason::round)
 // and its sender dropped; the round goes on without it.
 TEST_P(Runtime, ASyncPushOfAnotherRoundIsRejected) {

@@ -80,7 +80,7 @@ class RefWorker {
       host::fold_global_momentum(last_reply_.data(), last_reply_layout_, beta_, residual.data());
       fold_pending_ = false;
     }
-    if (step_ == 0) first_lr_ = lr;
+    if (!(first_lr_ > 0.0f)) first_lr_ = lr;  // the first positive lr, as the Worker
     const double ratio = config_.ratio_at(step_, lr, first_lr_);
     const SelectionPlan plan = push_plan(segments_, config_, encode_ratio(ratio));
     host::StepParams params;
@@ -117,8 +117,10 @@ class RefWorker {
     host::apply_reply(last_reply_.data(), last_reply_layout_, weights.data(), gmc);
     // The answer to a hello is the starting model, not a step: no momentum.
     fold_pending_ = gmc && !awaiting_hello_reply_;
-    // A sync worker takes the round's number as its step when it joins.
+    // A sync worker takes the round's number as its step when it joins, and
+    // one that has not pushed yet the job's first lr the answer carries.
     if (awaiting_hello_reply_ && config_.mode == Mode::sync) step_ = h.model_version;
+    if (awaiting_hello_reply_ && !(first_lr_ > 0.0f) && h.lr > 0.0f) first_lr_ = h.lr;
     awaiting_hello_reply_ = false;
     model_version = h.model_version;
   }
