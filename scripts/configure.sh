@@ -7,13 +7,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
 build_dir=${BUILD_DIR:-build}
+# A library counts when both its header and its shared library are there
+# (a header alone made find_package fail).
 cudnn=OFF
 nccl=OFF
-for dir in /usr/local/cuda/include /usr/include /usr/include/x86_64-linux-gnu ${CUDNN_ROOT:+$CUDNN_ROOT/include} \
-           ${NCCL_ROOT:+$NCCL_ROOT/include}; do
-  [[ -f $dir/cudnn.h ]] && cudnn=ON
-  [[ -f $dir/nccl.h ]] && nccl=ON
-done
+header() {
+  for dir in /usr/local/cuda/include /usr/include /usr/include/x86_64-linux-gnu \
+             ${CUDNN_ROOT:+$CUDNN_ROOT/include} ${NCCL_ROOT:+$NCCL_ROOT/include}; do
+    [[ -f $dir/$1 ]] && return 0
+  done
+  return 1
+}
+library() {
+  for dir in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu /usr/lib \
+             ${CUDNN_ROOT:+$CUDNN_ROOT/lib $CUDNN_ROOT/lib64} ${NCCL_ROOT:+$NCCL_ROOT/lib $NCCL_ROOT/lib64}; do
+    compgen -G "$dir/$1.so*" >/dev/null && return 0
+  done
+  return 1
+}
+header cudnn.h && library libcudnn && cudnn=ON
+header nccl.h && library libnccl && nccl=ON
 archs=90
 if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then archs=native; fi
 echo "dgs: configuring $build_dir (CUDA architectures ${CUDA_ARCHS:-$archs}, cuDNN $cudnn, NCCL $nccl)" >&2
