@@ -2063,6 +2063,10 @@ TEST_P(Runtime, ALateSparseReplyOrDenseModelIsDroppedWhenJoining) {
     why.reason = RejectReason::value;
     write_reject_verdict(rejection.data(), why);
     rank.send(rejection);
+    // A dense answer to an earlier step that happens to carry this hello's
+    // nonce (a previous process's, one time in 255): dropped by its step.
+    rank.send(head(0, 2, &message));
+    rank.send(body(b));
     rank.send(head(1, 3, &message));
     rank.send(body(c));
   });
