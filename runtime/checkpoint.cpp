@@ -224,6 +224,23 @@ std::vector<std::pair<std::string, std::string>> settings_lines(const std::strin
 
 }  // namespace
 
+bool setting_used(const std::string& name, const Config& c) {
+  const bool sparse = c.method != Method::dense;
+  if (name == "momentum") {
+    return c.method == Method::dgc || c.method == Method::samomentum || c.method == Method::gmc ||
+           c.method == Method::gmc_plus;
+  }
+  if (name == "factor_masking") return c.method == Method::dgc;
+  if (name == "gmc_lambda") return c.method == Method::gmc_plus;
+  if (name == "seed") return sparse && c.compressor != Compressor::topk;
+  if (name == "threshold_capacity" || name == "threshold_sample")
+    return sparse && c.compressor == Compressor::threshold;
+  if (name == "dense_below" || name == "global_selection" || name == "schedule") return sparse;
+  if (name == "warmup_ratios" || name == "warmup_steps")
+    return sparse && c.schedule == RatioSchedule::warmup;
+  return true;  // the ratios, weight decay, clipping: every method
+}
+
 void check_settings(const CheckpointReader& in, const Config& config, const std::string& path) {
   if (!in.has("settings")) return;
   const auto& saved = in.section("settings");
@@ -236,6 +253,9 @@ void check_settings(const CheckpointReader& in, const Config& config, const std:
   // A setting newer than the file: the file was written with its default.
   const auto defaults = settings_lines(config_settings(Config{}));
   for (const auto& [name, value] : mine) {
+    // A setting the method or compressor never reads may differ: the state
+    // does not depend on it (gd's momentum, topk's seed, ...).
+    if (!setting_used(name, config)) continue;
     std::string other = "(none)";
     for (const auto& [n, v] : defaults) {
       if (n == name) other = v;

@@ -58,9 +58,14 @@ class CheckpointReader {
 /// to the "settings" section.
 std::string config_settings(const Config& config);
 /// Refuses (dgs::Error, io) a checkpoint whose "settings" differ from
-/// `config`'s, naming each field that differs with both values. A file
-/// written before the section existed passes.
+/// `config`'s in a field the state depends on (setting_used), naming each
+/// with both values. A file written before the section existed passes.
 void check_settings(const CheckpointReader& in, const Config& config, const std::string& path);
+
+/// Whether the state of a worker or server of `config` depends on the setting
+/// `name` (a line of config_settings): settings its method and compressor
+/// never read may differ between a checkpoint and the restoring object.
+bool setting_used(const std::string& name, const Config& config);
 
 std::uint64_t fnv1a64(const void* data, std::size_t bytes,
                       std::uint64_t hash = 0xcbf29ce484222325ull) noexcept;
