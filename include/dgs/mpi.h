@@ -37,8 +37,9 @@ class MpiSession {
 /// takes the next push with an any-source probe.
 ///
 /// send() copies the message (host, pinned host or device memory, as MPI
-/// takes it; a few copies are kept for reuse) and returns: a receiver that
-/// posts its receive late holds up no one. A message its peer has not taken
+/// takes it; a few copies are kept for reuse), drives it up to 50 ms and
+/// returns, later calls completing it: a receiver that posts its receive
+/// late holds its sender up 50 ms at most. A message its peer has not taken
 /// within `send_timeout` fails that peer: sends to it throw dgs::Error
 /// (transport) and receives from it report peer_failed (a server drops that
 /// worker). Destroying the transport gives messages still on their way up
