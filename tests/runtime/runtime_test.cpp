@@ -1927,13 +1927,18 @@ TEST_P(Runtime, AWorkerWhoseReplyTimedOutJoinsAgainAndGoesOn) {
 // A join() that fails on a worker that had joined leaves push() refusing:
 // the hello's late answer (the same step, a dense model) would otherwise be
 // read as the next push's reply, and every reply after it one behind.
-TEST_P(Runtime, APushAfterARejoinThatTimedOutIsRefused) {
-  const Segments model({300, 200});
+// gd at 10% with `workers` workers: the joins' tests.
+Config gd_at_a_tenth(std::uint32_t workers) {
   Config config;
   config.method = Method::gd;
   config.ratio = 0.1;
-  config.workers = 1;
-  Job job(backend, config, model, random_model(model.total(), 46));
+  config.workers = workers;
+  return config;
+}
+
+TEST_P(Runtime, APushAfterARejoinThatTimedOutIsRefused) {
+  const Segments model({300, 200});
+  Job job(backend, gd_at_a_tenth(1), model, random_model(model.total(), 46));
   Worker& w = job.add_worker(0, 300ms);
   const Quadratic problem(model.total(), 47);
   std::thread hello([&] { EXPECT_TRUE(job.server->serve_one(20s)); });
@@ -1968,11 +1973,7 @@ TEST_P(Runtime, APushAfterARejoinThatTimedOutIsRefused) {
 // the second answer was then read as the first step's reply.
 TEST_P(Runtime, AJoinAfterAJoinThatTimedOutTakesItsOwnAnswer) {
   const Segments model({300, 200});
-  Config config;
-  config.method = Method::gd;
-  config.ratio = 0.1;
-  config.workers = 2;
-  Job job(backend, config, model, random_model(model.total(), 44));
+  Job job(backend, gd_at_a_tenth(2), model, random_model(model.total(), 44));
   Worker& w = job.add_worker(0, 300ms);
   const Quadratic problem(model.total(), 45);
   set_log_level(LogLevel::off);
