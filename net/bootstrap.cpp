@@ -153,8 +153,11 @@ class FileBootstrap final : public Bootstrap {
         std::remove(ack.c_str());
         fail(ack, "cannot be written: " + error);
       }
-      if (!wait_gone(file)) {
-        std::remove(ack.c_str());
+      const bool taken = wait_gone(file);
+      // Rank 0 removed it with the file, unless this rank came after rank 0
+      // had given up and cleaned up: then it must not stay for the next run.
+      std::remove(ack.c_str());
+      if (!taken) {
         timed_out("rank 0 to take rank " + std::to_string(rank_) + "'s reading of " + file +
                       " (not removed: rank 0 is late, or the file was left by an earlier run)",
                   timeout_);

@@ -29,8 +29,11 @@ class MpiBootstrap final : public Bootstrap {
     detail::mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank", -1, -1);
     detail::mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size", rank_, -1);
     // MPI_COMM_WORLD's errors abort the job by default; a duplicate whose
-    // errors come back lets a failed broadcast become a dgs::Error.
-    detail::mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup", rank_, -1);
+    // errors come back lets a failed broadcast become a dgs::Error. The
+    // duplication is collective too: polled against the same deadline.
+    MPI_Request request = MPI_REQUEST_NULL;
+    detail::mpi_check(MPI_Comm_idup(MPI_COMM_WORLD, &comm_, &request), "MPI_Comm_idup", rank_, -1);
+    wait(request, detail::deadline_after(timeout_), "the duplication of MPI_COMM_WORLD");
     detail::mpi_check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler",
                       rank_, -1);
   }
@@ -52,6 +55,11 @@ class MpiBootstrap final : public Bootstrap {
   // Through a buffer of its own, which a broadcast given up on keeps: MPI
   // may still write into it after broadcast() has thrown.
   void broadcast(void* data, std::size_t bytes) override {
+    if (broken_) {
+      throw Error(ErrorCode::invalid_argument,
+                  "dgs mpi bootstrap: rank " + std::to_string(rank_) +
+                      ": a broadcast timed out before; the ranks' collectives no longer match");
+    }
     constexpr std::size_t kPiece = std::size_t{1} << 30;
     const auto deadline = detail::deadline_after(timeout_);
     auto* at = static_cast<unsigned char*>(data);
@@ -64,22 +72,11 @@ class MpiBootstrap final : public Bootstrap {
       MPI_Request request = MPI_REQUEST_NULL;
       detail::mpi_check(MPI_Ibcast(piece.get(), static_cast<int>(n), MPI_BYTE, 0, comm_, &request),
                         "MPI_Ibcast", rank_, 0);
-      // MPI moves a broadcast's data only inside MPI calls: poll without
-      // sleeping (yielding the core to other ranks on a shared machine).
-      for (int complete = 0;;) {
-        detail::mpi_check(MPI_Test(&request, &complete, MPI_STATUS_IGNORE), "MPI_Test (MPI_Ibcast)",
-                          rank_, 0);
-        if (complete) break;
-        if (std::chrono::steady_clock::now() > deadline) {
-          piece.release();  // MPI may still write into it
-          throw Error(ErrorCode::timeout,
-                      "dgs mpi bootstrap: rank " + std::to_string(rank_) + " of " +
-                          std::to_string(size_) +
-                          ": the broadcast from rank 0 did not complete within " +
-                          std::to_string(timeout_.count()) +
-                          " ms (a rank died, or did not make the same broadcast)");
-        }
-        std::this_thread::yield();
+      try {
+        wait(request, deadline, "the broadcast from rank 0");
+      } catch (...) {
+        piece.release();  // MPI may still write into it
+        throw;
       }
       if (rank_ != 0 && n > 0) std::memcpy(at + done, piece.get(), n);
       done += n;
@@ -87,6 +84,28 @@ class MpiBootstrap final : public Bootstrap {
   }
 
  private:
+  // Polls `request` until it completes or the deadline passes (then the
+  // bootstrap is broken: the request cannot be taken back).
+  void wait(MPI_Request& request, std::chrono::steady_clock::time_point deadline,
+            const char* what) {
+    // MPI moves a collective's data only inside MPI calls: poll without
+    // sleeping (yielding the core to other ranks on a shared machine).
+    for (int complete = 0;;) {
+      detail::mpi_check(MPI_Test(&request, &complete, MPI_STATUS_IGNORE), "MPI_Test", rank_, 0);
+      if (complete) return;
+      if (std::chrono::steady_clock::now() > deadline) {
+        broken_ = true;
+        throw Error(ErrorCode::timeout,
+                    "dgs mpi bootstrap: rank " + std::to_string(rank_) + " of " +
+                        std::to_string(size_) + ": " + what + " did not complete within " +
+                        std::to_string(timeout_.count()) +
+                        " ms (a rank died, or did not make the same bootstrap and broadcasts)");
+      }
+      std::this_thread::yield();
+    }
+  }
+
+  bool broken_ = false;
   std::chrono::milliseconds timeout_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;

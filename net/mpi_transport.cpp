@@ -1,9 +1,8 @@
-// The MPI transport: sends from a copy of the message (MPI_Isend, so send()
-// returns at once and a receiver that is slow to post its receive holds up
-// nobody), completed in the background of later calls within a send timeout;
-// receives by matched probe (MPI_Improbe + MPI_Mrecv) polled with a short
-// back-off, so a receive can time out and the server can take whichever
-// peer's message arrives first.
+// The MPI transport: sends from a copy of the message (MPI_Isend), driven to
+// completion within a send timeout, past which the peer fails and the
+// message is left to MPI with its copy; receives by matched probe
+// (MPI_Improbe + MPI_Mrecv) polled with a short back-off, so a receive can
+// time out and the server can take whichever peer's message arrives first.
 #include <mpi.h>
 #if __has_include(<mpi-ext.h>)
 #include <mpi-ext.h>
@@ -174,32 +173,14 @@ class MpiTransport final : public Transport {
   }
 
   ~MpiTransport() override {
+    // Every send completed or was given up on before it returned. MPI may
+    // still read what was given up on, after this object is gone: those
+    // copies are kept.
+    for (Outgoing& o : pending_) o.copy.leak();
+    for (Outgoing& o : abandoned_) o.copy.leak();
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (finalized) {
-      for (Outgoing& o : pending_) o.copy.leak();
-      for (Outgoing& o : abandoned_) o.copy.leak();
-      return;
-    }
-    // Messages still on their way to live peers get a few seconds to be taken.
-    const auto until = Clock::now() + std::min(send_timeout_, kDrainWait);
-    try {
-      while (!pending_.empty() && Clock::now() < until) {
-        progress();
-        std::this_thread::yield();
-      }
-    } catch (...) {
-    }
-    for (Outgoing& o : pending_) {
-      detail::log(LogLevel::warning, "MPI transport rank " + std::to_string(rank_) +
-                                         ": closing with a message of " + std::to_string(o.bytes) +
-                                         " bytes to peer " + std::to_string(o.peer) +
-                                         " not taken; it is lost");
-      abandon(std::move(o));
-    }
-    pending_.clear();
-    // MPI may still read what was given up on, after this object is gone.
-    for (Outgoing& o : abandoned_) o.copy.leak();
+    if (finalized) return;
     if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
     MPI_Comm_free(&comm_);
   }
@@ -229,7 +210,8 @@ class MpiTransport final : public Transport {
                                             ": cannot send to peer " + std::to_string(peer) +
                                             ", which failed: " + failed->second);
     }
-    Outgoing out{next_id_++, peer, bytes, take_copy(bytes, peer), {}, Clock::now() + send_timeout_};
+    Outgoing out{
+        next_id_++, peer, bytes, take_copy(bytes, peer), {}, detail::deadline_after(send_timeout_)};
     if (bytes > 0) {
       if (memory_ == MemoryKind::host) {
         std::memcpy(out.copy.data(), buffer, bytes);
@@ -268,18 +250,23 @@ class MpiTransport final : public Transport {
       if (last) break;
     }
     pending_.push_back(std::move(out));
-    // MPI moves a message past its eager limit only inside MPI calls, on TCP
-    // and on shared memory without single-copy (measured: 8 MiB whose
-    // sender made no MPI call for 500 ms arrived after 500 ms). So the send
-    // drives it for a while, as a blocking send did: a worker that computes
-    // between push() and finish() has its push taken meanwhile when the
-    // server is ready. Past kSendSpin it returns (a receiver that is late
-    // holds the sender up no longer), and later calls complete the message.
+    // Driven to completion here, as a blocking send was: MPI moves a message
+    // past its eager limit only inside MPI calls over TCP and over shared
+    // memory without single-copy (measured: 8 MiB whose sender made no MPI
+    // call for 500 ms arrived after 500 ms), and a receiver that matched it
+    // would wait in MPI_Mrecv for the sender's next call. What a blocking
+    // send could not do is give up: past the send timeout the peer fails,
+    // and the message is left to MPI with its copy (the caller's buffer is
+    // free again; a peer that was only late still receives it whole).
     const std::uint64_t id = pending_.back().id;  // nothing is sent after it meanwhile
-    const auto spin_until = Clock::now() + std::min(send_timeout_, kSendSpin);
-    while (!pending_.empty() && pending_.back().id == id && Clock::now() < spin_until) {
-      std::this_thread::yield();
+    while (!pending_.empty() && pending_.back().id == id) {
       progress();
+      if (failed_.count(peer) != 0) {
+        throw Error(ErrorCode::transport, "MPI transport rank " + std::to_string(rank_) +
+                                              ": send to peer " + std::to_string(peer) +
+                                              " failed: " + failed_.at(peer));
+      }
+      std::this_thread::yield();
     }
   }
 
@@ -296,9 +283,6 @@ class MpiTransport final : public Transport {
   }
 
  private:
-  static constexpr std::chrono::milliseconds kDrainWait{5000};
-  // How long send() drives its message before it returns with it pending.
-  static constexpr std::chrono::milliseconds kSendSpin{50};
   // Copies kept for reuse: a server sends one reply after another of the
   // same size.
   static constexpr std::size_t kSpareCopies = 4;
@@ -315,6 +299,20 @@ class MpiTransport final : public Transport {
                                   : direct_device_            ? SendCopy::Where::device
                                                               : SendCopy::Where::pinned;
     return SendCopy(where, bytes, rank_, peer);
+  }
+
+  // Keeps a copy for reuse, in place of the smallest kept one when as many
+  // are kept as allowed (so a dense reply's copy is not made anew each time
+  // behind small ones).
+  void keep_spare(SendCopy&& copy) {
+    if (spare_.size() < kSpareCopies) {
+      spare_.push_back(std::move(copy));
+      return;
+    }
+    auto smallest =
+        std::min_element(spare_.begin(), spare_.end(),
+                         [](const auto& a, const auto& b) { return a.size() < b.size(); });
+    if (smallest->size() < copy.size()) *smallest = std::move(copy);
   }
 
   void fail_peer(int peer, const std::string& why) {
@@ -342,7 +340,7 @@ class MpiTransport final : public Transport {
       const int code = MPI_Testall(static_cast<int>(it->requests.size()), it->requests.data(),
                                    &done, MPI_STATUSES_IGNORE);
       if (code == MPI_SUCCESS && done) {
-        if (spare_.size() < kSpareCopies) spare_.push_back(std::move(it->copy));
+        keep_spare(std::move(it->copy));
         it = pending_.erase(it);
         continue;
       }
@@ -433,13 +431,6 @@ class MpiTransport final : public Transport {
         if (*failed >= 0) return false;
       }
       if (std::chrono::steady_clock::now() >= deadline) return false;
-      // MPI moves a message on only inside MPI calls: while sends are on
-      // their way, poll without sleeping.
-      if (!pending_.empty()) {
-        if (failed == nullptr) progress();
-        std::this_thread::yield();
-        continue;
-      }
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(1000));
     }

@@ -26,9 +26,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kPoll{200};
-// A receive that took this long had found nothing waiting when it began (a
-// waiting message is taken in microseconds).
-constexpr std::chrono::milliseconds kQuietWait{1};
 
 std::size_t staleness_bucket(std::uint64_t s) {
   std::size_t b = 0;
@@ -343,14 +340,15 @@ struct Server::Impl {
 
   // Receives one message; returns the worker it came from, or -1.
   int receive(std::chrono::milliseconds timeout, MessageHeader& header, Verdict& verdict) {
-    const auto start = Clock::now();
-    const Receipt r = channel.recv_any(peers, receive_buffer.data(), push_layout.bytes, timeout);
-    // A receive that had to wait found nothing waiting from anyone when it
-    // began (one that timed out, nothing until it ended).
+    // A first look that finds nothing tells that nothing was waiting from
+    // anyone at that moment (how long a receive took would not: a large
+    // message takes long to come in); so does a receive that times out.
+    Receipt r = channel.recv_any(peers, receive_buffer.data(), push_layout.bytes,
+                                 std::chrono::milliseconds(0));
     if (r.status == Receipt::Status::timeout) {
       quiet_at = Clock::now();
-    } else if (Clock::now() - start >= kQuietWait) {
-      quiet_at = std::max(quiet_at, start);
+      r = channel.recv_any(peers, receive_buffer.data(), push_layout.bytes, timeout);
+      if (r.status == Receipt::Status::timeout) quiet_at = Clock::now();
     }
     if (r.status == Receipt::Status::timeout) return -1;
     const int k = worker_of(r.peer);

@@ -462,7 +462,8 @@ int run(int argc, char** argv) {
   // Where the ranks are: threads of this process (local, or nccl without a
   // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
   const bool launched = launched_job();
-  if (launched && o.transport == "local") {
+  const std::optional<dgs::LaunchInfo> launch_info = dgs::find_launch();
+  if (launch_info && launch_info->size > 1 && o.transport == "local") {
     // Every rank would train a job of its own and write the same results.
     usage(
         "started by a launcher (mpirun, srun, torchrun or DGS_RANK/DGS_WORLD_SIZE) with the "

@@ -37,13 +37,12 @@ class MpiSession {
 /// takes the next push with an any-source probe.
 ///
 /// send() copies the message (host, pinned host or device memory, as MPI
-/// takes it; a few copies are kept for reuse), drives it up to 50 ms and
-/// returns, later calls completing it: a receiver that posts its receive
-/// late holds its sender up 50 ms at most. A message its peer has not taken
-/// within `send_timeout` fails that peer: sends to it throw dgs::Error
-/// (transport) and receives from it report peer_failed (a server drops that
-/// worker). Destroying the transport gives messages still on their way up
-/// to 5 s (less with a shorter send_timeout) and logs those it loses.
+/// takes it; a few copies are kept for reuse) and drives it to completion.
+/// A message its peer has not taken within `send_timeout` fails that peer
+/// (milliseconds::max() waits for ever): that send and later ones to it
+/// throw dgs::Error (transport), receives from it report peer_failed (a
+/// server drops that worker), and what it still sends is dropped; the
+/// message is left to MPI with its copy.
 std::shared_ptr<Transport> make_mpi_transport(
     MemoryKind memory = MemoryKind::host, int color = 0,
     std::chrono::milliseconds send_timeout = std::chrono::minutes(5));

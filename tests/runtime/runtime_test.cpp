@@ -1724,8 +1724,21 @@ TEST_P(Runtime, ALateJoinerScalesItsRatioByTheJobsFirstLearningRate) {
   EXPECT_EQ(round, 20u + 10u);  // 0.2 / 8 = 2.5% of 800 and of 400
   EXPECT_EQ(job.workers[1]->stats().entries_pushed, round);
   for (auto& w : job.workers) w->leave();
+  test::wait_until([&] { return job.server->live_workers() == 0; });  // a bye has no reply
   serving.stop();
   EXPECT_EQ(job.server->stats().rejected_total(), 0u);
+  // The server keeps that lr in its checkpoints: a worker joining a server
+  // restored from one scales by it too.
+  const std::string path = temp_path("first_lr");
+  job.server->save(path);
+  Job restored(backend, config, model, random_model(model.total(), 86));
+  restored.server->restore(path);
+  std::remove(path.c_str());
+  ServerThread again(*restored.server);
+  restored.workers[0]->join();
+  run_steps(restored, problem, 4, 1, 0.0125f, 1);
+  EXPECT_EQ(restored.workers[0]->stats().entries_pushed, 30u);
+  restored.workers[0]->leave();
 }
 
 // A sync push whose step is not the round's is rejected (RejectReason::round)
