@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <set>
 #include <string>
@@ -128,15 +127,11 @@ class SendCopy {
   std::size_t size_;
 };
 
-// A message on its way: its copy, the requests of its pieces, and the time
-// by which the peer must have taken it.
-struct Outgoing {
-  std::uint64_t id;  // in the order sent
-  int peer;
-  std::size_t bytes;
+// A message given up on: the requests of its pieces, left to MPI, and its
+// copy, which MPI may still read.
+struct Abandoned {
   SendCopy copy;
   std::vector<MPI_Request> requests;
-  Clock::time_point deadline;
 };
 
 class MpiTransport final : public Transport {
@@ -176,8 +171,7 @@ class MpiTransport final : public Transport {
     // Every send completed or was given up on before it returned. MPI may
     // still read what was given up on, after this object is gone: those
     // copies are kept.
-    for (Outgoing& o : pending_) o.copy.leak();
-    for (Outgoing& o : abandoned_) o.copy.leak();
+    for (Abandoned& a : abandoned_) a.copy.leak();
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
@@ -203,18 +197,18 @@ class MpiTransport final : public Transport {
   // than MPI's eager limit, and a blocking send to it would wait for ever).
   void send(int peer, const void* buffer, std::size_t bytes) override {
     check_peer(peer);
-    progress();
     const auto failed = failed_.find(peer);
     if (failed != failed_.end()) {
       throw Error(ErrorCode::transport, "MPI transport rank " + std::to_string(rank_) +
                                             ": cannot send to peer " + std::to_string(peer) +
                                             ", which failed: " + failed->second);
     }
-    Outgoing out{
-        next_id_++, peer, bytes, take_copy(bytes, peer), {}, detail::deadline_after(send_timeout_)};
+    const auto deadline = detail::deadline_after(send_timeout_);
+    SendCopy copy = take_copy(bytes, peer);
+    std::vector<MPI_Request> requests;
     if (bytes > 0) {
       if (memory_ == MemoryKind::host) {
-        std::memcpy(out.copy.data(), buffer, bytes);
+        std::memcpy(copy.data(), buffer, bytes);
       } else {
         // On a stream of its own, waited for: a device-to-device cudaMemcpy
         // may return before the copy is done, and MPI reads the copy next.
@@ -225,7 +219,7 @@ class MpiTransport final : public Transport {
                      "cudaStreamCreate", rank_, peer);
         }
         check_cuda(
-            cudaMemcpyAsync(out.copy.data(), buffer, bytes,
+            cudaMemcpyAsync(copy.data(), buffer, bytes,
                             direct_device_ ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost,
                             copy_stream_),
             direct_device_ ? "cudaMemcpyAsync(device to device)"
@@ -237,19 +231,18 @@ class MpiTransport final : public Transport {
     for (std::size_t at = 0;;) {
       const std::size_t n = std::min(piece_, bytes - at);
       MPI_Request request = MPI_REQUEST_NULL;
-      const int code = MPI_Isend(out.copy.data() + at, static_cast<int>(n), MPI_BYTE, peer, kTag,
-                                 comm_, &request);
+      const int code =
+          MPI_Isend(copy.data() + at, static_cast<int>(n), MPI_BYTE, peer, kTag, comm_, &request);
       if (code != MPI_SUCCESS) {
         fail_peer(peer, "MPI_Isend failed");
-        abandon(std::move(out));
+        abandon(std::move(copy), std::move(requests));
         detail::mpi_check(code, "MPI_Isend", rank_, peer);
       }
-      out.requests.push_back(request);
+      requests.push_back(request);
       at += n;
       const bool last = n < piece_;  // a shorter piece, maybe empty, ends the message
       if (last) break;
     }
-    pending_.push_back(std::move(out));
     // Driven to completion here, as a blocking send was: MPI moves a message
     // past its eager limit only inside MPI calls over TCP and over shared
     // memory without single-copy (measured: 8 MiB whose sender made no MPI
@@ -258,10 +251,27 @@ class MpiTransport final : public Transport {
     // send could not do is give up: past the send timeout the peer fails,
     // and the message is left to MPI with its copy (the caller's buffer is
     // free again; a peer that was only late still receives it whole).
-    const std::uint64_t id = pending_.back().id;  // nothing is sent after it meanwhile
-    while (!pending_.empty() && pending_.back().id == id) {
-      progress();
-      if (failed_.count(peer) != 0) {
+    for (;;) {
+      int done = 0;
+      const int code = MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
+                                   MPI_STATUSES_IGNORE);
+      if (code == MPI_SUCCESS && done) {
+        keep_spare(std::move(copy));
+        return;
+      }
+      if (code != MPI_SUCCESS || Clock::now() > deadline) {
+        if (code != MPI_SUCCESS) {
+          char text[MPI_MAX_ERROR_STRING];
+          int length = 0;
+          MPI_Error_string(code, text, &length);
+          fail_peer(peer, "sending a message of " + std::to_string(bytes) + " bytes failed: " +
+                              std::string(text, static_cast<std::size_t>(length)));
+        } else {
+          fail_peer(peer, "a message of " + std::to_string(bytes) +
+                              " bytes was not taken within the send timeout of " +
+                              std::to_string(send_timeout_.count()) + " ms");
+        }
+        abandon(std::move(copy), std::move(requests));
         throw Error(ErrorCode::transport, "MPI transport rank " + std::to_string(rank_) +
                                               ": send to peer " + std::to_string(peer) +
                                               " failed: " + failed_.at(peer));
@@ -324,46 +334,11 @@ class MpiTransport final : public Transport {
 
   // A message that may never complete: its requests are left to MPI and its
   // copy is kept, since MPI may still read it.
-  void abandon(Outgoing&& o) {
-    for (MPI_Request& r : o.requests) {
+  void abandon(SendCopy&& copy, std::vector<MPI_Request>&& requests) {
+    for (MPI_Request& r : requests) {
       if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
     }
-    abandoned_.push_back(std::move(o));
-  }
-
-  // Completes the sends whose peers took them, and fails the peers of those
-  // past their deadline (or whose send failed).
-  void progress() {
-    const auto now = Clock::now();
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      int done = 0;
-      const int code = MPI_Testall(static_cast<int>(it->requests.size()), it->requests.data(),
-                                   &done, MPI_STATUSES_IGNORE);
-      if (code == MPI_SUCCESS && done) {
-        keep_spare(std::move(it->copy));
-        it = pending_.erase(it);
-        continue;
-      }
-      const bool failed = failed_.count(it->peer) != 0;
-      if (code != MPI_SUCCESS || failed || now > it->deadline) {
-        if (code != MPI_SUCCESS) {
-          char text[MPI_MAX_ERROR_STRING];
-          int length = 0;
-          MPI_Error_string(code, text, &length);
-          fail_peer(it->peer,
-                    "sending a message of " + std::to_string(it->bytes) +
-                        " bytes failed: " + std::string(text, static_cast<std::size_t>(length)));
-        } else if (!failed) {
-          fail_peer(it->peer, "a message of " + std::to_string(it->bytes) +
-                                  " bytes was not taken within the send timeout of " +
-                                  std::to_string(send_timeout_.count()) + " ms");
-        }
-        abandon(std::move(*it));
-        it = pending_.erase(it);
-        continue;
-      }
-      ++it;
-    }
+    abandoned_.push_back({std::move(copy), std::move(requests)});
   }
 
   // One of `peers` that failed (every time for a single-peer receive, once
@@ -419,17 +394,11 @@ class MpiTransport final : public Transport {
     return found != 0;
   }
 
-  // Polls probe() until a message matches or the deadline passes, or (with
-  // `failed`) one of the peers has failed (then *failed is that peer).
+  // Polls probe() until a message matches or the deadline passes.
   bool wait_for(const std::vector<int>& peers, std::chrono::steady_clock::time_point deadline,
-                MPI_Message& message, MPI_Status& status, int* failed = nullptr, bool once = true) {
+                MPI_Message& message, MPI_Status& status) {
     auto pause = std::chrono::microseconds(5);
     while (!probe(peers, message, status)) {
-      if (failed != nullptr) {
-        progress();
-        *failed = failed_among(peers, once);
-        if (*failed >= 0) return false;
-      }
       if (std::chrono::steady_clock::now() >= deadline) return false;
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(1000));
@@ -470,17 +439,16 @@ class MpiTransport final : public Transport {
 
   Receipt receive(const std::vector<int>& peers, void* buffer, std::size_t bytes,
                   std::chrono::milliseconds timeout, bool any) {
-    progress();
-    int failed = failed_among(peers, any);
+    // A peer fails only in this object's own calls (a send given up on, a
+    // message cut short): one that failed before is reported at once.
+    const int failed = failed_among(peers, any);
     if (failed >= 0) return failed_receipt(failed);
     MPI_Message message;
     MPI_Status status;
     const auto deadline = detail::deadline_after(timeout);
     int peer = -1;
     for (;;) {
-      if (!wait_for(peers, deadline, message, status, &failed, any)) {
-        return failed >= 0 ? failed_receipt(failed) : Receipt{};
-      }
+      if (!wait_for(peers, deadline, message, status)) return Receipt{};
       peer = status.MPI_SOURCE;
       if (failed_.count(peer) == 0) break;
       // A failed peer's messages (the rest of a message that stopped, or
@@ -523,10 +491,8 @@ class MpiTransport final : public Transport {
   bool direct_device_ = false;
   PinnedBuffer recv_stage_;
   std::vector<unsigned char> oversize_;
-  std::deque<Outgoing> pending_;     // in the order sent
-  std::vector<Outgoing> abandoned_;  // never completed: their copies stay
+  std::vector<Abandoned> abandoned_;  // never completed: their copies stay
   std::vector<SendCopy> spare_;
-  std::uint64_t next_id_ = 0;
   std::map<int, std::string> failed_;  // peer -> why
   cudaStream_t copy_stream_ = nullptr;  // device sends' copies
   std::set<int> reported_;             // failed peers an any-peer receive reported
