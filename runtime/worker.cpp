@@ -334,6 +334,13 @@ struct Worker::Impl {
   // come, so push() and save() wait for a join() (which drops it).
   bool reply_in_flight = false;
 
+  // Why push() and save() must wait for a join(), or "" when they need not.
+  std::string join_needed() const {
+    if (!rejoin_reason.empty()) return rejoin_reason;
+    if (reply_in_flight) return "a join() or finish() that failed (the server may still answer it)";
+    return "";
+  }
+
   void require(bool ok, const std::string& what) const {
     if (!ok) throw Error(ErrorCode::invalid_argument, who() + ": " + what);
   }
@@ -409,10 +416,8 @@ void Worker::push(const float* grad, float lr) {
   Impl& w = *impl_;
   w.require(w.joined, "push() before join()");
   w.require(!w.awaiting_reply, "push() twice without finish()");
-  w.require(w.rejoin_reason.empty(), "push() after " + w.rejoin_reason + ": join() again first");
-  w.require(!w.reply_in_flight,
-            "push() after a join() or finish() that failed (the server may still answer it): "
-            "join() again first");
+  const std::string wait_for_join = w.join_needed();
+  w.require(wait_for_join.empty(), "push() after " + wait_for_join + ": join() again first");
   w.backend->check_pointer(grad, "dgs::Worker::push: the gradient");
   if (!(std::isfinite(lr) && lr >= 0.0f)) {
     throw Error(ErrorCode::invalid_argument,
@@ -553,11 +558,8 @@ void Worker::save(const std::string& path) const {
   w.require(!w.awaiting_reply, "save() while a step is waiting for its reply");
   // Its state is not one to continue from (a step half taken, a state the
   // server refused): the file would restore it as if it were.
-  w.require(w.rejoin_reason.empty() && !w.reply_in_flight,
-            "save() after " +
-                (w.rejoin_reason.empty() ? std::string("a join() or finish() that failed")
-                                         : w.rejoin_reason) +
-                ": join() again first");
+  const std::string wait_for_join = w.join_needed();
+  w.require(wait_for_join.empty(), "save() after " + wait_for_join + ": join() again first");
   Backend& be = *w.backend;
   const Stream s = w.options.stream;
   detail::CheckpointWriter out("worker");

@@ -448,22 +448,17 @@ std::vector<EpochRecord> serve(const Options& o, dgs::Server& server, Shared& sh
   return records;
 }
 
-// Part of a multi-process job: started by mpirun/srun, or a launcher set a
-// rank and a world of more than one process (DGS_RANK/DGS_WORLD_SIZE,
-// SLURM_PROCID/SLURM_NTASKS, RANK/WORLD_SIZE, ...: dgs::find_launch).
-bool launched_job() {
-  if (dgs::launched_by_mpi()) return true;
-  const std::optional<dgs::LaunchInfo> launch = dgs::find_launch();
-  return launch && launch->size > 1;
-}
-
 int run(int argc, char** argv) {
   Options o = parse(argc, argv);
   // Where the ranks are: threads of this process (local, or nccl without a
   // launcher: the one-GPU loopback), or processes (mpi, nccl under a launcher).
-  const bool launched = launched_job();
-  const std::optional<dgs::LaunchInfo> launch_info = dgs::find_launch();
-  if (launch_info && launch_info->size > 1 && o.transport == "local") {
+  // The launcher's rank and world, read once: part of a multi-process job
+  // when started by mpirun/srun, or when a launcher set a world of more than
+  // one process (DGS_RANK/DGS_WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS, ...).
+  const std::optional<dgs::LaunchInfo> launch = dgs::find_launch();
+  const bool several = launch && launch->size > 1;
+  const bool launched = dgs::launched_by_mpi() || several;
+  if (several && o.transport == "local") {
     // Every rank would train a job of its own and write the same results.
     usage(
         "started by a launcher (mpirun, srun, torchrun or DGS_RANK/DGS_WORLD_SIZE) with the "
@@ -477,7 +472,6 @@ int run(int argc, char** argv) {
   int gpu = 0;
   int devices = 0;
   if (!in_process && cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
-    const std::optional<dgs::LaunchInfo> launch = dgs::find_launch();
     gpu = launch ? dgs::local_gpu(*launch, devices) : 0;
     cudaSetDevice(gpu);
   }
