@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <utility>
@@ -143,17 +144,9 @@ class FileBootstrap final : public Bootstrap {
       read_message(file, data, bytes);
       // Rank 0 waits for this: if it cannot be written, say so here, not
       // as rank 0's timeout.
-      const int fd = ::open(ack.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd < 0) fail(ack, "cannot be created: " + errno_text());
       const std::string line = std::to_string(rank_) + "\n";
-      const bool written = write_fd(fd, line.data(), line.size());
-      const std::string error = written ? "" : errno_text();
-      ::close(fd);
-      if (!written) {
-        std::remove(ack.c_str());
-        fail(ack, "cannot be written: " + error);
-      }
-      const bool taken = wait_gone(file);
+      write_file(ack, {{line.data(), line.size()}});
+      const bool taken = await(file, false);
       // Rank 0 removed it with the file, unless this rank came after rank 0
       // had given up and cleaned up: then it must not stay for the next run.
       std::remove(ack.c_str());
@@ -175,19 +168,29 @@ class FileBootstrap final : public Bootstrap {
     return file + ".ack" + std::to_string(rank);
   }
 
-  void publish(const std::string& file, const void* data, std::size_t bytes) const {
-    const std::string temp = file + ".tmp";
-    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) fail(temp, "cannot be created: " + errno_text());
-    const std::uint64_t size = bytes;
-    // A full disk shows here, not as a short file.
-    bool ok = write_fd(fd, &size, 8) && write_fd(fd, data, bytes);
+  // Writes `pieces` to a new file `path`, or removes it and throws saying
+  // why (a full disk shows here, not as a short file).
+  void write_file(const std::string& path,
+                  std::initializer_list<std::pair<const void*, std::size_t>> pieces) const {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) fail(path, "cannot be created: " + errno_text());
+    bool ok = true;
+    for (const auto& [data, bytes] : pieces) ok = ok && write_fd(fd, data, bytes);
     std::string error = ok ? "" : errno_text();
     if (::close(fd) != 0 && ok) {
       ok = false;
       error = errno_text();
     }
-    if (!ok) fail(temp, "cannot be written: " + error);
+    if (!ok) {
+      std::remove(path.c_str());
+      fail(path, "cannot be written: " + error);
+    }
+  }
+
+  void publish(const std::string& file, const void* data, std::size_t bytes) const {
+    const std::string temp = file + ".tmp";
+    const std::uint64_t size = bytes;
+    write_file(temp, {{&size, sizeof size}, {data, bytes}});
     if (std::rename(temp.c_str(), file.c_str()) != 0)
       fail(file, "cannot be created: " + errno_text());
   }
@@ -218,21 +221,18 @@ class FileBootstrap final : public Bootstrap {
     std::memcpy(data, content.data() + 8, bytes);
   }
 
-  void wait_for(const std::string& file, const std::string& what) const {
+  // Waits until `file` exists (present) or is gone; false past the timeout.
+  bool await(const std::string& file, bool present) const {
     const auto deadline = detail::deadline_after(timeout_);
-    while (!exists(file)) {
-      if (Clock::now() > deadline) timed_out("no sign of " + what, timeout_);
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-
-  bool wait_gone(const std::string& file) const {
-    const auto deadline = detail::deadline_after(timeout_);
-    while (exists(file)) {
+    while (exists(file) != present) {
       if (Clock::now() > deadline) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return true;
+  }
+
+  void wait_for(const std::string& file, const std::string& what) const {
+    if (!await(file, true)) timed_out("no sign of " + what, timeout_);
   }
 
   int rank_, size_;
